@@ -1,0 +1,1 @@
+"""Pure, typed building blocks of the ANN-SNN pipeline (data sources, encoder, Zarr store, CoLaNET)."""

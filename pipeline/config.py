@@ -1,0 +1,36 @@
+"""Typed, JSON-round-trippable configs of the stages; each output keeps the resolved one beside it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Stage one: which images, which encoder, where to write."""
+
+    data: str = "digits"  # digits | imagefolder:PATH | csv:PATH
+    model: str = "tf_efficientnet_lite0"  # any timm model name
+    weights: str = "package"  # package | hub | none | PATH to a checkpoint
+    image_size: int | None = None  # None: the model's own input size (timm data config)
+    out: str | None = None  # store path; None: data/embeddings/<data>-<model>.zarr
+    embeddings_dir: str = "data/embeddings"
+    seed: int = 0  # split and sample order
+    test_fraction: float = 0.25  # for sources without split folders
+    limit: int | None = None  # at most this many images per split (quick runs)
+    chunk_size: int = 256  # rows per Zarr chunk = unit of completion and resume
+    batch_size: int = 32
+    workers: int = 0  # DataLoader worker processes decoding images
+    threads: int | None = None  # torch CPU threads; None: torch's default
+    device: str = "auto"  # auto | cpu | cuda
+    strict: bool = False  # fail on the first unreadable image instead of recording it
+    overwrite: bool = False  # replace a store written for another encoder or data
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EmbedConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,214 @@
+"""The embedding store: one Zarr v3 group per (data set, encoder).
+
+Layout (readable with plain ``zarr``, ``dask.array.from_zarr`` and ``xarray.open_zarr``)::
+
+    <name>.zarr/
+      zarr.json                 attributes: format, dataset, encoder, versions, layout, config
+      <split>/                  train, test (and val where the source has one)
+        features  (N, D) float32   chunks (chunk_size, D)   dims (sample, feature)
+        labels    (N,)   int64     class index into attrs["dataset"]["class_names"]
+        ids       (N,)   str       source path relative to the data root, or "digits/<index>"
+        errors    (N,)   str       "" for an embedded image, else why it was skipped (features are 0)
+        done      (n_chunks,) bool chunk i of features/errors is complete (chunks of 1: one file each)
+
+Labels and ids are written when the store is created; features and errors chunk by chunk, each
+chunk's ``done`` flag only after its data. A killed run therefore loses at most the chunks in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from pipeline.errors import UserError
+
+STORE_FORMAT = 1
+
+
+def default_store_path(root: str | Path, dataset_name: str, model_name: str) -> Path:
+    """``data/embeddings/<data set>-<model>.zarr``: one store per (data set, encoder)."""
+    return Path(root) / f"{dataset_name}-{model_name}.zarr"
+
+
+def software_versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("annsnn", "torch", "timm", "zarr", "numpy", "numba", "dask"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+@dataclass
+class SplitLayout:
+    """What a split holds before any image is embedded."""
+
+    labels: np.ndarray
+    ids: np.ndarray
+
+
+class EmbeddingStore:
+    """Typed access to one store; see the module docstring for the layout."""
+
+    def __init__(self, group: zarr.Group, path: str):
+        self.group = group
+        self.path = path
+
+    # --- opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path) -> "EmbeddingStore":
+        """Open an existing, complete store read-only."""
+        path = str(path)
+        try:
+            group = zarr.open_group(path, mode="r")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+            raise UserError(f"{path}: no embedding store here; run `make embed` (or "
+                            f"`annsnn embed`) first") from None
+        if group.attrs.get("format") != STORE_FORMAT:
+            raise UserError(f"{path}: not a complete embedding store of format {STORE_FORMAT}; "
+                            f"rerun `annsnn embed --overwrite` to rebuild it")
+        return cls(group, path)
+
+    @classmethod
+    def open_for_writing(cls, path: str | Path, *, identity: dict[str, Any],
+                         attrs: dict[str, Any], splits: dict[str, SplitLayout], feature_dim: int,
+                         chunk_size: int, overwrite: bool = False) -> "EmbeddingStore":
+        """Open ``path`` to continue it, or create it.
+
+        ``identity`` (encoder and data fingerprint) must equal the stored one, else the store is
+        refused unless ``overwrite``. A store whose creation was interrupted (no ``format``
+        attribute yet) holds no finished chunk and is simply created again.
+        """
+        path = str(path)
+        identity = json.loads(json.dumps(identity))  # compare as stored: tuples become lists
+        if not overwrite and _exists(path):
+            group = zarr.open_group(path, mode="r+")
+            if group.attrs.get("format") == STORE_FORMAT:
+                stored = group.attrs.get("identity", {})
+                if stored != identity:
+                    raise UserError(f"{path}: {_describe_mismatch(stored, identity)}; pass "
+                                    f"--overwrite to replace it, or --out to write elsewhere")
+                return cls(group, path)
+        group = zarr.open_group(path, mode="w")
+        for name, split in splits.items():
+            n = len(split.labels)
+            sub = group.create_group(name)
+            rows = max(1, min(chunk_size, n))
+            sub.create_array("features", shape=(n, feature_dim), chunks=(rows, feature_dim),
+                             dtype="float32", fill_value=0.0, dimension_names=("sample", "feature"))
+            sub.create_array("labels", shape=(n,), chunks=(rows,), dtype="int64", fill_value=-1,
+                             dimension_names=("sample",))[:] = split.labels
+            sub.create_array("ids", shape=(n,), chunks=(rows,), dtype=str,
+                             dimension_names=("sample",))[:] = split.ids
+            sub.create_array("errors", shape=(n,), chunks=(rows,), dtype=str,
+                             dimension_names=("sample",))
+            sub.create_array("done", shape=(math.ceil(n / rows),), chunks=(1,), dtype=bool,
+                             fill_value=False, compressors=None, dimension_names=("chunk",))
+        # The format marker goes last: its presence means the layout is complete.
+        group.attrs.update({**attrs, "identity": identity, "layout": {"chunk_size": chunk_size},
+                            "versions": software_versions(), "format": STORE_FORMAT})
+        return cls(group, path)
+
+    # --- reading ------------------------------------------------------------------------------
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return dict(self.group.attrs)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.group.attrs["dataset"]["class_names"])
+
+    @property
+    def splits(self) -> list[str]:
+        order = {"train": 0, "val": 1, "test": 2}
+        return sorted((name for name, _ in self.group.groups()), key=lambda n: (order.get(n, 3), n))
+
+    def split(self, name: str) -> zarr.Group:
+        if name not in self.splits:
+            raise UserError(f"{self.path}: has no split {name!r} (it has {', '.join(self.splits)})")
+        return self.group[name]
+
+    def chunk_rows(self, split: str) -> int:
+        return self.split(split)["features"].chunks[0]
+
+    def chunk_slice(self, split: str, chunk: int) -> slice:
+        rows = self.chunk_rows(split)
+        n = self.split(split)["features"].shape[0]
+        return slice(chunk * rows, min((chunk + 1) * rows, n))
+
+    def done_chunks(self, split: str) -> np.ndarray:
+        """Boolean completion per chunk. A flag file cut short by a kill reads as not done."""
+        done = self.split(split)["done"]
+        try:
+            return np.asarray(done[:], dtype=bool)
+        except Exception:  # a torn flag file: fall back to reading flag by flag
+            flags = np.zeros(done.shape[0], dtype=bool)
+            for i in range(done.shape[0]):
+                try:
+                    flags[i] = bool(done[i])
+                except Exception:
+                    pass
+            return flags
+
+    def finished_rows(self, split: str) -> np.ndarray:
+        """Rows holding a real embedding: in a done chunk and not a skipped image."""
+        rows = np.zeros(self.split(split)["features"].shape[0], dtype=bool)
+        for c in np.flatnonzero(self.done_chunks(split)):
+            rows[self.chunk_slice(split, c)] = True
+        return rows & (np.asarray(self.split(split)["errors"][:]) == "")
+
+    def is_complete(self) -> bool:
+        return all(self.done_chunks(s).all() for s in self.splits)
+
+    def features(self, split: str):
+        """The split's features as a lazy dask array, one block per stored chunk."""
+        import dask.array as da
+
+        return da.from_zarr(self.split(split)["features"])
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def write_chunk(self, split: str, chunk: int, features: np.ndarray, errors: np.ndarray) -> None:
+        """Write one chunk's data, then mark it done (in that order, so a kill never lies)."""
+        sub = self.split(split)
+        rows = self.chunk_slice(split, chunk)
+        sub["features"][rows] = features
+        sub["errors"][rows] = errors
+        sub["done"][chunk] = True
+
+    def record_run(self, summary: dict[str, Any]) -> None:
+        self.group.attrs["last_run"] = json.loads(json.dumps(summary))
+
+
+def _exists(path: str) -> bool:
+    return Path(path).joinpath("zarr.json").exists() if "://" not in path else True
+
+
+def _describe_mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
+    old_enc, new_enc = stored.get("encoder", {}), wanted.get("encoder", {})
+    for key in ("model", "weights_sha256", "preprocessing"):
+        if old_enc.get(key) != new_enc.get(key):
+            return (f"holds embeddings from encoder {old_enc.get('model')} "
+                    f"({key}={_short(old_enc.get(key))}) but this run asks for "
+                    f"{new_enc.get('model')} ({key}={_short(new_enc.get(key))})")
+    if stored.get("data_fingerprint") != wanted.get("data_fingerprint"):
+        return (f"was written for other data (fingerprint {_short(stored.get('data_fingerprint'))}, "
+                f"now {_short(wanted.get('data_fingerprint'))}: images, labels or split changed)")
+    return "was written with other settings"
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text[:12] if isinstance(value, str) and len(text) == 64 else text[:80]

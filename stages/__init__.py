@@ -1,0 +1,1 @@
+"""Thin command-line stages over `pipeline`: embed, inspect, train-snn."""

