@@ -16,7 +16,7 @@ class EmbedConfig:
     image_size: int | None = None  # None: the model's own input size (timm data config)
     out: str | None = None  # store path; None: data/embeddings/<data>-<model>.zarr
     embeddings_dir: str = "data/embeddings"
-    seed: int = 0  # split and sample order
+    split_seed: int = 0  # split and sample order
     test_fraction: float = 0.25  # for sources without split folders
     limit: int | None = None  # at most this many images per split (quick runs)
     chunk_size: int = 256  # rows per Zarr chunk = unit of completion and resume
@@ -34,3 +34,23 @@ class EmbedConfig:
     def from_dict(cls, d: dict[str, Any]) -> "EmbedConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Stage two: where the run lives and how it streams, checkpoints and evaluates.
+
+    The model's own hyperparameters are :class:`pipeline.colanet.ColanetParams`.
+    """
+
+    run: str | None = None  # run folder name under runs_dir; None: the store's name
+    runs_dir: str = "data/runs"
+    sat_percentile: float = 99.0  # coding saturation: this percentile of positive train features
+    checkpoint_every: int = 1000  # samples between checkpoints (and on SIGINT/SIGTERM)
+    eval_split: str | None = None  # None: test, or val when the store has no test split
+    skip_baselines: bool = False  # leave out the linear probe and nearest class mean
+    numba_threads: int | None = None  # None: numba's default (all cores)
+    restart: bool = False  # discard this run's checkpoint and train afresh
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -192,6 +192,52 @@ class EmbeddingStore:
         self.group.attrs["last_run"] = json.loads(json.dumps(summary))
 
 
+def write_arrays(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
+                 class_names: list[str], *, encoder: dict[str, Any], source: str,
+                 chunk_size: int = 256, overwrite: bool = False) -> EmbeddingStore:
+    """A complete store from in-memory features: ``splits[name] = (X (N, D), y (N,))``.
+
+    For embeddings made elsewhere (e.g. an ``.npz`` of features) and synthetic benchmarks.
+    ``encoder`` describes where the features came from (``model`` at least); the data fingerprint
+    is a hash of the arrays, so importing the same arrays again continues the same store.
+    """
+    import hashlib
+
+    h = hashlib.sha256(json.dumps([list(class_names), source]).encode())
+    dims = {x.shape[1] for x, _ in splits.values()}
+    if len(dims) != 1:
+        raise UserError(f"{source}: splits have different feature dimensions {sorted(dims)}")
+    for name, (x, y) in sorted(splits.items()):
+        if x.ndim != 2 or len(x) != len(y):
+            raise UserError(f"{source}: split {name!r} needs X (N, D) and y (N,), got "
+                            f"{x.shape} and {np.shape(y)}")
+        if len(y) and (np.min(y) < 0 or np.max(y) >= len(class_names)):
+            raise UserError(f"{source}: split {name!r} has labels outside 0..{len(class_names) - 1}")
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+        h.update(np.asarray(y, dtype=np.int64).tobytes())
+    enc = {"weights": "imported", "weights_sha256": "", "preprocessing": {}, "transform": "",
+           **encoder, "feature_dim": dims.pop()}
+    identity = {"encoder": {k: enc[k] for k in ("model", "weights_sha256", "preprocessing")},
+                "data_fingerprint": h.hexdigest()}
+    store = EmbeddingStore.open_for_writing(
+        path, identity=identity,
+        attrs={"dataset": {"spec": source, "name": Path(str(path)).stem, "root": "",
+                           "class_names": list(class_names), "fingerprint": h.hexdigest(),
+                           "sizes": {k: len(v[1]) for k, v in splits.items()}},
+               "encoder": enc, "config": {"source": source}},
+        splits={k: SplitLayout(labels=np.asarray(y, dtype=np.int64),
+                               ids=np.array([f"{k}/{i}" for i in range(len(y))]))
+                for k, (x, y) in splits.items()},
+        feature_dim=enc["feature_dim"], chunk_size=chunk_size, overwrite=overwrite)
+    for name, (x, _) in splits.items():
+        for c in np.flatnonzero(~store.done_chunks(name)):
+            rows = store.chunk_slice(name, c)
+            store.write_chunk(name, int(c), np.asarray(x[rows], dtype=np.float32),
+                              np.full(rows.stop - rows.start, "", dtype=object).astype(str))
+    return store
+
+
 def _exists(path: str) -> bool:
     return Path(path).joinpath("zarr.json").exists() if "://" not in path else True
 

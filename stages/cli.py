@@ -1,4 +1,4 @@
-"""The command line: `annsnn embed|inspect ...` (also `python -m stages ...`).
+"""The command line: `annsnn embed|inspect|train-snn ...` (also `python -m stages ...`).
 
 Options are generated from the typed configs, so a config field and its flag never drift apart.
 """
@@ -10,7 +10,8 @@ import dataclasses
 import sys
 import typing
 
-from pipeline.config import EmbedConfig
+from pipeline.colanet import ColanetParams
+from pipeline.config import EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 
 HELP = {
@@ -20,7 +21,7 @@ HELP = {
     "image_size": "square input size (default: the model's own)",
     "out": "store path (default: EMBEDDINGS_DIR/<data>-<model>.zarr)",
     "embeddings_dir": "folder of the default store paths",
-    "seed": "seed of the split and the sample order",
+    "split_seed": "seed of the split and the sample order",
     "test_fraction": "test share for sources without split folders",
     "limit": "at most this many images per split",
     "chunk_size": "rows per chunk: the unit of completion and resume",
@@ -30,10 +31,25 @@ HELP = {
     "device": "auto | cpu | cuda",
     "strict": "stop at the first unreadable image instead of recording it",
     "overwrite": "replace a store written for another encoder or data",
+    "run": "run folder name under RUNS_DIR (default: the store's name)",
+    "runs_dir": "folder of the run folders",
+    "sat_percentile": "coding saturation: this percentile of the positive train features",
+    "checkpoint_every": "samples between checkpoints",
+    "eval_split": "split to evaluate on (default: test, else val)",
+    "skip_baselines": "leave out the linear probe and nearest class mean",
+    "numba_threads": "threads of the spiking simulator",
+    "restart": "discard this run's checkpoint and train afresh",
+    "gain": "input gain g (default: 640 / n_inputs)",
+    "m": "L neurons (microcolumns) per class",
+    "e": "ensemble copies",
+    "coder": "accumulator | bernoulli",
+    "forcing": "most_depolarised | all",
+    "blocking": "column | none",
+    "seed": "seed of the simulator's noise (and Bernoulli coder)",
 }
 
 
-def add_config_options(parser: argparse.ArgumentParser, config_type: type) -> None:
+def add_config_options(parser, config_type: type) -> None:
     hints = typing.get_type_hints(config_type)
     for f in dataclasses.fields(config_type):
         flag = "--" + f.name.replace("_", "-")
@@ -57,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(embed, EmbedConfig)
     inspect = sub.add_parser("inspect", help="print what a store holds")
     add_config_options(inspect, EmbedConfig)
+    snn = sub.add_parser("train-snn", help="stage two: train and evaluate CoLaNET on a store")
+    add_config_options(snn, EmbedConfig)
+    add_config_options(snn.add_argument_group("run"), TrainConfig)
+    add_config_options(snn.add_argument_group("CoLaNET (see docs and spec)"), ColanetParams)
     inspect.add_argument("--store", help="store path (default: the one `embed` with the same "
                                          "--data/--model writes)")
     return parser
@@ -75,6 +95,18 @@ def main(argv: list[str] | None = None) -> int:
             from stages.inspect import describe
 
             print(describe(args.store or store_path_for(config_from_args(args, EmbedConfig))))
+        elif args.command == "train-snn":
+            from pathlib import Path
+
+            from stages.train_snn import print_table, run_train_snn
+
+            train_cfg = config_from_args(args, TrainConfig)
+            try:
+                params = config_from_args(args, ColanetParams)
+            except ValueError as e:
+                raise UserError(str(e)) from None
+            metrics = run_train_snn(config_from_args(args, EmbedConfig), train_cfg, params)
+            print_table(metrics, Path(train_cfg.runs_dir) / (train_cfg.run or Path(metrics["store"]).stem))
     except UserError as e:
         print(f"annsnn {args.command}: error: {e}", file=sys.stderr)
         return 2

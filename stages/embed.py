@@ -51,7 +51,7 @@ def store_path_for(cfg: EmbedConfig) -> Path:
 
 def prepare(cfg: EmbedConfig) -> tuple[DataSet, Encoder]:
     """Resolve the data source and build the encoder (the two inputs of a store's identity)."""
-    ds = open_dataset(cfg.data, seed=cfg.seed, test_fraction=cfg.test_fraction, limit=cfg.limit)
+    ds = open_dataset(cfg.data, seed=cfg.split_seed, test_fraction=cfg.test_fraction, limit=cfg.limit)
     encoder = load_encoder(cfg.model, cfg.weights, image_size=cfg.image_size, device=cfg.device)
     return ds, encoder
 

@@ -22,8 +22,7 @@ def describe(path: str | Path) -> str:
         f"store     {path}",
         f"encoder   {enc['model']}  weights={enc['weights']}  sha256={enc['weights_sha256'][:16]}  "
         f"dim={enc['feature_dim']}",
-        f"preproc   input={'x'.join(map(str, pre['input_size']))}  interpolation={pre['interpolation']}"
-        f"  crop_pct={pre['crop_pct']}  mean={pre['mean']}  std={pre['std']}",
+        "preproc   " + ("  ".join(f"{k}={v}" for k, v in pre.items()) or "(imported features)"),
         f"data      {data['spec']}  classes={len(data['class_names'])}  "
         f"fingerprint={data['fingerprint'][:16]}",
         f"versions  " + "  ".join(f"{k}={v}" for k, v in a["versions"].items()),

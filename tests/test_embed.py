@@ -164,7 +164,7 @@ def test_inspect_reports_layout_classes_and_statistics(tmp_path):
     out = tmp_path / "d.zarr"
     run_embed(EmbedConfig(data="digits", limit=20, out=str(out), **SMALL), stop_after_chunks=1)
     text = describe(out)
-    assert "tf_efficientnet_lite0" in text and "input=3x32x32" in text
+    assert "tf_efficientnet_lite0" in text and "input_size=[3, 32, 32]" in text
     assert "train       20  1280 float32" in text
     assert "1/2" in text and "0/2" in text  # train half done, test not started
     assert "(nothing embedded yet)" in text and "zeros" in text

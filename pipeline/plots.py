@@ -1,0 +1,80 @@
+"""PNG plots of a run: online learning curve, confusion matrix, spike raster, neuron weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def running_accuracy(correct: np.ndarray, path: Path, window: int = 100) -> None:
+    """Online accuracy during the training pass: each sample was answered before it was learned."""
+    correct = np.asarray(correct, dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    if len(correct):
+        w = max(1, min(window, len(correct)))
+        moving = np.convolve(correct, np.ones(w) / w, mode="valid")
+        ax.plot(np.arange(w, len(correct) + 1), moving, label=f"last {w} samples")
+        ax.plot(np.arange(1, len(correct) + 1), np.cumsum(correct) / np.arange(1, len(correct) + 1),
+                label="cumulative", alpha=0.7)
+    ax.set(xlabel="training samples seen", ylabel="online accuracy", ylim=(0, 1),
+           title="CoLaNET online pass")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def confusion_matrix(confusion: np.ndarray, class_names: list[str], path: Path) -> None:
+    """Rows: true class; columns: predicted class, the last one 'no answer'."""
+    confusion = np.asarray(confusion)
+    n = len(class_names)
+    fig, ax = plt.subplots(figsize=(max(5, 0.35 * n + 3), max(4, 0.35 * n + 2)))
+    im = ax.imshow(confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1), cmap="Blues",
+                   vmin=0, vmax=1)
+    if n <= 30:
+        ax.set_xticks(range(n + 1), [*class_names, "none"], rotation=90, fontsize=7)
+        ax.set_yticks(range(n), class_names, fontsize=7)
+    ax.set(xlabel="predicted", ylabel="true", title="CoLaNET test confusion (row-normalised)")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def spike_raster(spikes: np.ndarray, labels: np.ndarray, neurons_per_class: int, path: Path) -> None:
+    """L-neuron spikes of copy 0 for a few consecutive samples; dashed lines separate samples.
+
+    ``spikes`` is (samples, ticks, neurons) bool.
+    """
+    b, p, n = spikes.shape
+    s, t, k = np.nonzero(spikes)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.scatter(s * p + t, k, s=60, c=k // neurons_per_class, cmap="tab10", marker="|")
+    for i in range(b + 1):
+        ax.axvline(i * p, color="grey", lw=0.5, ls="--")
+    for i in range(b):
+        ax.text(i * p + 1, n + 0.5, f"y={labels[i]}", fontsize=7)
+    ax.set(xlabel="tick", ylabel="L neuron (column-major)", xlim=(0, b * p), ylim=(-1, n + 3),
+           title="Spike raster, copy 0")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def neuron_weights(weights: np.ndarray, neurons: list[int], neurons_per_class: int, path: Path) -> None:
+    """Input weights of a few L neurons of copy 0 (``weights`` is (D, N))."""
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(neurons) + 1.5))
+    im = ax.imshow(weights[:, neurons].T, aspect="auto", cmap="coolwarm", interpolation="nearest")
+    ax.set_yticks(range(len(neurons)),
+                  [f"n{n} (class {n // neurons_per_class})" for n in neurons], fontsize=7)
+    ax.set(xlabel="input feature", title="Synaptic weights, copy 0")
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,88 @@
+"""Stage two's view of a store: finished rows streamed a chunk at a time, and the coding level.
+
+Memory stays flat as the data grows: one chunk of features (rows x D float32) is in memory at a
+time, plus O(n_rows) booleans for the finished-row mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import dask.array as da
+import numpy as np
+
+from pipeline.errors import UserError
+from pipeline.store import EmbeddingStore
+
+SAT_BINS = 1 << 16  # histogram resolution of the saturation percentile (max / 65536)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Usable rows of one stretch of a split: row i of ``features`` is split row ``index[i]``."""
+
+    features: np.ndarray  # (n, D) float32
+    labels: np.ndarray  # (n,) int64
+    index: np.ndarray  # (n,) int64 row numbers in the split: the sample's id everywhere
+    stop: int  # the split row after this stretch: the cursor once it is consumed
+
+
+def require_complete(store: EmbeddingStore, split: str) -> None:
+    done = store.done_chunks(split)
+    if not done.all():
+        raise UserError(f"{store.path}: split {split!r} is embedded for {int(done.sum())} of "
+                        f"{len(done)} chunks; finish it with `make embed` (it resumes)")
+
+
+def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
+                 max_rows: int | None = None) -> Iterator[Batch]:
+    """Finished, finite rows of ``split`` from row ``start`` on, one stored chunk (or less) at a time.
+
+    ``max_rows`` cuts chunks into smaller stretches (e.g. to checkpoint every N samples).
+    Rows whose image was skipped are left out. Non-finite features are refused.
+    """
+    require_complete(store, split)
+    features = store.features(split)  # lazy: one dask block per Zarr chunk
+    labels = store.split(split)["labels"]
+    usable = store.finished_rows(split)
+    rows = store.chunk_rows(split)
+    step = min(rows, max_rows) if max_rows else rows
+    n = features.shape[0]
+    pos = start
+    while pos < n:
+        stop = min(n, (pos // rows + 1) * rows, pos + step)  # never cross a stored chunk
+        keep = np.flatnonzero(usable[pos:stop])
+        x = np.asarray(features[pos:stop].compute())[keep]
+        if not np.isfinite(x).all():
+            bad = pos + keep[np.flatnonzero(~np.isfinite(x).all(axis=1))[0]]
+            raise UserError(f"{store.path}: split {split!r} row {bad} holds NaN or infinite "
+                            f"features; re-embed it (annsnn embed --overwrite)")
+        yield Batch(features=x, labels=np.asarray(labels[pos:stop])[keep].astype(np.int64),
+                    index=(pos + keep).astype(np.int64), stop=stop)
+        pos = stop
+
+
+def saturation_level(store: EmbeddingStore, split: str, percentile: float) -> float:
+    """``sat``: the ``percentile`` of the positive activations of ``split`` (spec: rate coding).
+
+    Two streaming passes with dask (max, then a 65,536-bin histogram of the positive values), so
+    the answer is deterministic and exact to max/65536 whatever the data size.
+    """
+    if not 0.0 < percentile <= 100.0:
+        raise UserError(f"--sat-percentile {percentile} must lie in (0, 100]")
+    require_complete(store, split)
+    x = store.features(split)
+    top = float(x.max().compute())
+    if not np.isfinite(top) or top <= 0.0:
+        raise UserError(f"{store.path}: split {split!r} has no positive finite feature "
+                        f"(max {top}); the rate coder needs positive activations")
+    edges = np.linspace(0.0, top, SAT_BINS + 1)
+    edges[0] = np.nextafter(np.float32(0), np.float32(1))  # positive values only
+    counts, _ = da.histogram(x, bins=edges)
+    cum = np.cumsum(counts.compute())
+    target = percentile / 100.0 * cum[-1]
+    b = int(np.searchsorted(cum, target))
+    below = cum[b - 1] if b else 0
+    frac = (target - below) / max(cum[b] - below, 1)
+    return float(edges[b] + frac * (edges[b + 1] - edges[b])) if b else float(frac * edges[1])

@@ -1,0 +1,250 @@
+"""Stage two: train a CoLaNET ensemble online on a store's train split, then evaluate it.
+
+Streams the store a chunk at a time, checkpoints the whole state every N samples and on
+SIGINT/SIGTERM, resumes from the checkpoint on a rerun (ending with exactly the weights of an
+uninterrupted run), evaluates with plasticity frozen, fits the baselines on the same embeddings, and
+writes ``metrics.json``, ``config.json`` and plots to ``data/runs/<run>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numba
+import numpy as np
+from tqdm import tqdm
+
+from pipeline import plots
+from pipeline.baselines import linear_probe, nearest_class_mean
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.colanet import (ColanetParams, ColanetState, infer_chunk, init_state, readout,
+                              state_arrays, state_from_arrays, train_chunk)
+from pipeline.config import EmbedConfig, TrainConfig
+from pipeline.errors import UserError
+from pipeline.metrics import classification_metrics
+from pipeline.store import EmbeddingStore
+from pipeline.streaming import iter_batches, saturation_level
+from stages.embed import run_embed, store_path_for
+
+
+@dataclass
+class Progress:
+    """The run's own resumable state beside the model's."""
+
+    cursor: int  # next train-split row to learn
+    sat: float
+    online_correct: np.ndarray  # (samples seen,) bool: answered right before learning
+    online_answered: np.ndarray  # (samples seen,) bool
+    train_seconds: float
+
+
+class _StopRequested:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints at the next sample boundary and stops."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+
+
+def open_or_embed(embed_cfg: EmbedConfig) -> EmbeddingStore:
+    """The store of ``embed_cfg``; embeds (or finishes embedding) it first when needed."""
+    path = store_path_for(embed_cfg)
+    if not (path / "zarr.json").exists() or not EmbeddingStore.open(path).is_complete():
+        print(f"{path} is missing or unfinished: running stage one first")
+        run_embed(embed_cfg)
+    return EmbeddingStore.open(path)
+
+
+def checkpoint_identity(store: EmbeddingStore) -> dict[str, Any]:
+    """What a checkpoint must share with the store it resumes on."""
+    a = store.attrs
+    return {"encoder": a["identity"]["encoder"]["model"],
+            "weights_sha256": a["identity"]["encoder"]["weights_sha256"],
+            "data_fingerprint": a["identity"]["data_fingerprint"],
+            "feature_dim": a["encoder"]["feature_dim"], "class_names": a["dataset"]["class_names"]}
+
+
+def load_progress(path: Path, store: EmbeddingStore, params: ColanetParams
+                  ) -> tuple[ColanetState, Progress] | None:
+    if not path.exists():
+        return None
+    arrays, meta = load_checkpoint(path)
+    want = checkpoint_identity(store)
+    if meta.get("identity") != want:
+        diff = [k for k in want if meta.get("identity", {}).get(k) != want[k]]
+        raise UserError(f"{path}: checkpoint was trained on another store ({', '.join(diff)} "
+                        f"differ from {store.path}); use --run NAME for a new run or --restart")
+    if meta.get("params") != params.to_dict():
+        diff = sorted(k for k, v in params.to_dict().items() if meta.get("params", {}).get(k) != v)
+        raise UserError(f"{path}: checkpoint was trained with other parameters ({', '.join(diff)}); "
+                        f"use --run NAME for a new run or --restart to discard it")
+    online = {k: arrays.pop(k) for k in ("online_correct", "online_answered")}
+    return state_from_arrays(arrays), Progress(cursor=meta["cursor"], sat=meta["sat"],
+                                               train_seconds=meta["train_seconds"], **online)
+
+
+def save_progress(path: Path, store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig,
+                  state: ColanetState, progress: Progress) -> None:
+    save_checkpoint(path, {**state_arrays(state), "online_correct": progress.online_correct,
+                           "online_answered": progress.online_answered},
+                    {"identity": checkpoint_identity(store), "params": params.to_dict(),
+                     "train": train_cfg.to_dict(), "store": store.path, "cursor": progress.cursor,
+                     "sat": progress.sat, "train_seconds": progress.train_seconds})
+
+
+def train(store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig, run_dir: Path,
+          *, stop_after_samples: int | None = None) -> tuple[ColanetState, Progress, bool]:
+    """The online pass, resumed from ``run_dir/checkpoint.npz`` when there is one.
+
+    Returns the state, the progress and whether the pass is complete. ``stop_after_samples``
+    stops (with a checkpoint) once that many samples have been learned in this call: a stand-in
+    for an interruption in tests.
+    """
+    if train_cfg.checkpoint_every < 1:
+        raise UserError(f"--checkpoint-every {train_cfg.checkpoint_every} must be positive")
+    ckpt = run_dir / "checkpoint.npz"
+    if train_cfg.restart:
+        ckpt.unlink(missing_ok=True)
+    resumed = load_progress(ckpt, store, params)
+    if resumed is None:
+        sat_started = time.perf_counter()
+        sat = saturation_level(store, "train", train_cfg.sat_percentile)
+        state = init_state(params, store.attrs["encoder"]["feature_dim"], len(store.class_names))
+        progress = Progress(cursor=0, sat=sat, online_correct=np.zeros(0, bool),
+                            online_answered=np.zeros(0, bool),
+                            train_seconds=time.perf_counter() - sat_started)
+    else:
+        state, progress = resumed
+    n_usable = int(store.finished_rows("train").sum())
+    n_rows = store.split("train")["features"].shape[0]
+    learned_now, since_checkpoint = 0, 0
+    with _StopRequested() as stop, tqdm(total=n_usable, initial=len(progress.online_correct),
+                                        unit="sample", desc="train-snn", dynamic_ncols=True) as bar:
+        for batch in iter_batches(store, "train", progress.cursor, max_rows=train_cfg.checkpoint_every):
+            started = time.perf_counter()
+            votes, state = train_chunk(params, state, batch.features, batch.labels, batch.index,
+                                       progress.sat)
+            pred, answered = readout(votes)
+            progress.online_correct = np.concatenate([progress.online_correct, pred == batch.labels])
+            progress.online_answered = np.concatenate([progress.online_answered, answered])
+            progress.cursor = batch.stop
+            progress.train_seconds += time.perf_counter() - started
+            learned_now += len(batch.labels)
+            since_checkpoint += len(batch.labels)
+            bar.update(len(batch.labels))
+            bar.set_postfix(online_acc=f"{progress.online_correct.mean():.3f}")
+            interrupted = stop.signal is not None or (stop_after_samples is not None
+                                                      and learned_now >= stop_after_samples)
+            if since_checkpoint >= train_cfg.checkpoint_every or interrupted:
+                save_progress(ckpt, store, params, train_cfg, state, progress)
+                since_checkpoint = 0
+            if stop.signal is not None:
+                raise KeyboardInterrupt
+            if interrupted:
+                return state, progress, False
+    if since_checkpoint:
+        save_progress(ckpt, store, params, train_cfg, state, progress)
+    return state, progress, progress.cursor >= n_rows
+
+
+def evaluate(store: EmbeddingStore, split: str, params: ColanetParams, state: ColanetState,
+             sat: float) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen-plasticity predictions (-1: no answer) and labels of a split's usable rows."""
+    preds, labels = [], []
+    for batch in iter_batches(store, split):
+        pred, _ = readout(infer_chunk(params, state, batch.features, batch.index, sat))
+        preds.append(pred)
+        labels.append(batch.labels)
+    return np.concatenate(preds), np.concatenate(labels)
+
+
+def load_split(store: EmbeddingStore, split: str) -> tuple[np.ndarray, np.ndarray]:
+    parts = list(iter_batches(store, split))
+    return np.concatenate([b.features for b in parts]), np.concatenate([b.labels for b in parts])
+
+
+def run_train_snn(embed_cfg: EmbedConfig, train_cfg: TrainConfig, params: ColanetParams, *,
+                  stop_after_samples: int | None = None) -> dict[str, Any] | None:
+    """Embed if needed, train (resuming), evaluate, write the run folder; returns the metrics
+    (None when stopped early by ``stop_after_samples``)."""
+    if train_cfg.numba_threads:
+        numba.set_num_threads(train_cfg.numba_threads)
+    store = open_or_embed(embed_cfg)
+    eval_split = train_cfg.eval_split or ("test" if "test" in store.splits else "val")
+    store.split(eval_split)  # refuse an unknown split before training, not after
+    run_dir = Path(train_cfg.runs_dir) / (train_cfg.run or Path(store.path).stem)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {"embed": embed_cfg.to_dict(), "train": train_cfg.to_dict(),
+              "colanet": params.to_dict(), "store": store.path}
+    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+
+    state, progress, complete = train(store, params, train_cfg, run_dir,
+                                      stop_after_samples=stop_after_samples)
+    if not complete:
+        return None
+    seconds = {"train": round(progress.train_seconds, 3)}
+    started = time.perf_counter()
+    pred, y_test = evaluate(store, eval_split, params, state, progress.sat)
+    seconds["snn_eval"] = round(time.perf_counter() - started, 3)
+    classes = store.class_names
+    snn = classification_metrics(y_test, pred, len(classes))
+    metrics: dict[str, Any] = {
+        "store": store.path, "eval_split": eval_split, "n_train": len(progress.online_correct),
+        "n_test": int(len(y_test)), "sat": progress.sat,
+        "snn_accuracy": snn["accuracy"], "no_answer_rate": snn["no_answer_rate"],
+        "online_train_accuracy": float(progress.online_correct.mean()),
+        "per_class_accuracy": dict(zip(classes, snn["per_class_accuracy"])),
+        "confusion": snn["confusion"],
+    }
+    if not train_cfg.skip_baselines:
+        started = time.perf_counter()
+        x_train, y_train = load_split(store, "train")
+        x_test, _ = load_split(store, eval_split)
+        metrics["probe_accuracy"] = float((linear_probe(x_train, y_train, x_test) == y_test).mean())
+        metrics["ncm_accuracy"] = float((nearest_class_mean(x_train, y_train, x_test) == y_test).mean())
+        seconds["baselines"] = round(time.perf_counter() - started, 3)
+    metrics["seconds"] = seconds
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _plot(run_dir, store, eval_split, params, state, progress, snn, classes)
+    return metrics
+
+
+def _plot(run_dir: Path, store: EmbeddingStore, split: str, params: ColanetParams,
+          state: ColanetState, progress: Progress, snn: dict, classes: list[str]) -> None:
+    plots.running_accuracy(progress.online_correct, run_dir / "online_accuracy.png")
+    plots.confusion_matrix(np.array(snn["confusion"]), classes, run_dir / "confusion.png")
+    first = next(iter_batches(store, split, max_rows=6))
+    _, spikes = infer_chunk(params, state, first.features, first.index, progress.sat, record=True)
+    plots.spike_raster(spikes[:, :, 0, :], first.labels, params.m, run_dir / "spike_raster.png")
+    neurons = [c * params.m for c in range(min(len(classes), 8))]
+    plots.neuron_weights(state.w[0], neurons, params.m, run_dir / "weights.png")
+
+
+def print_table(metrics: dict[str, Any], run_dir: Path) -> None:
+    rows = [("CoLaNET (SNN)", metrics["snn_accuracy"], f"{metrics['no_answer_rate']:.2%}")]
+    if "probe_accuracy" in metrics:
+        rows += [("linear probe", metrics["probe_accuracy"], "-"),
+                 ("nearest class mean", metrics["ncm_accuracy"], "-")]
+    print(f"\n{metrics['store']}: trained on {metrics['n_train']} samples, "
+          f"evaluated on {metrics['n_test']} ({metrics['eval_split']})")
+    print(f"{'classifier':<20} {'accuracy':>9} {'no answer':>10}")
+    for name, acc, none in rows:
+        print(f"{name:<20} {acc:>9.2%} {none:>10}")
+    s = metrics["seconds"]
+    print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s.items()))
+    print(f"run folder: {run_dir} (metrics.json, config.json, checkpoint.npz, *.png)")

@@ -1,0 +1,115 @@
+"""Stage two end to end on small synthetic stores: training, resume, refusals, outputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.colanet import ColanetParams
+from pipeline.config import EmbedConfig, TrainConfig
+from pipeline.errors import UserError
+from pipeline.store import EmbeddingStore, write_arrays
+from pipeline.streaming import iter_batches, saturation_level
+from stages.train_snn import run_train_snn
+
+SMALL = ColanetParams(m=3, e=2)
+
+
+def separable_store(path, n_train=120, n_test=60, dim=48, classes=4, seed=0, chunk=32):
+    """Classes are distinct non-negative prototypes plus noise, like pooled ReLU features."""
+    rng = np.random.default_rng(seed)
+    protos = rng.random((classes, dim)) * (rng.random((classes, dim)) < 0.3) * 3.0
+
+    def draw(n):
+        y = rng.integers(0, classes, n)
+        x = np.maximum(protos[y] + rng.normal(0, 0.3, (n, dim)), 0).astype(np.float32)
+        return x, y
+
+    return write_arrays(path, {"train": draw(n_train), "test": draw(n_test)},
+                        [f"c{i}" for i in range(classes)], encoder={"model": "synthetic"},
+                        source=f"synthetic:{seed}", chunk_size=chunk)
+
+
+def _run(tmp_path, store, params=SMALL, **train):
+    cfg = TrainConfig(runs_dir=str(tmp_path / "runs"), run="r", checkpoint_every=25, **train)
+    return run_train_snn(EmbedConfig(out=store.path), cfg, params)
+
+
+def test_trains_evaluates_and_writes_the_run_folder(tmp_path):
+    store = separable_store(tmp_path / "s.zarr")
+    m = _run(tmp_path, store)
+    run = tmp_path / "runs" / "r"
+    for name in ("metrics.json", "config.json", "checkpoint.npz", "online_accuracy.png",
+                 "confusion.png", "spike_raster.png", "weights.png"):
+        assert (run / name).is_file(), name
+    saved = json.loads((run / "metrics.json").read_text())
+    for key in ("snn_accuracy", "no_answer_rate", "probe_accuracy", "ncm_accuracy",
+                "per_class_accuracy", "n_train", "n_test", "seconds"):
+        assert key in saved
+    assert m["n_train"] == 120 and m["n_test"] == 60
+    assert m["snn_accuracy"] >= 0.9 and m["probe_accuracy"] >= 0.95
+    assert json.loads((run / "config.json").read_text())["colanet"]["m"] == 3
+
+
+def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path):
+    store = separable_store(tmp_path / "s.zarr")
+    whole = _run(tmp_path, store)
+    cfg = TrainConfig(runs_dir=str(tmp_path / "b"), run="r", checkpoint_every=25)
+    assert run_train_snn(EmbedConfig(out=store.path), cfg, SMALL, stop_after_samples=40) is None
+    _, meta = load_checkpoint(tmp_path / "b" / "r" / "checkpoint.npz")
+    assert meta["cursor"] == 57  # stretches 0-25, 25-32 (chunk end), 32-57
+    resumed = run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
+    a, _ = load_checkpoint(tmp_path / "runs" / "r" / "checkpoint.npz")
+    b, _ = load_checkpoint(tmp_path / "b" / "r" / "checkpoint.npz")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert resumed["snn_accuracy"] == whole["snn_accuracy"]
+
+
+def test_checkpoint_of_another_store_or_params_is_refused(tmp_path):
+    store = separable_store(tmp_path / "s.zarr")
+    _run(tmp_path, store)
+    other = separable_store(tmp_path / "o.zarr", dim=40, seed=1)
+    with pytest.raises(UserError, match="another store.*feature_dim"):
+        _run(tmp_path, other)
+    with pytest.raises(UserError, match="other parameters.*d_h"):
+        _run(tmp_path, store, params=ColanetParams(m=3, e=2, d_h=-0.2))
+    assert _run(tmp_path, store, params=ColanetParams(m=3, e=2, d_h=-0.2), restart=True)
+
+
+def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
+    path = tmp_path / "evil.npz"
+    np.savez(path, meta=np.array("{}"), payload=np.array([object()], dtype=object))
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+    save_checkpoint(path, {"a": np.arange(3)}, {"k": 1})
+    arrays, meta = load_checkpoint(path)
+    assert meta == {"k": 1} and arrays["a"].tolist() == [0, 1, 2]
+
+
+def test_saturation_level_matches_the_exact_percentile(tmp_path):
+    store = separable_store(tmp_path / "s.zarr")
+    x = np.concatenate([b.features for b in iter_batches(store, "train")])
+    positive = np.sort(x[x > 0])
+    sat = saturation_level(store, "train", 99)
+    width = positive[-1] / 65536  # the histogram's bin
+    k = 0.99 * len(positive)  # sat lies between the order statistics around the 99 % count
+    assert positive[int(np.floor(k)) - 1] - width <= sat <= positive[int(np.ceil(k))] + width
+    assert sat == pytest.approx(np.percentile(positive, 99), rel=0.01)
+
+
+def test_streaming_resumes_mid_chunk_and_never_crosses_chunks(tmp_path):
+    store = separable_store(tmp_path / "s.zarr", chunk=32)
+    stretches = [(b.index[0], b.stop) for b in iter_batches(store, "train", start=10, max_rows=25)]
+    assert stretches == [(10, 32), (32, 57), (57, 64), (64, 89), (89, 96), (96, 120)]
+
+
+def test_non_finite_features_are_refused(tmp_path):
+    store = separable_store(tmp_path / "s.zarr")
+    store.split("train")["features"][5, 3] = np.nan
+    with pytest.raises(UserError, match="row 5 holds NaN"):
+        list(iter_batches(EmbeddingStore.open(store.path), "train"))
