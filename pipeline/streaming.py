@@ -20,12 +20,22 @@ SAT_BINS = 1 << 16  # histogram resolution of the saturation percentile (max / 6
 
 @dataclass(frozen=True)
 class Batch:
-    """Usable rows of one stretch of a split: row i of ``features`` is split row ``index[i]``."""
+    """Usable rows of one stretch of a split."""
 
     features: np.ndarray  # (n, D) float32
     labels: np.ndarray  # (n,) int64
-    index: np.ndarray  # (n,) int64 row numbers in the split: the sample's id everywhere
+    sample_id: np.ndarray  # (n,) int64 unique in the store (split offset + row): the RNG key
     stop: int  # the split row after this stretch: the cursor once it is consumed
+
+
+def split_offset(store: EmbeddingStore, split: str) -> int:
+    """Rows of the splits stored before ``split`` (train, val, test order): ids never collide."""
+    offset = 0
+    for name in store.splits:
+        if name == split:
+            return offset
+        offset += store.split(name)["features"].shape[0]
+    raise UserError(f"{store.path}: has no split {split!r}")
 
 
 def require_complete(store: EmbeddingStore, split: str) -> None:
@@ -49,6 +59,7 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
     rows = store.chunk_rows(split)
     step = min(rows, max_rows) if max_rows else rows
     n = features.shape[0]
+    offset = split_offset(store, split)
     pos = start
     while pos < n:
         stop = min(n, (pos // rows + 1) * rows, pos + step)  # never cross a stored chunk
@@ -59,7 +70,7 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
             raise UserError(f"{store.path}: split {split!r} row {bad} holds NaN or infinite "
                             f"features; re-embed it (annsnn embed --overwrite)")
         yield Batch(features=x, labels=np.asarray(labels[pos:stop])[keep].astype(np.int64),
-                    index=(pos + keep).astype(np.int64), stop=stop)
+                    sample_id=(offset + pos + keep).astype(np.int64), stop=stop)
         pos = stop
 
 

@@ -137,7 +137,7 @@ def train(store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig, 
                                         unit="sample", desc="train-snn", dynamic_ncols=True) as bar:
         for batch in iter_batches(store, "train", progress.cursor, max_rows=train_cfg.checkpoint_every):
             started = time.perf_counter()
-            votes, state = train_chunk(params, state, batch.features, batch.labels, batch.index,
+            votes, state = train_chunk(params, state, batch.features, batch.labels, batch.sample_id,
                                        progress.sat)
             pred, answered = readout(votes)
             progress.online_correct = np.concatenate([progress.online_correct, pred == batch.labels])
@@ -167,7 +167,7 @@ def evaluate(store: EmbeddingStore, split: str, params: ColanetParams, state: Co
     """Frozen-plasticity predictions (-1: no answer) and labels of a split's usable rows."""
     preds, labels = [], []
     for batch in iter_batches(store, split):
-        pred, _ = readout(infer_chunk(params, state, batch.features, batch.index, sat))
+        pred, _ = readout(infer_chunk(params, state, batch.features, batch.sample_id, sat))
         preds.append(pred)
         labels.append(batch.labels)
     return np.concatenate(preds), np.concatenate(labels)
@@ -229,7 +229,7 @@ def _plot(run_dir: Path, store: EmbeddingStore, split: str, params: ColanetParam
     plots.running_accuracy(progress.online_correct, run_dir / "online_accuracy.png")
     plots.confusion_matrix(np.array(snn["confusion"]), classes, run_dir / "confusion.png")
     first = next(iter_batches(store, split, max_rows=6))
-    _, spikes = infer_chunk(params, state, first.features, first.index, progress.sat, record=True)
+    _, spikes = infer_chunk(params, state, first.features, first.sample_id, progress.sat, record=True)
     plots.spike_raster(spikes[:, :, 0, :], first.labels, params.m, run_dir / "spike_raster.png")
     neurons = [c * params.m for c in range(min(len(classes), 8))]
     plots.neuron_weights(state.w[0], neurons, params.m, run_dir / "weights.png")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from pipeline.config import EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.store import EmbeddingStore, write_arrays
 from pipeline.streaming import iter_batches, saturation_level
+from stages import train_snn
 from stages.train_snn import run_train_snn
 
 SMALL = ColanetParams(m=3, e=2)
@@ -104,7 +107,7 @@ def test_saturation_level_matches_the_exact_percentile(tmp_path):
 
 def test_streaming_resumes_mid_chunk_and_never_crosses_chunks(tmp_path):
     store = separable_store(tmp_path / "s.zarr", chunk=32)
-    stretches = [(b.index[0], b.stop) for b in iter_batches(store, "train", start=10, max_rows=25)]
+    stretches = [(int(b.sample_id[0]), b.stop) for b in iter_batches(store, "train", start=10, max_rows=25)]
     assert stretches == [(10, 32), (32, 57), (57, 64), (64, 89), (89, 96), (96, 120)]
 
 
@@ -113,3 +116,37 @@ def test_non_finite_features_are_refused(tmp_path):
     store.split("train")["features"][5, 3] = np.nan
     with pytest.raises(UserError, match="row 5 holds NaN"):
         list(iter_batches(EmbeddingStore.open(store.path), "train"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_checkpoints_then_stops_and_rerun_resumes_exactly(tmp_path, monkeypatch, signum):
+    store = separable_store(tmp_path / "s.zarr")
+    _run(tmp_path / "whole", store)
+    calls = {"n": 0}
+    real = train_snn.train_chunk
+
+    def signalling_train_chunk(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:  # a signal arrives while the third stretch is being learned
+            os.kill(os.getpid(), signum)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_snn, "train_chunk", signalling_train_chunk)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "cut", store)
+    ckpt = tmp_path / "cut" / "runs" / "r" / "checkpoint.npz"
+    _, meta = load_checkpoint(ckpt)
+    assert meta["cursor"] == 57  # the stretch in flight was finished and saved
+    monkeypatch.setattr(train_snn, "train_chunk", real)
+    _run(tmp_path / "cut", store)
+    a, _ = load_checkpoint(tmp_path / "whole" / "runs" / "r" / "checkpoint.npz")
+    b, _ = load_checkpoint(ckpt)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_sample_ids_are_unique_across_splits(tmp_path):
+    store = separable_store(tmp_path / "s.zarr")
+    train_ids = np.concatenate([b.sample_id for b in iter_batches(store, "train")])
+    test_ids = np.concatenate([b.sample_id for b in iter_batches(store, "test")])
+    assert train_ids.tolist() == list(range(120)) and test_ids.tolist() == list(range(120, 180))
