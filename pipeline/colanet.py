@@ -51,9 +51,12 @@ Per tick, per copy, in this order
    index); the others keep their ``u``.  A spike sets ``u = 0``, is one OUT
    vote for its column (``t_out[c] = t``) and, with ``blocking="column"``,
    sets ``block_until[c] = t + block_ticks`` with the spiker exempt.
-   Burst bookkeeping: if ``t - t_spike < isi_max`` the burst continues
-   (status 3, or stays 1 if the burst is forced) else a burst starts
-   (status 2, ``t_first = t``); ``t_spike = t_last_unforced = t``.
+   Burst bookkeeping: the neuron is *in a burst* when ``t - t_spike < isi_max``
+   and, with ``burst_scope="sample"`` (default), ``t_spike >= t0`` (its last
+   spike was in this sample: bursts end with their sample, like ``u`` and the
+   blocks).  In a burst the spike continues it (status 3, or stays 1 if the
+   burst is forced), else a burst starts (status 2, ``t_first = t``);
+   ``t_spike = t_last_unforced = t``.
    Training: anti-Hebbian step (below).
 5. Teacher (training only), label ``y``:
    at ``label_tick`` GATE y fires unless ``t_out[y] > t - block_ticks``;
@@ -82,8 +85,8 @@ neuron's free pool (``F -= dr * count``); touched weights are recomputed,
   ``[t_first - t_syn, t_spike]`` get ``dr = Dp``.  Then stability: if the
   neuron's last burst is forced ``S = max(0, S - r_s*Dp)``, else
   ``S = max(0, S + r_s*Dp*max(2 - |t - t_first - isi_max| / isi_max, -1))``.
-* Conservation, at the end of every tick: a neuron out of a burst
-  (``t - t_spike >= isi_max``) with ``|F| >= f_thr`` gets
+* Conservation, at the end of every tick: a neuron out of a burst (see
+  step 4) with ``|F| >= f_thr`` gets
   ``r[:, n] += F / (D + n_silent)`` on all its synapses and ``F = 0``.
 
 Synaptic resource: ``w(r) = w_min + span * r+ / (span + r+)`` with
