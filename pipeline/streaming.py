@@ -46,8 +46,8 @@ def require_complete(store: EmbeddingStore, split: str) -> None:
 
 
 def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
-                 max_rows: int | None = None) -> Iterator[Batch]:
-    """Finished, finite rows of ``split`` from row ``start`` on, one stored chunk (or less) at a time.
+                 max_rows: int | None = None, stop: int | None = None) -> Iterator[Batch]:
+    """Finished, finite rows ``start:stop`` of ``split``, one stored chunk (or less) at a time.
 
     ``max_rows`` cuts chunks into smaller stretches (e.g. to checkpoint every N samples).
     Rows whose image was skipped are left out. Non-finite features are refused.
@@ -58,7 +58,7 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
     usable = store.finished_rows(split)
     rows = store.chunk_rows(split)
     step = min(rows, max_rows) if max_rows else rows
-    n = features.shape[0]
+    n = features.shape[0] if stop is None else min(stop, features.shape[0])
     offset = split_offset(store, split)
     pos = start
     while pos < n:
@@ -74,8 +74,9 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
         pos = stop
 
 
-def saturation_level(store: EmbeddingStore, split: str, percentile: float) -> float:
-    """``sat``: the ``percentile`` of the positive activations of ``split`` (spec: rate coding).
+def saturation_level(store: EmbeddingStore, split: str, percentile: float,
+                     stop: int | None = None) -> float:
+    """``sat``: the ``percentile`` of the positive activations of rows ``:stop`` of ``split``.
 
     Two streaming passes with dask (max, then a 65,536-bin histogram of the positive values), so
     the answer is deterministic and exact to max/65536 whatever the data size.
@@ -83,7 +84,7 @@ def saturation_level(store: EmbeddingStore, split: str, percentile: float) -> fl
     if not 0.0 < percentile <= 100.0:
         raise UserError(f"--sat-percentile {percentile} must lie in (0, 100]")
     require_complete(store, split)
-    x = store.features(split)
+    x = store.features(split)[:stop]
     top = float(x.max().compute())
     if not np.isfinite(top) or top <= 0.0:
         raise UserError(f"{store.path}: split {split!r} has no positive finite feature "

@@ -1,4 +1,4 @@
-"""The command line: `annsnn embed|inspect|train-snn ...` (also `python -m stages ...`).
+"""The command line: `annsnn embed|inspect|import|train-snn ...` (also `python -m stages ...`).
 
 Options are generated from the typed configs, so a config field and its flag never drift apart.
 """
@@ -77,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(snn, EmbedConfig)
     add_config_options(snn.add_argument_group("run"), TrainConfig)
     add_config_options(snn.add_argument_group("CoLaNET (see docs and spec)"), ColanetParams)
+    imp = sub.add_parser("import", help="make a store from an .npz of embeddings made elsewhere")
+    imp.add_argument("npz", help="file with X_<split>, y_<split> (train/val/test) and classes")
+    imp.add_argument("--model", default="unknown", help="encoder that made the features (recorded)")
+    imp.add_argument("--out", help="store path (default: EMBEDDINGS_DIR/<file stem>.zarr)")
+    imp.add_argument("--embeddings-dir", default="data/embeddings")
+    imp.add_argument("--split-seed", type=int, default=0, help="seed of the stored row order")
+    imp.add_argument("--chunk-size", type=int, default=256)
+    imp.add_argument("--overwrite", action="store_true")
     inspect.add_argument("--store", help="store path (default: the one `embed` with the same "
                                          "--data/--model writes)")
     return parser
@@ -95,6 +103,14 @@ def main(argv: list[str] | None = None) -> int:
             from stages.inspect import describe
 
             print(describe(args.store or store_path_for(config_from_args(args, EmbedConfig))))
+        elif args.command == "import":
+            from stages.import_arrays import import_npz
+            from stages.inspect import describe
+
+            store = import_npz(args.npz, model=args.model, out=args.out,
+                               embeddings_dir=args.embeddings_dir, split_seed=args.split_seed,
+                               chunk_size=args.chunk_size, overwrite=args.overwrite)
+            print(describe(store.path))
         elif args.command == "train-snn":
             from pathlib import Path
 
