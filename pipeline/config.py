@@ -54,3 +54,22 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """The search: how many trials, how they are split and where they run."""
+
+    name: str | None = None  # study folder under tune_dir; None: the store's name
+    tune_dir: str = "data/tune"
+    trials: int = 40  # total trials (a rerun with more continues the study)
+    batch: int = 4  # trials asked at once (the result does not depend on processes)
+    processes: int = 2  # dask worker processes of the LocalCluster
+    scheduler: str | None = None  # address of a running dask scheduler instead of a LocalCluster
+    val_fraction: float = 0.2  # tail of the train split scored by each trial
+    search_seed: int = 0  # seed of the search strategy
+    startup: int = 8  # random trials before TPE models the results
+    numba_threads: int = 1  # per trial (workers run trials side by side)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,4 +1,4 @@
-"""The command line: `annsnn embed|inspect|import|train-snn ...` (also `python -m stages ...`).
+"""The command line: `annsnn embed|inspect|import|train-snn|tune ...` (also `python -m stages ...`).
 
 Options are generated from the typed configs, so a config field and its flag never drift apart.
 """
@@ -11,7 +11,7 @@ import sys
 import typing
 
 from pipeline.colanet import ColanetParams
-from pipeline.config import EmbedConfig, TrainConfig
+from pipeline.config import EmbedConfig, TrainConfig, TuneConfig
 from pipeline.errors import UserError
 
 HELP = {
@@ -46,6 +46,16 @@ HELP = {
     "forcing": "most_depolarised | all",
     "blocking": "column | none",
     "seed": "seed of the simulator's noise (and Bernoulli coder)",
+    "burst_scope": "sample | continuous",
+    "name": "study folder name under TUNE_DIR (default: the store's name)",
+    "tune_dir": "folder of the study folders",
+    "trials": "total trials (rerun with more to extend the study)",
+    "batch": "trials asked at once",
+    "processes": "dask worker processes of the LocalCluster",
+    "scheduler": "address of a running dask scheduler (instead of a LocalCluster)",
+    "val_fraction": "tail of the train split that scores each trial",
+    "search_seed": "seed of the search strategy",
+    "startup": "random trials before TPE models the results",
 }
 
 
@@ -77,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(snn, EmbedConfig)
     add_config_options(snn.add_argument_group("run"), TrainConfig)
     add_config_options(snn.add_argument_group("CoLaNET (see docs and spec)"), ColanetParams)
+    tune = sub.add_parser("tune", help="search CoLaNET parameters on a validation split")
+    add_config_options(tune, EmbedConfig)
+    add_config_options(tune.add_argument_group("search"), TuneConfig)
+    add_config_options(tune.add_argument_group("CoLaNET base parameters"), ColanetParams)
     imp = sub.add_parser("import", help="make a store from an .npz of embeddings made elsewhere")
     imp.add_argument("npz", help="file with X_<split>, y_<split> (train/val/test) and classes")
     imp.add_argument("--model", default="unknown", help="encoder that made the features (recorded)")
@@ -103,6 +117,15 @@ def main(argv: list[str] | None = None) -> int:
             from stages.inspect import describe
 
             print(describe(args.store or store_path_for(config_from_args(args, EmbedConfig))))
+        elif args.command == "tune":
+            from stages.tune import print_rows, run_tune
+
+            try:
+                base = config_from_args(args, ColanetParams)
+            except ValueError as e:
+                raise UserError(str(e)) from None
+            print_rows(run_tune(config_from_args(args, EmbedConfig),
+                                config_from_args(args, TuneConfig), base))
         elif args.command == "import":
             from stages.import_arrays import import_npz
             from stages.inspect import describe

@@ -1,0 +1,116 @@
+"""`annsnn tune`: search CoLaNET's open parameters on a validation split, trials in parallel.
+
+Trials run as dask tasks on worker processes (a LocalCluster, or ``--scheduler ADDRESS``), one
+row per finished trial is appended to ``data/tune/<name>/trials.jsonl`` as it finishes, and a
+rerun resumes: finished trials are kept, the rest are asked again and get the same parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from pipeline.colanet import ColanetParams
+from pipeline.config import EmbedConfig, TuneConfig
+from pipeline.errors import UserError
+from pipeline.tuning import SEARCH_SPACE, TrialLog, ask_batch, run_trial, trial_params
+from stages.train_snn import open_or_embed
+
+
+def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetParams) -> list[dict[str, Any]]:
+    """Run (or resume) the study; returns all finished trial rows, best first."""
+    if cfg.trials < 1 or cfg.batch < 1 or cfg.processes < 1:
+        raise UserError("--trials, --batch and --processes must be positive")
+    store = open_or_embed(embed_cfg)
+    study_dir = Path(cfg.tune_dir) / (cfg.name or Path(store.path).stem)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    study = {"store": store.path, "identity": store.attrs["identity"],
+             "space": {k: asdict(v) for k, v in SEARCH_SPACE.items()}, "base": base.to_dict(),
+             **{k: getattr(cfg, k) for k in ("batch", "val_fraction", "search_seed", "startup")}}
+    study = json.loads(json.dumps(study))
+    study_file = study_dir / "study.json"
+    if study_file.exists() and json.loads(study_file.read_text()) != study:
+        raise UserError(f"{study_file}: this study was started with other settings (store, space, "
+                        f"base parameters, batch, val fraction, search seed or startup); use --name NEW")
+    study_file.write_text(json.dumps(study, indent=2))
+
+    log = TrialLog(study_dir / "trials.jsonl")
+    done = log.read()
+    n_inputs = store.attrs["encoder"]["feature_dim"]
+    client = _client(cfg)
+    try:
+        with tqdm(total=cfg.trials, initial=sum(n < cfg.trials for n in done), unit="trial",
+                  desc=f"tune {study_dir.name}", dynamic_ncols=True) as bar:
+            for batch in range(math.ceil(cfg.trials / cfg.batch)):
+                numbers = [n for n in range(batch * cfg.batch, (batch + 1) * cfg.batch)
+                           if n < cfg.trials]
+                if all(n in done for n in numbers):
+                    continue
+                history = [done[n] for n in sorted(done) if n < batch * cfg.batch]
+                asked = ask_batch(history, SEARCH_SPACE, batch, len(numbers), cfg.search_seed, cfg.startup)
+                futures = {}
+                for n, values in zip(numbers, asked):
+                    if n in done:
+                        continue
+                    params, pct = trial_params(base, values, n_inputs)
+                    futures[client.submit(run_trial, store.path, params, pct, cfg.val_fraction,
+                                          cfg.numba_threads, pure=False)] = (n, values)
+                from distributed import as_completed
+
+                for future in as_completed(list(futures)):
+                    n, values = futures[future]
+                    row = {"number": n, "batch": batch, "values": values, **future.result()}
+                    log.append(row)
+                    done[n] = row
+                    bar.update(1)
+                    bar.set_postfix(best=f"{max(r['val_accuracy'] for r in done.values()):.4f}")
+    finally:
+        client.close()
+    rows = sorted(done.values(), key=lambda r: (-r["val_accuracy"], r["number"]))
+    best_params, best_pct = trial_params(base, rows[0]["values"], n_inputs)
+    (study_dir / "best.json").write_text(json.dumps(
+        {"trial": rows[0]["number"], "val_accuracy": rows[0]["val_accuracy"],
+         "sat_percentile": best_pct, "colanet": best_params.to_dict(),
+         "train_snn_args": train_snn_args(best_params, best_pct)}, indent=2))
+    return rows
+
+
+def train_snn_args(params: ColanetParams, sat_percentile: float) -> str:
+    """The train-snn options that reproduce ``params`` (only those differing from the defaults)."""
+    default = ColanetParams().to_dict()
+    parts = [f"--sat-percentile {sat_percentile:.6g}"] if sat_percentile != 99.0 else []
+    for k, v in params.to_dict().items():
+        if v != default[k]:
+            flag = "--" + k.replace("_", "-")
+            parts.append(flag if v is True else f"{flag} {v:.6g}" if isinstance(v, float) else f"{flag} {v}")
+    return " ".join(parts)
+
+
+def _client(cfg: TuneConfig):
+    from distributed import Client, LocalCluster
+
+    if cfg.scheduler:
+        try:
+            return Client(cfg.scheduler, timeout="10s")
+        except OSError as e:
+            raise UserError(f"could not reach the dask scheduler at {cfg.scheduler} ({e}); start "
+                            f"one or leave out --scheduler for a LocalCluster") from None
+    cluster = LocalCluster(n_workers=cfg.processes, threads_per_worker=1, processes=True,
+                           dashboard_address=":0")
+    return Client(cluster)
+
+
+def print_rows(rows: list[dict[str, Any]], top: int = 5) -> None:
+    keys = list(SEARCH_SPACE)
+    print(f"\n{len(rows)} trials; best {min(top, len(rows))} by validation accuracy:")
+    print(f"{'#':>4} {'val acc':>8} {'no ans':>7} {'s':>6}  " + "  ".join(keys))
+    for r in rows[:top]:
+        vals = "  ".join(f"{r['values'][k]:.4g}" if isinstance(r["values"][k], float)
+                         else str(r["values"][k]) for k in keys)
+        print(f"{r['number']:>4} {r['val_accuracy']:>8.4f} {r['no_answer_rate']:>7.3f} "
+              f"{r['seconds']:>6.1f}  {vals}")

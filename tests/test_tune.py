@@ -1,0 +1,58 @@
+"""The search: parallel trials on a validation split, recorded as they finish, resumable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.colanet import ColanetParams
+from pipeline.config import EmbedConfig, TuneConfig
+from pipeline.errors import UserError
+from pipeline.tuning import TrialLog, run_trial, trial_params
+from stages.tune import run_tune
+from tests.test_train_snn import separable_store
+
+BASE = ColanetParams(m=3, e=1)
+
+
+def _tune(tmp_path, store, name="s", **kw):
+    cfg = TuneConfig(tune_dir=str(tmp_path / "tune"), name=name, batch=2, processes=2,
+                     startup=2, **kw)
+    return run_tune(EmbedConfig(out=store.path), cfg, BASE)
+
+
+def test_trial_scores_only_the_validation_tail_of_train(tmp_path):
+    store = separable_store(tmp_path / "s.zarr", n_train=100)
+    params, pct = trial_params(BASE, {"gain_scale": 1.0, "sat_percentile": 98.0, "m": 4}, 48)
+    assert params.m == 4 and pct == 98.0 and params.gain == pytest.approx(640 / 48)
+    row = run_trial(store.path, params, pct, 0.25)
+    assert row["n_fit"] == 75 and row["n_val"] == 25
+    assert row["val_accuracy"] >= 0.9  # separable data, default dynamics
+    again = run_trial(store.path, params, pct, 0.25)
+    assert {**again, "seconds": 0} == {**row, "seconds": 0}  # deterministic
+
+
+def test_study_records_trials_and_resumes_to_the_same_result(tmp_path):
+    store = separable_store(tmp_path / "s.zarr", n_train=80, n_test=20)
+    whole = _tune(tmp_path, store, name="whole", trials=4)
+    assert len(whole) == 4 and whole[0]["val_accuracy"] >= whole[-1]["val_accuracy"]
+    # an interrupted study: the first batch finished, one trial of the second one was lost
+    _tune(tmp_path, store, name="cut", trials=4)
+    log = tmp_path / "tune" / "cut" / "trials.jsonl"
+    rows = log.read_text().splitlines()
+    kept = [r for r in rows if json.loads(r)["number"] != 3]
+    log.write_text("\n".join(kept) + "\n" + '{"number": 3, "tor')  # and a torn last line
+    assert sorted(TrialLog(log).read()) == [0, 1, 2]
+    resumed = _tune(tmp_path, store, name="cut", trials=4)
+    strip = lambda rs: sorted((r["number"], json.dumps(r["values"]), r["val_accuracy"]) for r in rs)
+    assert strip(resumed) == strip(whole)
+    best = json.loads((tmp_path / "tune" / "cut" / "best.json").read_text())
+    assert best["trial"] == whole[0]["number"] and "--m" in best["train_snn_args"]
+
+
+def test_study_with_other_settings_is_refused(tmp_path):
+    store = separable_store(tmp_path / "s.zarr", n_train=60, n_test=20)
+    _tune(tmp_path, store, trials=2)
+    with pytest.raises(UserError, match="other settings"):
+        _tune(tmp_path, store, trials=2, val_fraction=0.3)
