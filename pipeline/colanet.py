@@ -506,9 +506,7 @@ def check_batch(params: ColanetParams, state: ColanetState, x, sample_index, sat
         raise ValueError(f"sample_index must be ({B},), got shape {sample_index.shape}")
     if B and sample_index.min() < 0:
         raise ValueError(f"sample_index must be >= 0, got {sample_index.min()}")
-    sat = float(sat)
-    if not (np.isfinite(sat) and sat > 0):
-        raise ValueError(f"sat={sat!r}: must be a positive finite number")
+    x, sat = per_feature_coding(x, sat)
     if y is not None:
         y = np.ascontiguousarray(y, dtype=np.int64)
         if y.shape != (B,):
@@ -516,6 +514,22 @@ def check_batch(params: ColanetParams, state: ColanetState, x, sample_index, sat
         if B and (y.min() < 0 or y.max() >= C):
             raise ValueError(f"labels must be in [0, {C}), got min {y.min()} max {y.max()}")
     return x, y, sample_index, sat
+
+
+def per_feature_coding(x: np.ndarray, sat) -> tuple[np.ndarray, float]:
+    """Resolve the saturation level: a positive scalar is used as is; a (D,) vector of per-feature
+    levels (``inf`` for a feature that is never positive) divides the features, ``x_j / sat_j``,
+    and leaves a level of 1, so the coder computes ``d_j = clip(x_j / sat_j, 0, 1)``."""
+    levels = np.asarray(sat, dtype=np.float64)
+    if levels.ndim == 0:
+        sat = float(levels)
+        if not (np.isfinite(sat) and sat > 0):
+            raise ValueError(f"sat={sat!r}: must be a positive finite number")
+        return x, sat
+    if levels.shape != (x.shape[1],) or np.isnan(levels).any() or (levels <= 0).any():
+        raise ValueError(f"per-feature sat must be ({x.shape[1]},) positive levels, got shape "
+                         f"{levels.shape}")
+    return (x / levels).astype(np.float32), 1.0
 
 
 def encode_inputs(params: ColanetParams, x, sample_index, sat) -> np.ndarray:
@@ -526,7 +540,8 @@ def encode_inputs(params: ColanetParams, x, sample_index, sat) -> np.ndarray:
     if x.ndim != 2:
         raise ValueError(f"x must be (B, D), got shape {x.shape}")
     sample_index = np.ascontiguousarray(sample_index, dtype=np.int64)
-    pat = K.encode_chunk(x, float(sat), sample_index, np.zeros(x.shape[1]),
+    x, sat = per_feature_coding(x, sat)
+    pat = K.encode_chunk(x, sat, sample_index, np.zeros(x.shape[1]),
                          _CODERS.index(params.coder), 0, True, params.seed,
                          params.present_ticks, params.input_delay)
     ks = np.arange(params.present_ticks, dtype=np.uint64) + np.uint64(params.input_delay)

@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.colanet import ColanetParams, infer_chunk, init_state, readout, train_chunk
 from pipeline.errors import UserError
 from pipeline.store import EmbeddingStore
-from pipeline.streaming import iter_batches, saturation_level
+from pipeline.streaming import coding_levels, iter_batches
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,13 @@ class Knob:
     choices: tuple = ()
 
 
-# The spec's open parameters. gain_scale multiplies the default gain 640 / D; sat_percentile is
-# the coder's saturation level; the rest are ColanetParams fields.
+# The spec's open parameters. gain_scale multiplies the default gain 640 / D; sat_percentile and
+# sat_scope set the coder's saturation level (TrainConfig); the rest are ColanetParams fields.
+CODING_KEYS = ("sat_percentile", "sat_scope")
 SEARCH_SPACE: dict[str, Knob] = {
     "gain_scale": Knob("float", 0.25, 4.0, log=True),
     "sat_percentile": Knob("float", 90.0, 99.9),
+    "sat_scope": Knob("choice", choices=("global", "feature")),
     "m": Knob("int", 3, 30),
     "e": Knob("int", 1, 15),
     "d_h": Knob("float", -0.6, -0.01, log=False),
@@ -52,14 +54,17 @@ SEARCH_SPACE: dict[str, Knob] = {
 }
 
 
-def trial_params(base: ColanetParams, values: dict[str, Any], n_inputs: int
-                 ) -> tuple[ColanetParams, float]:
-    """ColanetParams and sat percentile of one trial: ``base`` with ``values`` applied."""
-    fields = {k: v for k, v in values.items() if k not in ("gain_scale", "sat_percentile")}
+def trial_params(base: ColanetParams, values: dict[str, Any], n_inputs: int,
+                 base_coding: dict[str, Any] | None = None) -> tuple[ColanetParams, dict[str, Any]]:
+    """ColanetParams and coding (sat_percentile, sat_scope) of one trial: ``base`` and
+    ``base_coding`` with ``values`` applied."""
+    fields = {k: v for k, v in values.items() if k != "gain_scale" and k not in CODING_KEYS}
     if "gain_scale" in values:
         fields["gain"] = values["gain_scale"] * base.resolved_gain(n_inputs)
     params = ColanetParams.from_dict({**base.to_dict(), **fields})
-    return params, float(values.get("sat_percentile", 99.0))
+    coding = {"sat_percentile": 99.0, "sat_scope": "global", **(base_coding or {})}
+    coding.update({k: values[k] for k in CODING_KEYS if k in values})
+    return params, coding
 
 
 def validation_rows(store: EmbeddingStore, val_fraction: float) -> int:
@@ -70,7 +75,7 @@ def validation_rows(store: EmbeddingStore, val_fraction: float) -> int:
     return int(round(n * (1.0 - val_fraction)))
 
 
-def run_trial(store_path: str, params: ColanetParams, sat_percentile: float,
+def run_trial(store_path: str, params: ColanetParams, coding: dict[str, Any],
               val_fraction: float, numba_threads: int | None = None) -> dict[str, Any]:
     """Train on the fit rows, score the validation rows; a plain function for dask workers."""
     if numba_threads:
@@ -80,7 +85,8 @@ def run_trial(store_path: str, params: ColanetParams, sat_percentile: float,
     started = time.perf_counter()
     store = EmbeddingStore.open(store_path)
     first_val = validation_rows(store, val_fraction)
-    sat = saturation_level(store, "train", sat_percentile, stop=first_val)
+    sat = coding_levels(store, "train", coding["sat_percentile"], coding["sat_scope"],
+                        stop=first_val)
     state = init_state(params, store.attrs["encoder"]["feature_dim"], len(store.class_names))
     for b in iter_batches(store, "train", stop=first_val):
         _, state = train_chunk(params, state, b.features, b.labels, b.sample_id, sat)
@@ -91,7 +97,7 @@ def run_trial(store_path: str, params: ColanetParams, sat_percentile: float,
         answered += int(ok.sum())
         total += len(pred)
     return {"val_accuracy": correct / max(total, 1), "no_answer_rate": 1 - answered / max(total, 1),
-            "n_fit": first_val, "n_val": total, "sat": sat,
+            "n_fit": first_val, "n_val": total, "sat": float(np.median(sat)),
             "seconds": round(time.perf_counter() - started, 3)}
 
 

@@ -34,6 +34,7 @@ HELP = {
     "run": "run folder name under RUNS_DIR (default: the store's name)",
     "runs_dir": "folder of the run folders",
     "sat_percentile": "coding saturation: this percentile of the positive train features",
+    "sat_scope": "global: one saturation level | feature: one per feature",
     "checkpoint_every": "samples between checkpoints",
     "eval_split": "split to evaluate on (default: test, else val)",
     "skip_baselines": "leave out the linear probe and nearest class mean",

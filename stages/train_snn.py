@@ -28,7 +28,7 @@ from pipeline.config import EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.metrics import classification_metrics
 from pipeline.store import EmbeddingStore
-from pipeline.streaming import iter_batches, saturation_level
+from pipeline.streaming import coding_levels, iter_batches
 from stages.embed import run_embed, store_path_for
 
 
@@ -37,7 +37,7 @@ class Progress:
     """The run's own resumable state beside the model's."""
 
     cursor: int  # next train-split row to learn
-    sat: float
+    sat: float | np.ndarray  # the coder's level, or one level per feature
     online_correct: np.ndarray  # (samples seen,) bool: answered right before learning
     online_answered: np.ndarray  # (samples seen,) bool
     train_seconds: float
@@ -94,7 +94,8 @@ def load_progress(path: Path, store: EmbeddingStore, params: ColanetParams
         raise UserError(f"{path}: checkpoint was trained with other parameters ({', '.join(diff)}); "
                         f"use --run NAME for a new run or --restart to discard it")
     online = {k: arrays.pop(k) for k in ("online_correct", "online_answered")}
-    return state_from_arrays(arrays), Progress(cursor=meta["cursor"], sat=meta["sat"],
+    sat = np.asarray(meta["sat"], dtype=np.float64) if isinstance(meta["sat"], list) else meta["sat"]
+    return state_from_arrays(arrays), Progress(cursor=meta["cursor"], sat=sat,
                                                train_seconds=meta["train_seconds"], **online)
 
 
@@ -104,7 +105,7 @@ def save_progress(path: Path, store: EmbeddingStore, params: ColanetParams, trai
                            "online_answered": progress.online_answered},
                     {"identity": checkpoint_identity(store), "params": params.to_dict(),
                      "train": train_cfg.to_dict(), "store": store.path, "cursor": progress.cursor,
-                     "sat": progress.sat, "train_seconds": progress.train_seconds})
+                     "sat": np.asarray(progress.sat).tolist(), "train_seconds": progress.train_seconds})
 
 
 def train(store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig, run_dir: Path,
@@ -123,7 +124,7 @@ def train(store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig, 
     resumed = load_progress(ckpt, store, params)
     if resumed is None:
         sat_started = time.perf_counter()
-        sat = saturation_level(store, "train", train_cfg.sat_percentile)
+        sat = coding_levels(store, "train", train_cfg.sat_percentile, train_cfg.sat_scope)
         state = init_state(params, store.attrs["encoder"]["feature_dim"], len(store.class_names))
         progress = Progress(cursor=0, sat=sat, online_correct=np.zeros(0, bool),
                             online_answered=np.zeros(0, bool),
@@ -163,7 +164,7 @@ def train(store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig, 
 
 
 def evaluate(store: EmbeddingStore, split: str, params: ColanetParams, state: ColanetState,
-             sat: float) -> tuple[np.ndarray, np.ndarray]:
+             sat: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Frozen-plasticity predictions (-1: no answer) and labels of a split's usable rows."""
     preds, labels = [], []
     for batch in iter_batches(store, split):
@@ -205,7 +206,8 @@ def run_train_snn(embed_cfg: EmbedConfig, train_cfg: TrainConfig, params: Colane
     snn = classification_metrics(y_test, pred, len(classes))
     metrics: dict[str, Any] = {
         "store": store.path, "eval_split": eval_split, "n_train": len(progress.online_correct),
-        "n_test": int(len(y_test)), "sat": progress.sat,
+        "n_test": int(len(y_test)), "sat": float(np.median(progress.sat)),
+        "sat_scope": train_cfg.sat_scope,
         "snn_accuracy": snn["accuracy"], "no_answer_rate": snn["no_answer_rate"],
         "online_train_accuracy": float(progress.online_correct.mean()),
         "per_class_accuracy": dict(zip(classes, snn["per_class_accuracy"])),

@@ -16,7 +16,7 @@ from typing import Any
 from tqdm import tqdm
 
 from pipeline.colanet import ColanetParams
-from pipeline.config import EmbedConfig, TuneConfig
+from pipeline.config import EmbedConfig, TrainConfig, TuneConfig
 from pipeline.errors import UserError
 from pipeline.tuning import SEARCH_SPACE, TrialLog, ask_batch, run_trial, trial_params
 from stages.train_snn import open_or_embed
@@ -57,8 +57,8 @@ def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetParams) -> li
                 for n, values in zip(numbers, asked):
                     if n in done:
                         continue
-                    params, pct = trial_params(base, values, n_inputs)
-                    futures[client.submit(run_trial, store.path, params, pct, cfg.val_fraction,
+                    params, coding = trial_params(base, values, n_inputs)
+                    futures[client.submit(run_trial, store.path, params, coding, cfg.val_fraction,
                                           cfg.numba_threads, pure=False)] = (n, values)
                 from distributed import as_completed
 
@@ -72,18 +72,20 @@ def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetParams) -> li
     finally:
         client.close()
     rows = sorted(done.values(), key=lambda r: (-r["val_accuracy"], r["number"]))
-    best_params, best_pct = trial_params(base, rows[0]["values"], n_inputs)
+    best_params, best_coding = trial_params(base, rows[0]["values"], n_inputs)
     (study_dir / "best.json").write_text(json.dumps(
-        {"trial": rows[0]["number"], "val_accuracy": rows[0]["val_accuracy"],
-         "sat_percentile": best_pct, "colanet": best_params.to_dict(),
-         "train_snn_args": train_snn_args(best_params, best_pct)}, indent=2))
+        {"trial": rows[0]["number"], "val_accuracy": rows[0]["val_accuracy"], **best_coding,
+         "colanet": best_params.to_dict(),
+         "train_snn_args": train_snn_args(best_params, best_coding)}, indent=2))
     return rows
 
 
-def train_snn_args(params: ColanetParams, sat_percentile: float) -> str:
-    """The train-snn options that reproduce ``params`` (only those differing from the defaults)."""
+def train_snn_args(params: ColanetParams, coding: dict[str, Any]) -> str:
+    """The train-snn options that reproduce ``params`` and ``coding`` (those off the defaults)."""
     default = ColanetParams().to_dict()
-    parts = [f"--sat-percentile {sat_percentile:.6g}"] if sat_percentile != 99.0 else []
+    coding_default = TrainConfig()
+    parts = [f"--{k.replace('_', '-')} {v:.6g}" if isinstance(v, float) else f"--{k.replace('_', '-')} {v}"
+             for k, v in coding.items() if v != getattr(coding_default, k)]
     for k, v in params.to_dict().items():
         if v != default[k]:
             flag = "--" + k.replace("_", "-")

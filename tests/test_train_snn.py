@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.colanet import ColanetParams
+from pipeline.colanet import ColanetParams, encode_inputs
 from pipeline.config import EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.store import EmbeddingStore, write_arrays
-from pipeline.streaming import iter_batches, saturation_level
+from pipeline.streaming import feature_saturation_levels, iter_batches, saturation_level
 from stages import train_snn
 from stages.train_snn import run_train_snn
 
@@ -150,3 +150,25 @@ def test_sample_ids_are_unique_across_splits(tmp_path):
     train_ids = np.concatenate([b.sample_id for b in iter_batches(store, "train")])
     test_ids = np.concatenate([b.sample_id for b in iter_batches(store, "test")])
     assert train_ids.tolist() == list(range(120)) and test_ids.tolist() == list(range(120, 180))
+
+
+def test_feature_saturation_levels_and_their_coding(tmp_path):
+    store = separable_store(tmp_path / "s.zarr")
+    x = np.concatenate([b.features for b in iter_batches(store, "train")])
+    x[:, 7] = 0.0  # a feature that is never positive never spikes
+    store.split("train")["features"][:] = x
+    levels = feature_saturation_levels(store, "train", 90)
+    assert np.isinf(levels[7])
+    for j in (0, 3, 20):  # between the order statistics around the 90 % count, to a bin
+        pos = np.sort(x[:, j][x[:, j] > 0])
+        width, k = float(pos[-1]) / 1024, 0.9 * len(pos)
+        assert pos[int(np.floor(k)) - 1] - width <= levels[j] <= pos[int(np.ceil(k))] + width
+    params = ColanetParams(m=2, e=1)
+    spikes = encode_inputs(params, x[:5], np.arange(5), levels)
+    finite = np.where(np.isinf(levels), 1.0, levels)
+    same = encode_inputs(params, np.where(np.isinf(levels), 0, x[:5] / finite).astype(np.float32),
+                         np.arange(5), 1.0)
+    np.testing.assert_array_equal(spikes, same)
+    assert not spikes[:, :, 7].any()
+    m = _run(tmp_path, store, sat_scope="feature")
+    assert m["sat_scope"] == "feature" and m["snn_accuracy"] >= 0.9

@@ -24,12 +24,13 @@ def _tune(tmp_path, store, name="s", **kw):
 
 def test_trial_scores_only_the_validation_tail_of_train(tmp_path):
     store = separable_store(tmp_path / "s.zarr", n_train=100)
-    params, pct = trial_params(BASE, {"gain_scale": 1.0, "sat_percentile": 98.0, "m": 4}, 48)
-    assert params.m == 4 and pct == 98.0 and params.gain == pytest.approx(640 / 48)
-    row = run_trial(store.path, params, pct, 0.25)
+    params, coding = trial_params(BASE, {"gain_scale": 1.0, "sat_percentile": 98.0, "m": 4}, 48)
+    assert params.m == 4 and params.gain == pytest.approx(640 / 48)
+    assert coding == {"sat_percentile": 98.0, "sat_scope": "global"}
+    row = run_trial(store.path, params, coding, 0.25)
     assert row["n_fit"] == 75 and row["n_val"] == 25
     assert row["val_accuracy"] >= 0.9  # separable data, default dynamics
-    again = run_trial(store.path, params, pct, 0.25)
+    again = run_trial(store.path, params, coding, 0.25)
     assert {**again, "seconds": 0} == {**row, "seconds": 0}  # deterministic
 
 
