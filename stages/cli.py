@@ -1,4 +1,4 @@
-"""The command line: `annsnn embed|inspect|import|train-snn|tune ...` (also `python -m stages ...`).
+"""The command line: `annsnn embed|inspect|import|train-snn|tune|report ...` (also `python -m stages ...`).
 
 Options are generated from the typed configs, so a config field and its flag never drift apart.
 """
@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(tune, EmbedConfig)
     add_config_options(tune.add_argument_group("search"), TuneConfig)
     add_config_options(tune.add_argument_group("CoLaNET base parameters"), ColanetParams)
+    report = sub.add_parser("report", help="CoLaNET, linear probe and NCM on several stores, one table")
+    report.add_argument("stores", nargs="+", help="store paths")
+    add_config_options(report.add_argument_group("run"), TrainConfig)
+    add_config_options(report.add_argument_group("CoLaNET"), ColanetParams)
     imp = sub.add_parser("import", help="make a store from an .npz of embeddings made elsewhere")
     imp.add_argument("npz", help="file with X_<split>, y_<split> (train/val/test) and classes")
     imp.add_argument("--model", default="unknown", help="encoder that made the features (recorded)")
@@ -127,6 +131,18 @@ def main(argv: list[str] | None = None) -> int:
                 raise UserError(str(e)) from None
             print_rows(run_tune(config_from_args(args, EmbedConfig),
                                 config_from_args(args, TuneConfig), base))
+        elif args.command == "report":
+            from stages.report import print_report, run_report
+
+            try:
+                params = config_from_args(args, ColanetParams)
+            except ValueError as e:
+                raise UserError(str(e)) from None
+            train_cfg = config_from_args(args, TrainConfig)
+            if train_cfg.skip_baselines or train_cfg.run:
+                raise UserError("report always runs the baselines and names its own runs; "
+                                "leave out --skip-baselines and --run")
+            print_report(run_report(args.stores, train_cfg, params))
         elif args.command == "import":
             from stages.import_arrays import import_npz
             from stages.inspect import describe

@@ -172,3 +172,18 @@ def test_feature_saturation_levels_and_their_coding(tmp_path):
     assert not spikes[:, :, 7].any()
     m = _run(tmp_path, store, sat_scope="feature")
     assert m["sat_scope"] == "feature" and m["snn_accuracy"] >= 0.9
+
+
+def test_report_runs_each_store_once_per_parameter_set(tmp_path, capsys):
+    from stages.report import print_report, run_report
+
+    stores = [separable_store(tmp_path / "a.zarr").path, separable_store(tmp_path / "b.zarr", seed=2).path]
+    cfg = TrainConfig(runs_dir=str(tmp_path / "runs"))
+    rows = run_report(stores, cfg, SMALL)
+    again = run_report(stores, cfg, SMALL)  # finished runs: evaluated again, not retrained
+    assert [r["snn_accuracy"] for r in rows] == [r["snn_accuracy"] for r in again]
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+    run_report(stores[:1], cfg, ColanetParams(m=3, e=1))
+    assert len(list((tmp_path / "runs").iterdir())) == 3
+    print_report(rows)
+    assert "a  " in capsys.readouterr().out
