@@ -1,0 +1,430 @@
+"""Benchmark stage two: CoLaNET training and inference throughput, its bounds, and streaming memory.
+
+On synthetic pooled-ReLU6-like features (non-negative, ~40 % zeros, long-tailed, class prototypes
+plus noise; sat = 99th percentile of the positive values), at the paper's size (D 1536, C 64) and
+the default size (D 1280, C 10), both with M 10 and E 15, this one run measures:
+
+* training samples/s and synaptic events/s of :func:`pipeline.colanet.train_chunk` (the Numba
+  kernels), synaptic events = sum over samples of (input spikes, counted with ``encode_inputs``)
+  x (L neurons per copy, N = C*M) x (copies E);
+* the same for the NumPy reference :func:`pipeline.colanet_reference.train_chunk` on the first
+  ``--ref-samples`` samples (it is slow), and again on the last ones from the state the Numba run
+  had reached there; the Numba kernels are timed on exactly that work too, and their votes are
+  checked against the reference's.  Figure of merit: numba / reference (target >= 100x), with
+  the Numba rate of the whole ``--samples`` run (a call of a few samples also times the parallel
+  region's start and loses the reuse of each copy's weights in cache across a chunk's samples, so
+  the same-work rate, reported beside it, is lower);
+* a row-add bound: a minimal Numba kernel that only adds the weight rows of the same input spikes
+  (per sample, per presentation tick, per active input j: ``cur[k] += w[e, j, :]``, prange over
+  copies), measured before and after the training run (the faster counts, so a busy moment on a
+  shared machine cannot flatter the ratio).  Figure of merit: numba / bound (target >= 0.5x);
+* inference samples/s of :func:`pipeline.colanet.infer_chunk` on held-out samples with the trained
+  state (plus its accuracy, to show the network learnt and spikes plausibly);
+* peak memory (ru_maxrss) of the streaming training loop (``iter_batches`` + ``train_chunk``) over
+  a synthetic store of ``--memory-rows`` sizes, each in a fresh subprocess; goal: flat (<= 1.1x).
+
+    python bench/snn.py [--samples 1024] [--ref-samples 8] [--threads N] [--sizes paper,default]
+                        [--skip-memory] [--out data/bench/snn.json]
+
+Writes data/bench/snn.json and prints a compact table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline import colanet_reference  # noqa: E402
+from pipeline.colanet import (ColanetParams, encode_inputs, infer_chunk, init_state,  # noqa: E402
+                              readout, train_chunk)
+
+SIZES = {"paper": (1536, 64), "default": (1280, 10)}  # name: (D inputs, C classes)
+M, E = 10, 15
+CHUNK = 256  # rows per train_chunk / infer_chunk call, as the store's chunks in stage two
+SEED = 0
+TARGET_REF, TARGET_BOUND, TARGET_MEMORY = 100.0, 0.5, 1.1
+
+
+# --- synthetic features ------------------------------------------------------------------------
+class Synthetic:
+    """Pooled-ReLU6-like features with class structure.
+
+    Each class c has, per feature j, a probability ``p0[c, j]`` (Beta(2, 3), mean 0.4) that the
+    feature is 0 and a typical magnitude ``mag[c, j]`` (Gamma(1.2, 0.6): long-tailed).  A sample of
+    class y keeps feature j with probability ``1 - p0[y, j]`` and draws its value as
+    ``mag[y, j] * Gamma(4, 1/4)`` (multiplicative noise, mean 1), capped at 6 (ReLU6)."""
+
+    def __init__(self, n_inputs: int, n_classes: int, seed: int = SEED):
+        rng = np.random.default_rng([seed, n_inputs, n_classes])
+        self.p0 = rng.beta(2.0, 3.0, (n_classes, n_inputs))
+        self.mag = rng.gamma(1.2, 0.6, (n_classes, n_inputs))
+        self.n_classes = n_classes
+
+    def sample(self, n: int, seed: int, block: int = 2048):
+        """``n`` samples (X (n, D) float32, y (n,) int64), made ``block`` rows at a time so that
+        the float64 temporaries stay small."""
+        x = np.empty((n, self.p0.shape[1]), np.float32)
+        y = np.empty(n, np.int64)
+        for i, lo in enumerate(range(0, n, block)):
+            rng = np.random.default_rng([seed, i])
+            yb = rng.integers(0, self.n_classes, min(block, n - lo))
+            keep = rng.random((len(yb), self.p0.shape[1])) >= self.p0[yb]
+            v = self.mag[yb] * rng.gamma(4.0, 0.25, keep.shape)
+            x[lo:lo + len(yb)] = np.where(keep, np.minimum(v, 6.0), 0.0)
+            y[lo:lo + len(yb)] = yb
+        return x, y
+
+
+def saturation(x: np.ndarray) -> float:
+    """sat = 99th percentile of the positive values."""
+    return float(np.percentile(x[x > 0], 99))
+
+
+# --- the bound: row additions only --------------------------------------------------------------
+@njit(cache=True, parallel=True)
+def row_add_bound(w, ptr, idx, n_ticks, sink):
+    """For each copy (prange), sample, presentation tick and active input j (CSR ``ptr``/``idx``
+    over the (sample, tick) pairs, in that order): ``cur[k, :] += w[e, j, :]`` into a float64
+    per-tick buffer zeroed per sample.  One element per tick goes into ``sink`` so that no add can
+    be optimised away."""
+    E, D, N = w.shape
+    n_bt = ptr.shape[0] - 1
+    for e in prange(E):
+        cur = np.zeros((n_ticks, N))
+        we = w[e]
+        s = 0.0
+        for bt in range(n_bt):
+            k = bt % n_ticks
+            if k == 0:
+                for kk in range(n_ticks):
+                    for n in range(N):
+                        cur[kk, n] = 0.0
+            for i in range(ptr[bt], ptr[bt + 1]):
+                j = idx[i]
+                for n in range(N):
+                    cur[k, n] += we[j, n]
+            s += cur[k, bt % N]
+        sink[e] = s
+
+
+def spike_csr(spikes: np.ndarray):
+    """(B, T, D) bool -> CSR (ptr (B*T+1,), idx) of the active inputs of each (sample, tick)."""
+    B, T, D = spikes.shape
+    flat = spikes.reshape(B * T, D)
+    rows, cols = np.nonzero(flat)  # row-major: ascending j within a (sample, tick)
+    ptr = np.zeros(B * T + 1, np.int64)
+    np.cumsum(np.bincount(rows, minlength=B * T), out=ptr[1:])
+    return ptr, cols.astype(np.int64)
+
+
+def time_bound(w, ptr, idx, n_ticks) -> float:
+    sink = np.zeros(w.shape[0])
+    started = time.perf_counter()
+    row_add_bound(w, ptr, idx, n_ticks, sink)
+    return time.perf_counter() - started
+
+
+# --- stage-two kernels ---------------------------------------------------------------------------
+def train_timed(params, state, x, y, sid, sat, snapshot_at=None):
+    """Train in chunks of CHUNK rows; returns (votes, seconds, state copy at row snapshot_at).
+    The snapshot is taken outside the timed calls."""
+    n = len(x)
+    cuts = sorted({*range(0, n, CHUNK), n} | ({snapshot_at} if snapshot_at is not None else set()))
+    votes, seconds, snap = [], 0.0, None
+    for lo, hi in zip(cuts[:-1], cuts[1:]):
+        if lo == snapshot_at:
+            snap = state.copy()
+        started = time.perf_counter()
+        v, _ = train_chunk(params, state, x[lo:hi], y[lo:hi], sid[lo:hi], sat)
+        seconds += time.perf_counter() - started
+        votes.append(v)
+    return np.concatenate(votes), seconds, snap
+
+
+def infer_timed(params, state, x, sid, sat):
+    votes, seconds = [], 0.0
+    for lo in range(0, len(x), CHUNK):
+        started = time.perf_counter()
+        votes.append(infer_chunk(params, state, x[lo:lo + CHUNK], sid[lo:lo + CHUNK], sat))
+        seconds += time.perf_counter() - started
+    return np.concatenate(votes), seconds
+
+
+def same_work(params, start_state, x, y, sid, sat, numba_repeats: int):
+    """The reference and the Numba kernels on the same few samples from the same state.
+    Returns the reference's seconds and votes, and the Numba kernels' best seconds and votes."""
+    state = start_state.copy()
+    started = time.perf_counter()
+    ref_votes, _ = colanet_reference.train_chunk(params, state, x, y, sid, sat)
+    ref_s = time.perf_counter() - started
+    best, nb_votes = float("inf"), None
+    for _ in range(numba_repeats):
+        state = start_state.copy()
+        started = time.perf_counter()
+        nb_votes, _ = train_chunk(params, state, x, y, sid, sat)
+        best = min(best, time.perf_counter() - started)
+    return ref_s, ref_votes, best, nb_votes
+
+
+def bench_size(name: str, n_samples: int, n_ref: int, log) -> dict:
+    D, C = SIZES[name]
+    params = ColanetParams(m=M, e=E, seed=SEED)
+    N = C * M
+    gen = Synthetic(D, C)
+    x, y = gen.sample(n_samples, seed=1)
+    xt, yt = gen.sample(n_samples, seed=2)
+    sat = saturation(x)
+    sid = np.arange(n_samples, dtype=np.int64)
+    sid_t = np.arange(n_samples, dtype=np.int64) + n_samples
+    spikes = encode_inputs(params, x, sid, sat)
+    spikes_t = encode_inputs(params, xt, sid_t, sat)
+    per_sample = spikes.sum(axis=(1, 2))
+    ev_per_spike = N * E
+    n_ref = max(1, min(n_ref, n_samples))
+    late = n_samples - n_ref if n_samples >= 2 * n_ref else None
+
+    fresh = init_state(params, D, C)
+    log(f"[{name}] D {D} C {C} N {N} E {E}: {n_samples} samples, {per_sample.mean():.0f} input "
+        f"spikes/sample, {np.mean(x == 0):.0%} zeros, sat {sat:.3f}")
+
+    # warm-up: JIT compile (or load the cache) before timing each kernel
+    train_chunk(params, fresh.copy(), x[:2], y[:2], sid[:2], sat)
+    infer_chunk(params, fresh, xt[:2], sid_t[:2], sat)
+    ptr, idx = spike_csr(spikes)
+    wptr, widx = spike_csr(spikes[:2])
+    row_add_bound(fresh.w, wptr, widx, params.present_ticks, np.zeros(E))
+
+    bound_s = [time_bound(fresh.w, ptr, idx, params.present_ticks)]
+    state = fresh.copy()
+    votes, train_s, snap = train_timed(params, state, x, y, sid, sat, snapshot_at=late)
+    bound_s.append(time_bound(state.w, ptr, idx, params.present_ticks))
+    bound_best = min(bound_s)
+    log(f"[{name}] numba train {n_samples / train_s:.1f}/s, bound {n_samples / bound_best:.1f}/s")
+
+    ivotes, infer_s = infer_timed(params, state, xt, sid_t, sat)
+    ipred, ians = readout(ivotes)
+    tpred, tans = readout(votes)
+    half = n_samples // 2
+
+    ref = {}
+    for phase, lo, start in (("first", 0, fresh), ("late", late, snap)):
+        if lo is None:
+            continue
+        hi = lo + n_ref
+        ref_s, ref_votes, nb_s, nb_votes = same_work(params, start, x[lo:hi], y[lo:hi], sid[lo:hi],
+                                                     sat, numba_repeats=3)
+        ev = int(per_sample[lo:hi].sum()) * ev_per_spike
+        ref[phase] = {
+            "rows": [int(lo), int(hi)],
+            "reference_samples_per_s": n_ref / ref_s,
+            "reference_events_per_s": ev / ref_s,
+            "numba_same_work_samples_per_s": n_ref / nb_s,
+            "same_work_ratio": ref_s / nb_s,
+            "votes_match": bool(np.array_equal(ref_votes, nb_votes)
+                                and np.array_equal(nb_votes, votes[lo:hi])),
+        }
+        log(f"[{name}] reference ({phase} {n_ref}) {n_ref / ref_s:.2f}/s, numba same work "
+            f"{n_ref / nb_s:.1f}/s, votes match {ref[phase]['votes_match']}")
+
+    events = int(per_sample.sum()) * ev_per_spike
+    train_rate = n_samples / train_s
+    ref_rate = ref["first"]["reference_samples_per_s"]
+    bound_rate = n_samples / bound_best
+    return {
+        "size": name, "n_inputs": D, "n_classes": C, "m": M, "e": E, "n_neurons": N,
+        "samples": n_samples, "ref_samples": n_ref, "chunk": CHUNK, "sat": sat,
+        "zero_fraction": float(np.mean(x == 0)),
+        "input_spikes_per_sample": float(per_sample.mean()),
+        "synaptic_events_per_sample": events / n_samples,
+        "train": {"seconds": train_s, "samples_per_s": train_rate, "events_per_s": events / train_s,
+                  "votes_per_sample": float(votes.sum(axis=(1, 2)).mean()),
+                  "accuracy_second_half": float(np.mean(tpred[half:] == y[half:])),
+                  "answered_second_half": float(np.mean(tans[half:]))},
+        "reference": ref,
+        "bound": {"seconds": bound_s, "samples_per_s": bound_rate,
+                  "events_per_s": events / bound_best},
+        "infer": {"seconds": infer_s, "samples_per_s": n_samples / infer_s,
+                  "events_per_s": int(spikes_t.sum()) * ev_per_spike / infer_s,
+                  "accuracy": float(np.mean(ipred == yt)), "answered": float(np.mean(ians))},
+        "numba_over_reference": train_rate / ref_rate,
+        "numba_over_bound": train_rate / bound_rate,
+        "target_reference": TARGET_REF, "target_bound": TARGET_BOUND,
+        "meets_reference": train_rate / ref_rate >= TARGET_REF,
+        "meets_bound": train_rate / bound_rate >= TARGET_BOUND,
+    }
+
+
+# --- streaming memory ----------------------------------------------------------------------------
+MEM_D, MEM_C, MEM_M, MEM_E = 1280, 10, 10, 1
+
+
+def memory_child(store_path: str, sat: float) -> None:
+    """Run in a fresh process: stream the store's train split through train_chunk; print JSON."""
+    from pipeline.store import EmbeddingStore
+    from pipeline.streaming import iter_batches
+
+    def maxrss_mb():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+    def vmhwm_mb():  # cross-check: the peak RSS of this process image, from /proc
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return None
+
+    store = EmbeddingStore.open(store_path)
+    params = ColanetParams(m=MEM_M, e=MEM_E, seed=SEED)
+    state = init_state(params, MEM_D, MEM_C)
+    warm = np.zeros((1, MEM_D), np.float32)
+    train_chunk(params, state.copy(), warm, np.zeros(1, np.int64), np.zeros(1, np.int64), sat)
+    before = maxrss_mb()
+    rows, correct = 0, 0
+    started = time.perf_counter()
+    for batch in iter_batches(store, "train"):
+        ids = getattr(batch, "sample_id", None)
+        ids = batch.index if ids is None else ids
+        votes, state = train_chunk(params, state, batch.features, batch.labels, ids, sat)
+        correct += int(np.sum(readout(votes)[0] == batch.labels))
+        rows += len(batch.labels)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"rows": rows, "seconds": seconds, "maxrss_mb_before_loop": before,
+                      "maxrss_mb": maxrss_mb(), "vmhwm_mb": vmhwm_mb(),
+                      "online_accuracy": correct / max(rows, 1)}))
+
+
+def measure_memory(row_counts: list[int], threads: int, log) -> dict:
+    from pipeline.store import write_arrays
+
+    gen = Synthetic(MEM_D, MEM_C)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in row_counts:
+            x, y = gen.sample(n, seed=3)  # in the parent only (n x D float32)
+            sat = saturation(x)
+            path = str(Path(tmp) / f"synthetic-{n}.zarr")
+            write_arrays(path, {"train": (x, y)}, [f"c{i}" for i in range(MEM_C)],
+                         encoder={"model": "synthetic"}, source=f"bench/snn.py synthetic {n}",
+                         chunk_size=CHUNK)
+            del x, y
+            env = {**os.environ, "NUMBA_NUM_THREADS": str(threads)}
+            # Linux hands the parent's peak RSS at fork to the child's ru_maxrss (it survives
+            # exec), so start the child from a small shell that forks it (not `exec`).
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", path,
+                   "--sat", repr(sat), "--threads", str(threads)]
+            if Path("/bin/sh").exists():
+                cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd]
+            out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+            if out.returncode != 0:
+                raise RuntimeError(f"memory child ({n} rows) failed:\n{out.stderr[-4000:]}")
+            run = json.loads(out.stdout.strip().splitlines()[-1])
+            log(f"[memory] {n} rows: peak RSS {run['maxrss_mb']:.1f} MB "
+                f"(before the loop {run['maxrss_mb_before_loop']:.1f} MB), {run['seconds']:.1f} s")
+            runs.append(run)
+    ratio = runs[-1]["maxrss_mb"] / runs[0]["maxrss_mb"]
+    return {"n_inputs": MEM_D, "n_classes": MEM_C, "m": MEM_M, "e": MEM_E, "chunk": CHUNK,
+            "runs": runs, "ratio": ratio, "target": TARGET_MEMORY, "meets": ratio <= TARGET_MEMORY}
+
+
+# --- main ----------------------------------------------------------------------------------------
+def machine_info(threads: int) -> dict:
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count()
+    return {"platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "cpu_count": os.cpu_count(), "cpus_usable": affinity,
+            "numba_threads": threads, "load_average_at_start": list(os.getloadavg())}
+
+
+def print_table(result: dict) -> None:
+    print(f"{'size':8} {'D':>5} {'C':>3} {'N':>4} {'E':>3} {'spk/smp':>8} {'train/s':>8} "
+          f"{'Gev/s':>6} {'ref/s':>6} {'nb/ref':>7} {'bound/s':>8} {'nb/bound':>8} {'infer/s':>8} "
+          f"{'acc':>5}")
+    for r in result["sizes"]:
+        print(f"{r['size']:8} {r['n_inputs']:5d} {r['n_classes']:3d} {r['n_neurons']:4d} "
+              f"{r['e']:3d} "
+              f"{r['input_spikes_per_sample']:8.0f} {r['train']['samples_per_s']:8.1f} "
+              f"{r['train']['events_per_s'] / 1e9:6.2f} "
+              f"{r['reference']['first']['reference_samples_per_s']:6.2f} "
+              f"{r['numba_over_reference']:6.0f}x {r['bound']['samples_per_s']:8.1f} "
+              f"{r['numba_over_bound']:7.2f}x {r['infer']['samples_per_s']:8.1f} "
+              f"{r['infer']['accuracy']:5.2f}")
+    print(f"targets: numba/reference >= {TARGET_REF:.0f}x, numba/bound >= {TARGET_BOUND}x "
+          f"(Gev/s: synaptic events = input spikes x N x E; acc: held-out inference accuracy)")
+    for r in result["sizes"]:
+        for phase, q in r["reference"].items():
+            print(f"  {r['size']}: reference on {phase} samples {q['rows'][0]}-{q['rows'][1]}: "
+                  f"{q['reference_samples_per_s']:.2f}/s vs numba on the same "
+                  f"{q['numba_same_work_samples_per_s']:.1f}/s = {q['same_work_ratio']:.0f}x, "
+                  f"votes match: {q['votes_match']}")
+    mem = result.get("memory")
+    if mem:
+        parts = ", ".join(f"{r['rows']:,} rows {r['maxrss_mb']:.1f} MB" for r in mem["runs"])
+        print(f"memory (D {mem['n_inputs']}, C {mem['n_classes']}, M {mem['m']}, E {mem['e']}, "
+              f"chunk {mem['chunk']}): peak RSS {parts}; ratio {mem['ratio']:.3f} "
+              f"(goal <= {TARGET_MEMORY})")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--samples", type=int, default=1024,
+                   help="training (and inference) samples per size")
+    p.add_argument("--ref-samples", type=int, default=8,
+                   help="samples for the NumPy reference (first ones, and again the last ones)")
+    p.add_argument("--threads", type=int, default=numba.config.NUMBA_NUM_THREADS)
+    p.add_argument("--sizes", default="paper,default", help=f"comma-separated of {sorted(SIZES)}")
+    p.add_argument("--memory-rows", default="2000,20000", help="store sizes for the memory check")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--out", default="data/bench/snn.json")
+    p.add_argument("--memory-child", help=argparse.SUPPRESS)
+    p.add_argument("--sat", type=float, help=argparse.SUPPRESS)
+    a = p.parse_args()
+    numba.set_num_threads(a.threads)
+    if a.memory_child:
+        memory_child(a.memory_child, a.sat)
+        return
+    sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown or not sizes:
+        p.error(f"--sizes: unknown {unknown}; choose from {sorted(SIZES)}")
+    if a.samples < 1 or a.ref_samples < 1:
+        p.error("--samples and --ref-samples must be >= 1")
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    started = time.perf_counter()
+    result = {"machine": machine_info(a.threads), "seed": SEED,
+              "sizes": [bench_size(s, a.samples, a.ref_samples, log) for s in sizes]}
+    if not a.skip_memory:
+        rows = [int(v) for v in a.memory_rows.split(",")]
+        result["memory"] = measure_memory(rows, a.threads, log)
+    result["wall_seconds"] = time.perf_counter() - started
+    result["machine"]["load_average_at_end"] = list(os.getloadavg())
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(result, indent=2))
+    print_table(result)
+    print(f"wall {result['wall_seconds']:.1f} s -> {a.out}")
+
+
+if __name__ == "__main__":
+    main()
