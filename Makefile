@@ -13,7 +13,7 @@ ARGS       ?=
 
 EMBED_ARGS := --data $(DATA) --model $(MODEL) $(if $(CHECKPOINT),--weights $(CHECKPOINT),--weights $(WEIGHTS))
 
-.PHONY: install embed inspect train-snn test bench bench-embed bench-snn clean
+.PHONY: install embed inspect train-snn tune test bench bench-embed bench-snn clean
 
 install: $(STAMP)
 
@@ -31,6 +31,9 @@ inspect: $(STAMP)
 
 train-snn: $(STAMP)
 	$(PY) -m stages train-snn $(EMBED_ARGS) $(ARGS)
+
+tune: $(STAMP)
+	$(PY) -m stages tune $(EMBED_ARGS) $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
