@@ -5,7 +5,8 @@ study given (gain as a multiple of 640 / D, so a setting transfers across featur
 the winner, one ablation per [choice]. Every candidate runs on every store's validation split (the
 tail of its train split, as in `tune`; the test split is never read), in parallel dask processes,
 beside a linear probe and nearest class mean fitted on the same rows. The winner is the candidate
-with the best mean (SNN - probe) over stores.
+with the best joint score (pipeline.tuning.joint_score: minus the mean log ratio of its validation
+error to the probe's; 0 is parity everywhere).
 
     python bench/defaults.py --stores data/embeddings/a.zarr data/embeddings/b.zarr \\
         --studies data/tune/a data/tune/b --top 3
@@ -20,16 +21,14 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.baselines import linear_probe, nearest_class_mean  # noqa: E402
 from pipeline.colanet import ColanetParams  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
 from pipeline.store import EmbeddingStore  # noqa: E402
-from pipeline.streaming import iter_batches  # noqa: E402
-from pipeline.tuning import CODING_KEYS, run_trial, trial_params, validation_rows  # noqa: E402
+from pipeline.tuning import (CODING_KEYS, baseline_validation, joint_score, run_trial,  # noqa: E402
+                             trial_params)
 
 SPEC_DEFAULTS = {"d_h": -0.114, "dopamine": 0.227, "r_s": 0.159, "k_thr": 0.00107, "s_stim": 0.63,
                  "m": 10, "e": 15, "forcing": "most_depolarised", "blocking": "column",
@@ -46,17 +45,6 @@ def shipped_values() -> dict:
             "burst_scope")
     return {**{k: getattr(p, k) for k in keys}, "gain_scale": 1.0,
             **{k: getattr(t, k) for k in CODING_KEYS}}
-
-
-def baselines_on_validation(store_path: str, val_fraction: float) -> dict:
-    store = EmbeddingStore.open(store_path)
-    first = validation_rows(store, val_fraction)
-    fit = list(iter_batches(store, "train", stop=first))
-    val = list(iter_batches(store, "train", start=first))
-    xf, yf = np.concatenate([b.features for b in fit]), np.concatenate([b.labels for b in fit])
-    xv, yv = np.concatenate([b.features for b in val]), np.concatenate([b.labels for b in val])
-    return {"probe": float((linear_probe(xf, yf, xv) == yv).mean()),
-            "ncm": float((nearest_class_mean(xf, yf, xv) == yv).mean())}
 
 
 def score(store_path: str, values: dict, val_fraction: float) -> dict:
@@ -89,7 +77,7 @@ def main() -> None:
                                  dashboard_address=":0"))
     try:
         base = dict(zip(a.stores, client.gather(
-            [client.submit(baselines_on_validation, s, a.val_fraction) for s in a.stores])))
+            [client.submit(baseline_validation, s, a.val_fraction) for s in a.stores])))
 
         def run_all(cands: dict) -> dict:
             futures = {(c, s): client.submit(score, s, v, a.val_fraction, pure=False)
@@ -97,8 +85,12 @@ def main() -> None:
             return {key: f.result() for key, f in futures.items()}
 
         results = run_all(candidates)
-        gap = {c: float(np.mean([results[c, s]["val_accuracy"] - base[s]["probe"] for s in a.stores]))
-               for c in candidates}
+        probe = {s: base[s]["probe"] for s in a.stores}
+
+        def joint(c: str) -> float:
+            return joint_score({s: results[c, s]["val_accuracy"] for s in a.stores}, probe)
+
+        gap = {c: joint(c) for c in candidates}
         winner = max(candidates, key=lambda c: gap[c])
         ablations = {}
         for k, (x, y) in FLIPS.items():
@@ -107,14 +99,13 @@ def main() -> None:
             ablations[f"{winner} {k}={v[k]}"] = v
         results.update(run_all(ablations))
         for c in ablations:
-            gap[c] = float(np.mean([results[c, s]["val_accuracy"] - base[s]["probe"]
-                                    for s in a.stores]))
+            gap[c] = joint(c)
     finally:
         client.close()
 
     names = [Path(s).stem for s in a.stores]
     print(f"validation accuracy (tail {a.val_fraction:.0%} of train), probe and NCM on the same rows")
-    print(f"{'candidate':<52}" + "".join(f"{n[:22]:>24}" for n in names) + f"{'mean gap':>10}")
+    print(f"{'candidate':<52}" + "".join(f"{n[:22]:>24}" for n in names) + f"{'score':>10}")
     print(f"{'linear probe':<52}" + "".join(f"{base[s]['probe']:>24.4f}" for s in a.stores))
     print(f"{'nearest class mean':<52}" + "".join(f"{base[s]['ncm']:>24.4f}" for s in a.stores))
     for c in [*candidates, *ablations]:
@@ -123,7 +114,7 @@ def main() -> None:
             f"{results[c, s]['val_accuracy']:>16.4f} ({results[c, s]['no_answer_rate']:.3f})"
             for s in a.stores) + f"{gap[c]:>+10.4f}")
     out = {"stores": a.stores, "val_fraction": a.val_fraction, "baselines": base,
-           "candidates": {**candidates, **ablations}, "winner": winner, "mean_gap": gap,
+           "candidates": {**candidates, **ablations}, "winner": winner, "score": gap,
            "results": {f"{c}|{s}": r for (c, s), r in results.items()}}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(out, indent=2))

@@ -62,6 +62,7 @@ class TuneConfig:
     """The search: how many trials, how they are split and where they run."""
 
     name: str | None = None  # study folder under tune_dir; None: the store's name
+    stores: str | None = None  # comma-separated store paths for a joint study (instead of --data)
     tune_dir: str = "data/tune"
     trials: int = 40  # total trials (a rerun with more continues the study)
     batch: int = 4  # trials asked at once (the result does not depend on processes)

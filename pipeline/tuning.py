@@ -101,6 +101,33 @@ def run_trial(store_path: str, params: ColanetParams, coding: dict[str, Any],
             "seconds": round(time.perf_counter() - started, 3)}
 
 
+def baseline_validation(store_path: str, val_fraction: float) -> dict[str, float]:
+    """Linear probe and nearest class mean fitted on the fit rows, scored on the validation rows."""
+    from pipeline.baselines import linear_probe, nearest_class_mean
+
+    store = EmbeddingStore.open(store_path)
+    first = validation_rows(store, val_fraction)
+    fit = list(iter_batches(store, "train", stop=first))
+    val = list(iter_batches(store, "train", start=first))
+    xf, yf = np.concatenate([b.features for b in fit]), np.concatenate([b.labels for b in fit])
+    xv, yv = np.concatenate([b.features for b in val]), np.concatenate([b.labels for b in val])
+    return {"probe": float((linear_probe(xf, yf, xv) == yv).mean()),
+            "ncm": float((nearest_class_mean(xf, yf, xv) == yv).mean())}
+
+
+ERROR_FLOOR = 0.005  # keeps the ratio finite where an error is 0 (half a point)
+
+
+def joint_score(val_accuracy: dict[str, float], probe: dict[str, float]) -> float:
+    """Objective over several stores: minus the mean log ratio of SNN to probe validation error.
+
+    0 is parity on every store; -0.69 is twice the probe's error on average. Each store counts by
+    its relative error, so one hard data set does not outweigh the others' absolute points.
+    """
+    return -float(np.mean([np.log((1 - val_accuracy[s] + ERROR_FLOOR) / (1 - probe[s] + ERROR_FLOOR))
+                           for s in val_accuracy]))
+
+
 class TrialLog:
     """``trials.jsonl``: one JSON row per finished trial, appended and flushed as it finishes.
 
@@ -118,6 +145,7 @@ class TrialLog:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a torn last line
+                row.setdefault("score", row["val_accuracy"])  # rows written before joint studies
                 rows[row["number"]] = row
         return rows
 
@@ -159,7 +187,7 @@ def ask_batch(history: list[dict[str, Any]], space: dict[str, Knob], batch: int,
         study.add_trial(optuna.trial.create_trial(
             params={k: row["values"][k] for k in dists if k in row["values"]},
             distributions={k: v for k, v in dists.items() if k in row["values"]},
-            value=row["val_accuracy"]))
+            value=row["score"]))
     asked = []
     for _ in range(size):
         trial = study.ask(dists)

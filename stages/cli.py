@@ -50,6 +50,7 @@ HELP = {
     "burst_scope": "sample | continuous",
     "name": "study folder name under TUNE_DIR (default: the store's name)",
     "tune_dir": "folder of the study folders",
+    "stores": "comma-separated store paths: a joint study scoring every trial on all of them",
     "trials": "total trials (rerun with more to extend the study)",
     "batch": "trials asked at once",
     "processes": "dask worker processes of the LocalCluster",

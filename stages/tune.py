@@ -13,37 +13,56 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from distributed import as_completed
 from tqdm import tqdm
 
 from pipeline.colanet import ColanetParams
 from pipeline.config import EmbedConfig, TrainConfig, TuneConfig
 from pipeline.errors import UserError
-from pipeline.tuning import SEARCH_SPACE, TrialLog, ask_batch, run_trial, trial_params
+from pipeline.store import EmbeddingStore
+from pipeline.tuning import (SEARCH_SPACE, TrialLog, ask_batch, baseline_validation, joint_score,
+                             run_trial, trial_params)
 from stages.train_snn import open_or_embed
 
 
 def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetParams) -> list[dict[str, Any]]:
-    """Run (or resume) the study; returns all finished trial rows, best first."""
+    """Run (or resume) the study; returns all finished trial rows, best first.
+
+    With one store a trial's score is its validation accuracy. With ``cfg.stores`` (a joint
+    study) every trial runs on every store and scores :func:`pipeline.tuning.joint_score`.
+    """
     if cfg.trials < 1 or cfg.batch < 1 or cfg.processes < 1:
         raise UserError("--trials, --batch and --processes must be positive")
-    store = open_or_embed(embed_cfg)
-    study_dir = Path(cfg.tune_dir) / (cfg.name or Path(store.path).stem)
+    stores = ([open_or_embed(embed_cfg)] if not cfg.stores else
+              [EmbeddingStore.open(p) for p in cfg.stores.split(",") if p])
+    dims = {s.attrs["encoder"]["feature_dim"] for s in stores}
+    name = cfg.name or ("joint-" + "-".join(Path(s.path).stem for s in stores)
+                        if len(stores) > 1 else Path(stores[0].path).stem)
+    study_dir = Path(cfg.tune_dir) / name
     study_dir.mkdir(parents=True, exist_ok=True)
-    study = {"store": store.path, "identity": store.attrs["identity"],
+    study = {"stores": [s.path for s in stores], "identity": [s.attrs["identity"] for s in stores],
              "space": {k: asdict(v) for k, v in SEARCH_SPACE.items()}, "base": base.to_dict(),
              **{k: getattr(cfg, k) for k in ("batch", "val_fraction", "search_seed", "startup")}}
     study = json.loads(json.dumps(study))
     study_file = study_dir / "study.json"
-    if study_file.exists() and json.loads(study_file.read_text()) != study:
-        raise UserError(f"{study_file}: this study was started with other settings (store, space, "
-                        f"base parameters, batch, val fraction, search seed or startup); use --name NEW")
-    study_file.write_text(json.dumps(study, indent=2))
+    if study_file.exists():
+        old = json.loads(study_file.read_text())
+        if {k: v for k, v in old.items() if k != "probe"} != study:
+            raise UserError(f"{study_file}: this study was started with other settings (stores, "
+                            f"space, base parameters, batch, val fraction, search seed or "
+                            f"startup); use --name NEW")
+        study["probe"] = old.get("probe")
 
     log = TrialLog(study_dir / "trials.jsonl")
     done = log.read()
-    n_inputs = store.attrs["encoder"]["feature_dim"]
     client = _client(cfg)
     try:
+        joint = len(stores) > 1
+        if joint and not study.get("probe"):
+            found = client.gather([client.submit(baseline_validation, s.path, cfg.val_fraction)
+                                   for s in stores])
+            study["probe"] = {s.path: b["probe"] for s, b in zip(stores, found)}
+        study_file.write_text(json.dumps(study, indent=2))
         with tqdm(total=cfg.trials, initial=sum(n < cfg.trials for n in done), unit="trial",
                   desc=f"tune {study_dir.name}", dynamic_ncols=True) as bar:
             for batch in range(math.ceil(cfg.trials / cfg.batch)):
@@ -52,32 +71,53 @@ def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetParams) -> li
                 if all(n in done for n in numbers):
                     continue
                 history = [done[n] for n in sorted(done) if n < batch * cfg.batch]
-                asked = ask_batch(history, SEARCH_SPACE, batch, len(numbers), cfg.search_seed, cfg.startup)
-                futures = {}
+                asked = ask_batch(history, SEARCH_SPACE, batch, len(numbers), cfg.search_seed,
+                                  cfg.startup)
+                futures, parts = {}, {}
                 for n, values in zip(numbers, asked):
                     if n in done:
                         continue
-                    params, coding = trial_params(base, values, n_inputs)
-                    futures[client.submit(run_trial, store.path, params, coding, cfg.val_fraction,
-                                          cfg.numba_threads, pure=False)] = (n, values)
-                from distributed import as_completed
-
+                    parts[n] = {}
+                    for s in stores:
+                        params, coding = trial_params(base, values, s.attrs["encoder"]["feature_dim"])
+                        futures[client.submit(run_trial, s.path, params, coding, cfg.val_fraction,
+                                              cfg.numba_threads, pure=False)] = (n, values, s.path)
                 for future in as_completed(list(futures)):
-                    n, values = futures[future]
-                    row = {"number": n, "batch": batch, "values": values, **future.result()}
+                    n, values, path = futures[future]
+                    parts[n][path] = future.result()
+                    if len(parts[n]) < len(stores):
+                        continue
+                    row = _trial_row(n, batch, values, parts[n], study.get("probe"))
                     log.append(row)
                     done[n] = row
                     bar.update(1)
-                    bar.set_postfix(best=f"{max(r['val_accuracy'] for r in done.values()):.4f}")
+                    bar.set_postfix(best=f"{max(r['score'] for r in done.values()):.4f}")
     finally:
         client.close()
-    rows = sorted(done.values(), key=lambda r: (-r["val_accuracy"], r["number"]))
-    best_params, best_coding = trial_params(base, rows[0]["values"], n_inputs)
-    (study_dir / "best.json").write_text(json.dumps(
-        {"trial": rows[0]["number"], "val_accuracy": rows[0]["val_accuracy"], **best_coding,
-         "colanet": best_params.to_dict(),
-         "train_snn_args": train_snn_args(best_params, best_coding)}, indent=2))
+    rows = sorted(done.values(), key=lambda r: (-r["score"], r["number"]))
+    if len(dims) == 1:
+        best_params, best_coding = trial_params(base, rows[0]["values"], dims.pop())
+        (study_dir / "best.json").write_text(json.dumps(
+            {"trial": rows[0]["number"], "score": rows[0]["score"],
+             "val_accuracy": rows[0]["val_accuracy"], **best_coding,
+             "colanet": best_params.to_dict(),
+             "train_snn_args": train_snn_args(best_params, best_coding)}, indent=2))
     return rows
+
+
+def _trial_row(number: int, batch: int, values: dict[str, Any], results: dict[str, dict],
+               probe: dict[str, float] | None) -> dict[str, Any]:
+    """One trials.jsonl row: a single store's result, or per-store results and the joint score."""
+    if len(results) == 1:
+        (result,) = results.values()
+        return {"number": number, "batch": batch, "values": values, **result,
+                "score": result["val_accuracy"]}
+    acc = {p: r["val_accuracy"] for p, r in results.items()}
+    return {"number": number, "batch": batch, "values": values, "per_store": results,
+            "val_accuracy": float(sum(acc.values()) / len(acc)),
+            "no_answer_rate": float(sum(r["no_answer_rate"] for r in results.values()) / len(acc)),
+            "seconds": round(sum(r["seconds"] for r in results.values()), 3),
+            "score": joint_score(acc, probe)}
 
 
 def train_snn_args(params: ColanetParams, coding: dict[str, Any]) -> str:
@@ -109,10 +149,11 @@ def _client(cfg: TuneConfig):
 
 def print_rows(rows: list[dict[str, Any]], top: int = 5) -> None:
     keys = list(SEARCH_SPACE)
-    print(f"\n{len(rows)} trials; best {min(top, len(rows))} by validation accuracy:")
-    print(f"{'#':>4} {'val acc':>8} {'no ans':>7} {'s':>6}  " + "  ".join(keys))
+    print(f"\n{len(rows)} trials; best {min(top, len(rows))} by score (validation accuracy, or "
+          f"the joint score of several stores):")
+    print(f"{'#':>4} {'score':>8} {'val acc':>8} {'no ans':>7} {'s':>6}  " + "  ".join(keys))
     for r in rows[:top]:
         vals = "  ".join(f"{r['values'][k]:.4g}" if isinstance(r["values"][k], float)
                          else str(r["values"][k]) for k in keys)
-        print(f"{r['number']:>4} {r['val_accuracy']:>8.4f} {r['no_answer_rate']:>7.3f} "
+        print(f"{r['number']:>4} {r['score']:>8.4f} {r['val_accuracy']:>8.4f} {r['no_answer_rate']:>7.3f} "
               f"{r['seconds']:>6.1f}  {vals}")

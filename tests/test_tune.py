@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from pipeline.colanet import ColanetParams
 from pipeline.config import EmbedConfig, TuneConfig
 from pipeline.errors import UserError
-from pipeline.tuning import TrialLog, run_trial, trial_params
+from pipeline.tuning import TrialLog, joint_score, run_trial, trial_params
 from stages.tune import run_tune
 from tests.test_train_snn import separable_store
 
@@ -57,3 +58,21 @@ def test_study_with_other_settings_is_refused(tmp_path):
     _tune(tmp_path, store, trials=2)
     with pytest.raises(UserError, match="other settings"):
         _tune(tmp_path, store, trials=2, val_fraction=0.3)
+
+
+def test_joint_study_scores_every_trial_on_every_store(tmp_path):
+    a = separable_store(tmp_path / "a.zarr", n_train=60, n_test=10)
+    b = separable_store(tmp_path / "b.zarr", n_train=60, n_test=10, dim=40, seed=3)
+    rows = _tune(tmp_path, a, name="joint", trials=2, stores=f"{a.path},{b.path}")
+    study = json.loads((tmp_path / "tune" / "joint" / "study.json").read_text())
+    assert set(study["probe"]) == {a.path, b.path}
+    for r in rows:
+        assert set(r["per_store"]) == {a.path, b.path}
+        assert r["score"] == pytest.approx(joint_score(
+            {p: x["val_accuracy"] for p, x in r["per_store"].items()}, study["probe"]))
+
+
+def test_joint_score_is_parity_at_zero_and_relative():
+    assert joint_score({"a": 0.9, "b": 0.99}, {"a": 0.9, "b": 0.99}) == 0
+    twice = joint_score({"a": 0.795}, {"a": 0.8975})  # (0.205+0.005)/(0.1025+0.005) ~ 1.95
+    assert twice == pytest.approx(-np.log(0.21 / 0.1075))
