@@ -380,8 +380,15 @@ def init_state(params: ColanetParams, n_inputs: int, n_classes: int) -> ColanetS
     r0 = resource_of(0.0, params)
     r = np.full((E, D, N), r0, np.float32)
     w = weight_of(r, params)
-    st = ColanetState(
-        r=r, w=w,
+    st = ColanetState(r=r, w=w, **resting_dynamics(E, N, C, D))
+    sync_derived(params, st)
+    return st
+
+
+def resting_dynamics(E: int, N: int, C: int, D: int) -> dict[str, np.ndarray]:
+    """Every non-synaptic state array at rest: zero potentials, pools and stability, no burst, no
+    block, every time stamp ``NEVER``, an empty arrival history."""
+    return dict(
         u=np.zeros((E, N)), theta_add=np.zeros((E, N)), stability=np.zeros((E, N)),
         free_pool=np.zeros((E, N)),
         t_last_unforced=np.full((E, N), NEVER, np.int64), t_first=np.full((E, N), NEVER, np.int64),
@@ -391,8 +398,6 @@ def init_state(params: ColanetParams, n_inputs: int, n_classes: int) -> ColanetS
         t_out=np.full((E, C), NEVER, np.int64),
         arrival_bits=np.zeros(D, np.uint64), acc=np.zeros(D),
     )
-    sync_derived(params, st)
-    return st
 
 
 def sync_derived(params: ColanetParams, state: ColanetState) -> None:

@@ -20,7 +20,8 @@ import math
 
 import numpy as np
 
-from .colanet import NEVER, ColanetParams, ColanetState, check_batch, weight_of
+from .colanet import (NEVER, ColanetParams, ColanetState, check_batch, resting_dynamics,
+                      weight_of)
 
 HISTORY = 64
 
@@ -284,15 +285,8 @@ def infer_chunk(params: ColanetParams, state: ColanetState, x, sample_index, sat
     for b in range(B):
         scratch = ColanetState(
             r=state.r, w=state.w,  # read only: no plasticity in inference
-            u=np.zeros((E, N)), theta_add=state.theta_add.copy(), stability=np.zeros((E, N)),
-            free_pool=np.zeros((E, N)),
-            t_last_unforced=np.full((E, N), NEVER, np.int64), t_first=np.full((E, N), NEVER, np.int64),
-            t_spike=np.full((E, N), NEVER, np.int64), last_ah_tick=np.full((E, N), NEVER, np.int64),
-            burst=np.zeros((E, N), np.int8),
-            block_until=np.full((E, C), NEVER, np.int64), block_by=np.full((E, C), -1, np.int32),
-            t_out=np.full((E, C), NEVER, np.int64),
-            arrival_bits=np.zeros(D, np.uint64), acc=np.zeros(D), t=0, n_seen=0,
-        )
+            **{**resting_dynamics(E, N, C, D), "theta_add": state.theta_add.copy()},
+            t=0, n_seen=0)
         spikes = encode_sample(params, x[b], sat, sample_index[b], scratch.acc)
         _run_sample(params, scratch, spikes, 0, int(sample_index[b]), gain, False, 1,
                     votes[b], None if rec is None else rec[b])
