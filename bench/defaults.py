@@ -1,8 +1,9 @@
 """Evidence for the shipped CoLaNET defaults: candidates scored on several stores' validation splits.
 
 Candidates are the shipped defaults, the spec's defaults, and the best trials of each `annsnn tune`
-study given (gain as a multiple of 640 / D, so a setting transfers across feature sizes), plus, for
-the winner, one ablation per [choice]. Every candidate runs on every store's validation split (the
+study given (gain as a multiple of the base gain gain_total / D, so a setting transfers across
+feature sizes), plus, for
+the winner, one flip per [choice], adopted greedily while a flip scores better. Every candidate runs on every store's validation split (the
 tail of its train split, as in `tune`; the test split is never read), in parallel dask processes,
 beside a linear probe and nearest class mean fitted on the same rows. The winner is the candidate
 with the best joint score (pipeline.tuning.joint_score: minus the mean log ratio of its validation
@@ -32,7 +33,8 @@ from pipeline.tuning import (CODING_KEYS, baseline_validation, joint_score, run_
 
 SPEC_DEFAULTS = {"d_h": -0.114, "dopamine": 0.227, "r_s": 0.159, "k_thr": 0.00107, "s_stim": 0.63,
                  "m": 10, "e": 15, "forcing": "most_depolarised", "blocking": "column",
-                 "coder": "accumulator", "burst_scope": "continuous", "gain_scale": 1.0,
+                 "coder": "accumulator", "burst_scope": "continuous",
+                 "gain_scale": 640.0 / ColanetParams().gain_total,
                  "sat_percentile": 99.0, "sat_scope": "global"}
 FLIPS = {"forcing": ("most_depolarised", "all"), "blocking": ("column", "none"),
          "coder": ("accumulator", "bernoulli"), "burst_scope": ("sample", "continuous"),
@@ -56,6 +58,8 @@ def score(store_path: str, values: dict, val_fraction: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stores", nargs="+", required=True)
+    ap.add_argument("--holdout", nargs="*", default=[],
+                    help="stores scored beside the others but left out of the choice")
     ap.add_argument("--studies", nargs="*", default=[], help="tune study folders")
     ap.add_argument("--top", type=int, default=3, help="best trials taken from each study")
     ap.add_argument("--val-fraction", type=float, default=0.2)
@@ -67,21 +71,26 @@ def main() -> None:
     for study in a.studies:
         rows = [json.loads(line) for line in (Path(study) / "trials.jsonl").read_text().splitlines()
                 if line.strip()]
-        rows.sort(key=lambda r: (-r["val_accuracy"], r["number"]))
+        rows.sort(key=lambda r: (-r.get("score", r["val_accuracy"]), r["number"]))
+        # gain_scale is relative to the study's base gain; restate it relative to ours.
+        base_total = json.loads((Path(study) / "study.json").read_text())["base"].get("gain_total", 640.0)
         for r in rows[:a.top]:
-            candidates[f"{Path(study).name}#{r['number']}"] = {**shipped_values(), **r["values"]}
+            values = {**shipped_values(), **r["values"]}
+            values["gain_scale"] *= base_total / ColanetParams().gain_total
+            candidates[f"{Path(study).name}#{r['number']}"] = values
 
     from distributed import Client, LocalCluster
 
     client = Client(LocalCluster(n_workers=a.processes, threads_per_worker=1,
                                  dashboard_address=":0"))
     try:
-        base = dict(zip(a.stores, client.gather(
-            [client.submit(baseline_validation, s, a.val_fraction) for s in a.stores])))
+        every = [*a.stores, *a.holdout]
+        base = dict(zip(every, client.gather(
+            [client.submit(baseline_validation, s, a.val_fraction) for s in every])))
 
         def run_all(cands: dict) -> dict:
             futures = {(c, s): client.submit(score, s, v, a.val_fraction, pure=False)
-                       for c, v in cands.items() for s in a.stores}
+                       for c, v in cands.items() for s in every}
             return {key: f.result() for key, f in futures.items()}
 
         results = run_all(candidates)
@@ -92,28 +101,44 @@ def main() -> None:
 
         gap = {c: joint(c) for c in candidates}
         winner = max(candidates, key=lambda c: gap[c])
+        # Greedy ascent over the [choice]s: flip each choice of the winner; adopt the best flip
+        # while it scores better, then flip again from there.
         ablations = {}
-        for k, (x, y) in FLIPS.items():
-            v = dict(candidates[winner])
-            v[k] = y if v.get(k, x) == x else x
-            ablations[f"{winner} {k}={v[k]}"] = v
-        results.update(run_all(ablations))
-        for c in ablations:
-            gap[c] = joint(c)
+        while True:
+            flips = {}
+            for k, (x, y) in FLIPS.items():
+                v = dict({**candidates, **ablations}[winner])
+                v[k] = y if v.get(k, x) == x else x
+                name = f"{winner.split(' ')[0]} " + " ".join(
+                    f"{key}={v[key]}" for key in FLIPS
+                    if v.get(key) != candidates[winner.split(' ')[0]].get(key))
+                if name not in ablations and name not in candidates:
+                    flips[name] = v
+            if not flips:
+                break
+            results.update(run_all(flips))
+            ablations.update(flips)
+            for c in flips:
+                gap[c] = joint(c)
+            best = max(flips, key=lambda c: gap[c])
+            if gap[best] <= gap[winner]:
+                break
+            winner = best
     finally:
         client.close()
 
-    names = [Path(s).stem for s in a.stores]
+    every = [*a.stores, *a.holdout]
+    names = [Path(s).stem + (" (held out)" if s in a.holdout else "") for s in every]
     print(f"validation accuracy (tail {a.val_fraction:.0%} of train), probe and NCM on the same rows")
-    print(f"{'candidate':<52}" + "".join(f"{n[:22]:>24}" for n in names) + f"{'score':>10}")
-    print(f"{'linear probe':<52}" + "".join(f"{base[s]['probe']:>24.4f}" for s in a.stores))
-    print(f"{'nearest class mean':<52}" + "".join(f"{base[s]['ncm']:>24.4f}" for s in a.stores))
+    print(f"{'candidate':<52}" + "".join(f"{n[-23:]:>24}" for n in names) + f"{'score':>10}")
+    print(f"{'linear probe':<52}" + "".join(f"{base[s]['probe']:>24.4f}" for s in every))
+    print(f"{'nearest class mean':<52}" + "".join(f"{base[s]['ncm']:>24.4f}" for s in every))
     for c in [*candidates, *ablations]:
         mark = " *" if c == winner else ""
         print(f"{(c + mark)[:52]:<52}" + "".join(
             f"{results[c, s]['val_accuracy']:>16.4f} ({results[c, s]['no_answer_rate']:.3f})"
-            for s in a.stores) + f"{gap[c]:>+10.4f}")
-    out = {"stores": a.stores, "val_fraction": a.val_fraction, "baselines": base,
+            for s in every) + f"{gap[c]:>+10.4f}")
+    out = {"stores": a.stores, "holdout": a.holdout, "val_fraction": a.val_fraction, "baselines": base,
            "candidates": {**candidates, **ablations}, "winner": winner, "score": gap,
            "results": {f"{c}|{s}": r for (c, s), r in results.items()}}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

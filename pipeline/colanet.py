@@ -116,7 +116,8 @@ _FORCINGS = ("most_depolarised", "all")
 _BLOCKINGS = ("column", "none")
 _BURST_SCOPES = ("sample", "continuous")
 
-_FLOAT_FIELDS = ("tau", "theta0", "k_thr", "s_stim", "w_min", "w_max", "d_h", "dopamine", "r_s", "f_thr")
+_FLOAT_FIELDS = ("tau", "theta0", "k_thr", "s_stim", "w_min", "w_max", "gain_total", "d_h",
+                 "dopamine", "r_s", "f_thr")
 _INT_FIELDS = ("t_syn", "isi_max", "t_dop", "n_silent", "m", "e", "present_ticks", "silent_ticks",
                "block_ticks", "label_tick", "force_tick", "dopamine_tick", "input_delay", "seed")
 
@@ -140,7 +141,12 @@ class ColanetParams:
     * Conservation: ``r_jn += F / (D + n_silent)`` when ``|F| >= f_thr`` and the
       neuron is out of a burst.
 
-    ``gain=None`` means ``640 / n_inputs`` (see :meth:`resolved_gain`).
+    ``gain=None`` means ``gain_total / n_inputs`` (see :meth:`resolved_gain`).
+
+    Defaults: the spec's table, except those chosen on validation data by
+    ``bench/defaults.py`` (see docs/accuracy.md): ``gain_total`` 1225 (spec:
+    640), ``d_h``, ``dopamine``, ``r_s``, ``k_thr``, ``s_stim``, ``m`` 5,
+    ``e`` 11, and ``burst_scope="sample"``.
     Named choices: ``coder`` ("accumulator" | "bernoulli"),
     ``carry_accumulator`` (keep the accumulator across training samples),
     ``forcing`` ("most_depolarised" | "all"), ``blocking`` ("column" |
@@ -152,21 +158,22 @@ class ColanetParams:
 
     tau: float = 5.0
     theta0: float = 8.531
-    k_thr: float = 0.00107
-    s_stim: float = 0.63
+    k_thr: float = 0.0002524
+    s_stim: float = 0.1573
     w_min: float = -1.634
     w_max: float = 1.714
     gain: float | None = None
-    d_h: float = -0.114
-    dopamine: float = 0.227
+    gain_total: float = 1225.0
+    d_h: float = -0.3221
+    dopamine: float = 0.5239
     t_syn: int = 10
     isi_max: int = 10
     t_dop: int = 15
-    r_s: float = 0.159
+    r_s: float = 0.08443
     n_silent: int = 9
     f_thr: float = 1.0
-    m: int = 10
-    e: int = 15
+    m: int = 5
+    e: int = 11
     present_ticks: int = 10
     silent_ticks: int = 5
     block_ticks: int = 10
@@ -199,7 +206,7 @@ class ColanetParams:
             object.__setattr__(self, name, int(v))
         if self.gain is not None:
             if isinstance(self.gain, bool) or not isinstance(self.gain, (int, float, np.integer, np.floating)):
-                bad("gain", "must be a positive number or None (None: 640 / n_inputs)")
+                bad("gain", "must be a positive number or None (None: gain_total / n_inputs)")
             if not (np.isfinite(self.gain) and self.gain > 0):
                 bad("gain", "must be a positive finite number or None")
             object.__setattr__(self, "gain", float(self.gain))
@@ -224,6 +231,8 @@ class ColanetParams:
             bad("dopamine", "must be >= 0 (only positive dopamine in this version)")
         if self.r_s < 0:
             bad("r_s", "must be >= 0")
+        if self.gain_total <= 0:
+            bad("gain_total", "must be > 0")
         if self.f_thr <= 0:
             bad("f_thr", "must be > 0")
         for name in ("t_syn", "t_dop", "n_silent", "block_ticks", "input_delay", "silent_ticks", "seed"):
@@ -259,10 +268,10 @@ class ColanetParams:
         return self.present_ticks + self.silent_ticks
 
     def resolved_gain(self, n_inputs: int) -> float:
-        """Input gain ``g``: ``gain`` if set, else ``640 / n_inputs``."""
+        """Input gain ``g``: ``gain`` if set, else ``gain_total / n_inputs``."""
         if n_inputs < 1:
             raise ValueError(f"n_inputs={n_inputs!r}: must be >= 1")
-        return self.gain if self.gain is not None else 640.0 / n_inputs
+        return self.gain if self.gain is not None else self.gain_total / n_inputs
 
     def to_dict(self) -> dict:
         """JSON-friendly dict of all fields (stored in checkpoints)."""

@@ -34,7 +34,7 @@ class Knob:
     choices: tuple = ()
 
 
-# The spec's open parameters. gain_scale multiplies the default gain 640 / D; sat_percentile and
+# The spec's open parameters. gain_scale multiplies the base gain gain_total / D; sat_percentile and
 # sat_scope set the coder's saturation level (TrainConfig); the rest are ColanetParams fields.
 CODING_KEYS = ("sat_percentile", "sat_scope")
 SEARCH_SPACE: dict[str, Knob] = {
@@ -62,7 +62,11 @@ def trial_params(base: ColanetParams, values: dict[str, Any], n_inputs: int,
     if "gain_scale" in values:
         fields["gain"] = values["gain_scale"] * base.resolved_gain(n_inputs)
     params = ColanetParams.from_dict({**base.to_dict(), **fields})
-    coding = {"sat_percentile": 99.0, "sat_scope": "global", **(base_coding or {})}
+    from pipeline.config import TrainConfig
+
+    default = TrainConfig()
+    coding = {"sat_percentile": default.sat_percentile, "sat_scope": default.sat_scope,
+              **(base_coding or {})}
     coding.update({k: values[k] for k in CODING_KEYS if k in values})
     return params, coding
 

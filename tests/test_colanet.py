@@ -66,8 +66,9 @@ def run_both(params, x, y, sat, chunks, n_classes):
 # --- parameters and records -----------------------------------------------------
 def test_params_defaults_and_roundtrip():
     p = cn.ColanetParams()
-    assert p.period == 15 and p.m == 10 and p.e == 15
-    assert p.resolved_gain(1280) == pytest.approx(0.5)
+    assert p.period == 15 and p.m == 5 and p.e == 11
+    assert p.resolved_gain(1280) == pytest.approx(1225 / 1280)
+    assert cn.ColanetParams(gain_total=640).resolved_gain(1280) == pytest.approx(0.5)
     assert cn.ColanetParams(gain=0.25).resolved_gain(1280) == 0.25
     q = cn.ColanetParams(coder="bernoulli", forcing="all", blocking="none", seed=7, gain=1.5)
     d = q.to_dict()
@@ -82,6 +83,7 @@ def test_params_defaults_and_roundtrip():
     ("m", 0), ("e", 0), ("coder", "poisson"), ("forcing", "random"), ("blocking", "global"),
     ("label_tick", 15), ("force_tick", 5), ("silent_ticks", 60), ("input_delay", 6),
     ("d_h", 0.1), ("dopamine", -0.2), ("t_syn", 2.5), ("seed", -1), ("tau", float("nan")),
+    ("gain_total", 0.0), ("burst_scope", "forever"),
 ])
 def test_params_validation_names_bad_value(field, value):
     with pytest.raises(ValueError, match=field):

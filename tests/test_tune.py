@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipeline.colanet import ColanetParams
-from pipeline.config import EmbedConfig, TuneConfig
+from pipeline.config import EmbedConfig, TrainConfig, TuneConfig
 from pipeline.errors import UserError
 from pipeline.tuning import TrialLog, joint_score, run_trial, trial_params
 from stages.tune import run_tune
@@ -26,8 +26,8 @@ def _tune(tmp_path, store, name="s", **kw):
 def test_trial_scores_only_the_validation_tail_of_train(tmp_path):
     store = separable_store(tmp_path / "s.zarr", n_train=100)
     params, coding = trial_params(BASE, {"gain_scale": 1.0, "sat_percentile": 98.0, "m": 4}, 48)
-    assert params.m == 4 and params.gain == pytest.approx(640 / 48)
-    assert coding == {"sat_percentile": 98.0, "sat_scope": "global"}
+    assert params.m == 4 and params.gain == pytest.approx(BASE.gain_total / 48)
+    assert coding == {"sat_percentile": 98.0, "sat_scope": TrainConfig().sat_scope}
     row = run_trial(store.path, params, coding, 0.25)
     assert row["n_fit"] == 75 and row["n_val"] == 25
     assert row["val_accuracy"] >= 0.9  # separable data, default dynamics
