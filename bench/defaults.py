@@ -28,14 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.colanet import ColanetParams  # noqa: E402
 from pipeline.config import TrainConfig  # noqa: E402
 from pipeline.store import EmbeddingStore  # noqa: E402
-from pipeline.tuning import (CODING_KEYS, baseline_validation, joint_score, run_trial,  # noqa: E402
-                             trial_params)
+from pipeline.tuning import (CODING_KEYS, SEARCH_SPACE, baseline_validation,  # noqa: E402
+                             joint_score, run_trial, trial_params)
 
 SPEC_DEFAULTS = {"d_h": -0.114, "dopamine": 0.227, "r_s": 0.159, "k_thr": 0.00107, "s_stim": 0.63,
                  "m": 10, "e": 15, "forcing": "most_depolarised", "blocking": "column",
                  "coder": "accumulator", "burst_scope": "continuous",
                  "gain_scale": 640.0 / ColanetParams().gain_total,
                  "sat_percentile": 99.0, "sat_scope": "global"}
+SPEC_CODING = {"sat_percentile": 99.0, "sat_scope": "global"}  # the coding before it was searched
 FLIPS = {"forcing": ("most_depolarised", "all"), "blocking": ("column", "none"),
          "coder": ("accumulator", "bernoulli"), "burst_scope": ("sample", "continuous"),
          "sat_scope": ("global", "feature")}
@@ -47,6 +48,30 @@ def shipped_values() -> dict:
             "burst_scope")
     return {**{k: getattr(p, k) for k in keys}, "gain_scale": 1.0,
             **{k: getattr(t, k) for k in CODING_KEYS}}
+
+
+def study_candidates(study: Path, rows: list[dict]) -> dict[str, dict]:
+    """The settings a study's trials really ran: its base parameters with the trial's values.
+
+    gain_scale is restated relative to our base gain. A choice the study's space lacked (a study
+    from before it existed ran the old default) is tried at each of its values, one knob at a time.
+    """
+    meta = json.loads((study / "study.json").read_text())
+    base = meta["base"]
+    keys = [k for k in shipped_values() if k not in ("gain_scale", *CODING_KEYS)]
+    out = {}
+    for r in rows:
+        values = {**{k: base[k] for k in keys if k in base}, **SPEC_CODING, **r["values"]}
+        values["gain_scale"] = (r["values"].get("gain_scale", 1.0) * base.get("gain_total", 640.0)
+                                / ColanetParams().gain_total)
+        name = f"{study.name}#{r['number']}"
+        missing = [k for k in SEARCH_SPACE if k not in meta["space"] and SEARCH_SPACE[k].choices]
+        if not missing:
+            out[name] = values
+        for k in missing:
+            for choice in SEARCH_SPACE[k].choices:
+                out[f"{name} {k}={choice}"] = {**values, k: choice}
+    return out
 
 
 def score(store_path: str, values: dict, val_fraction: float) -> dict:
@@ -72,12 +97,8 @@ def main() -> None:
         rows = [json.loads(line) for line in (Path(study) / "trials.jsonl").read_text().splitlines()
                 if line.strip()]
         rows.sort(key=lambda r: (-r.get("score", r["val_accuracy"]), r["number"]))
-        # gain_scale is relative to the study's base gain; restate it relative to ours.
-        base_total = json.loads((Path(study) / "study.json").read_text())["base"].get("gain_total", 640.0)
-        for r in rows[:a.top]:
-            values = {**shipped_values(), **r["values"]}
-            values["gain_scale"] *= base_total / ColanetParams().gain_total
-            candidates[f"{Path(study).name}#{r['number']}"] = values
+        for name, values in study_candidates(Path(study), rows[:a.top]).items():
+            candidates[name] = values
 
     from distributed import Client, LocalCluster
 
@@ -104,14 +125,15 @@ def main() -> None:
         # Greedy ascent over the [choice]s: flip each choice of the winner; adopt the best flip
         # while it scores better, then flip again from there.
         ablations = {}
+        root = winner
         while True:
             flips = {}
             for k, (x, y) in FLIPS.items():
                 v = dict({**candidates, **ablations}[winner])
                 v[k] = y if v.get(k, x) == x else x
-                name = f"{winner.split(' ')[0]} " + " ".join(
-                    f"{key}={v[key]}" for key in FLIPS
-                    if v.get(key) != candidates[winner.split(' ')[0]].get(key))
+                diff = [f"{key}={v[key]}" for key in FLIPS
+                        if v.get(key) != candidates[root].get(key)]
+                name = f"{root} -> {' '.join(diff)}" if diff else root
                 if name not in ablations and name not in candidates:
                     flips[name] = v
             if not flips:

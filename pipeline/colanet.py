@@ -144,9 +144,10 @@ class ColanetParams:
     ``gain=None`` means ``gain_total / n_inputs`` (see :meth:`resolved_gain`).
 
     Defaults: the spec's table, except those chosen on validation data by
-    ``bench/defaults.py`` (see docs/accuracy.md): ``gain_total`` 1225 (spec:
-    640), ``d_h``, ``dopamine``, ``r_s``, ``k_thr``, ``s_stim``, ``m`` 5,
-    ``e`` 11, and ``burst_scope="sample"``.
+    ``bench/defaults.py`` (see docs/accuracy.md): ``gain_total`` 746.6 (spec:
+    640), ``d_h``, ``dopamine``, ``r_s``, ``k_thr``, ``s_stim``, ``m`` 19,
+    ``e`` 13, ``forcing="all"``, ``blocking="none"`` and
+    ``burst_scope="sample"``.
     Named choices: ``coder`` ("accumulator" | "bernoulli"),
     ``carry_accumulator`` (keep the accumulator across training samples),
     ``forcing`` ("most_depolarised" | "all"), ``blocking`` ("column" |
@@ -158,22 +159,22 @@ class ColanetParams:
 
     tau: float = 5.0
     theta0: float = 8.531
-    k_thr: float = 0.0002524
-    s_stim: float = 0.1573
+    k_thr: float = 0.002181
+    s_stim: float = 1.249
     w_min: float = -1.634
     w_max: float = 1.714
     gain: float | None = None
-    gain_total: float = 1225.0
-    d_h: float = -0.3221
-    dopamine: float = 0.5239
+    gain_total: float = 746.6
+    d_h: float = -0.4686
+    dopamine: float = 0.6426
     t_syn: int = 10
     isi_max: int = 10
     t_dop: int = 15
-    r_s: float = 0.08443
+    r_s: float = 0.0713
     n_silent: int = 9
     f_thr: float = 1.0
-    m: int = 5
-    e: int = 11
+    m: int = 19
+    e: int = 13
     present_ticks: int = 10
     silent_ticks: int = 5
     block_ticks: int = 10
@@ -183,8 +184,8 @@ class ColanetParams:
     input_delay: int = 1
     coder: str = "accumulator"
     carry_accumulator: bool = False
-    forcing: str = "most_depolarised"
-    blocking: str = "column"
+    forcing: str = "all"
+    blocking: str = "none"
     burst_scope: str = "sample"
     seed: int = 0
 

@@ -66,8 +66,8 @@ def run_both(params, x, y, sat, chunks, n_classes):
 # --- parameters and records -----------------------------------------------------
 def test_params_defaults_and_roundtrip():
     p = cn.ColanetParams()
-    assert p.period == 15 and p.m == 5 and p.e == 11
-    assert p.resolved_gain(1280) == pytest.approx(1225 / 1280)
+    assert p.period == 15 and p.m == 19 and p.e == 13
+    assert p.resolved_gain(1280) == pytest.approx(746.6 / 1280)
     assert cn.ColanetParams(gain_total=640).resolved_gain(1280) == pytest.approx(0.5)
     assert cn.ColanetParams(gain=0.25).resolved_gain(1280) == 0.25
     q = cn.ColanetParams(coder="bernoulli", forcing="all", blocking="none", seed=7, gain=1.5)
@@ -293,8 +293,9 @@ def test_same_results_with_one_and_two_threads():
 def _quiet_setup(**overrides):
     """8 inputs all spiking on every presentation tick (arrivals at local
     ticks 1..10), a gain too small for any input-driven spike: only the
-    teacher makes L neurons spike."""
-    p = cn.ColanetParams(m=4, e=1, gain=1e-3, **overrides)
+    teacher makes L neurons spike (forcing one neuron unless overridden)."""
+    p = cn.ColanetParams(**{"m": 4, "e": 1, "gain": 1e-3, "forcing": "most_depolarised",
+                            **overrides})
     x = np.ones((1, 8), np.float32)
     return p, x
 
