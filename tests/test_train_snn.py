@@ -187,3 +187,12 @@ def test_report_runs_each_store_once_per_parameter_set(tmp_path, capsys):
     assert len(list((tmp_path / "runs").iterdir())) == 3
     print_report(rows)
     assert "a  " in capsys.readouterr().out
+
+
+def test_train_snn_embeds_a_missing_store_first(tmp_path):
+    embed = EmbedConfig(data="digits", limit=30, image_size=32, chunk_size=16, batch_size=8,
+                        out=str(tmp_path / "d.zarr"))
+    m = run_train_snn(embed, TrainConfig(runs_dir=str(tmp_path / "runs"), skip_baselines=True),
+                      ColanetParams(m=2, e=1))
+    assert EmbeddingStore.open(embed.out).is_complete()
+    assert m["n_train"] == 30 and m["n_test"] == 30 and "probe_accuracy" not in m
