@@ -30,7 +30,8 @@ def running_accuracy(correct: np.ndarray, path: Path, window: int = 100) -> None
     plt.close(fig)
 
 
-def confusion_matrix(confusion: np.ndarray, class_names: list[str], path: Path) -> None:
+def confusion_matrix(confusion: np.ndarray, class_names: list[str], path: Path,
+                     split: str = "test") -> None:
     """Rows: true class; columns: predicted class, the last one 'no answer'."""
     confusion = np.asarray(confusion)
     n = len(class_names)
@@ -40,7 +41,7 @@ def confusion_matrix(confusion: np.ndarray, class_names: list[str], path: Path) 
     if n <= 30:
         ax.set_xticks(range(n + 1), [*class_names, "none"], rotation=90, fontsize=7)
         ax.set_yticks(range(n), class_names, fontsize=7)
-    ax.set(xlabel="predicted", ylabel="true", title="CoLaNET test confusion (row-normalised)")
+    ax.set(xlabel="predicted", ylabel="true", title=f"CoLaNET confusion on the {split} split (row-normalised)")
     fig.colorbar(im, ax=ax, fraction=0.04)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

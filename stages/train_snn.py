@@ -229,7 +229,7 @@ def run_train_snn(embed_cfg: EmbedConfig, train_cfg: TrainConfig, params: Colane
 def _plot(run_dir: Path, store: EmbeddingStore, split: str, params: ColanetParams,
           state: ColanetState, progress: Progress, snn: dict, classes: list[str]) -> None:
     plots.running_accuracy(progress.online_correct, run_dir / "online_accuracy.png")
-    plots.confusion_matrix(np.array(snn["confusion"]), classes, run_dir / "confusion.png")
+    plots.confusion_matrix(np.array(snn["confusion"]), classes, run_dir / "confusion.png", split)
     first = next(iter_batches(store, split, max_rows=6))
     _, spikes = infer_chunk(params, state, first.features, first.sample_id, progress.sat, record=True)
     plots.spike_raster(spikes[:, :, 0, :], first.labels, params.m, run_dir / "spike_raster.png")
