@@ -79,6 +79,14 @@ def config_from_args(args: argparse.Namespace, config_type: type):
     return config_type(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_type)})
 
 
+def colanet_params(args: argparse.Namespace) -> ColanetParams:
+    """The CoLaNET options as a record; a bad value becomes a one-line error."""
+    try:
+        return config_from_args(args, ColanetParams)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="annsnn", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -127,19 +135,13 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "tune":
             from stages.tune import print_rows, run_tune
 
-            try:
-                base = config_from_args(args, ColanetParams)
-            except ValueError as e:
-                raise UserError(str(e)) from None
+            base = colanet_params(args)
             print_rows(run_tune(config_from_args(args, EmbedConfig),
                                 config_from_args(args, TuneConfig), base))
         elif args.command == "report":
             from stages.report import print_report, run_report
 
-            try:
-                params = config_from_args(args, ColanetParams)
-            except ValueError as e:
-                raise UserError(str(e)) from None
+            params = colanet_params(args)
             train_cfg = config_from_args(args, TrainConfig)
             if train_cfg.skip_baselines or train_cfg.run:
                 raise UserError("report always runs the baselines and names its own runs; "
@@ -154,17 +156,11 @@ def main(argv: list[str] | None = None) -> int:
                                chunk_size=args.chunk_size, overwrite=args.overwrite)
             print(describe(store.path))
         elif args.command == "train-snn":
-            from pathlib import Path
-
             from stages.train_snn import print_table, run_train_snn
 
             train_cfg = config_from_args(args, TrainConfig)
-            try:
-                params = config_from_args(args, ColanetParams)
-            except ValueError as e:
-                raise UserError(str(e)) from None
-            metrics = run_train_snn(config_from_args(args, EmbedConfig), train_cfg, params)
-            print_table(metrics, Path(train_cfg.runs_dir) / (train_cfg.run or Path(metrics["store"]).stem))
+            params = colanet_params(args)
+            print_table(run_train_snn(config_from_args(args, EmbedConfig), train_cfg, params))
     except UserError as e:
         print(f"annsnn {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -205,7 +205,7 @@ def run_train_snn(embed_cfg: EmbedConfig, train_cfg: TrainConfig, params: Colane
     classes = store.class_names
     snn = classification_metrics(y_test, pred, len(classes))
     metrics: dict[str, Any] = {
-        "store": store.path, "eval_split": eval_split, "n_train": len(progress.online_correct),
+        "store": store.path, "run_dir": str(run_dir), "eval_split": eval_split, "n_train": len(progress.online_correct),
         "n_test": int(len(y_test)), "sat": float(np.median(progress.sat)),
         "sat_scope": train_cfg.sat_scope,
         "snn_accuracy": snn["accuracy"], "no_answer_rate": snn["no_answer_rate"],
@@ -237,7 +237,7 @@ def _plot(run_dir: Path, store: EmbeddingStore, split: str, params: ColanetParam
     plots.neuron_weights(state.w[0], neurons, params.m, run_dir / "weights.png")
 
 
-def print_table(metrics: dict[str, Any], run_dir: Path) -> None:
+def print_table(metrics: dict[str, Any]) -> None:
     rows = [("CoLaNET (SNN)", metrics["snn_accuracy"], f"{metrics['no_answer_rate']:.2%}")]
     if "probe_accuracy" in metrics:
         rows += [("linear probe", metrics["probe_accuracy"], "-"),
@@ -249,4 +249,4 @@ def print_table(metrics: dict[str, Any], run_dir: Path) -> None:
         print(f"{name:<20} {acc:>9.2%} {none:>10}")
     s = metrics["seconds"]
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s.items()))
-    print(f"run folder: {run_dir} (metrics.json, config.json, checkpoint.npz, *.png)")
+    print(f"run folder: {metrics['run_dir']} (metrics.json, config.json, checkpoint.npz, *.png)")
