@@ -75,6 +75,14 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
         pos = stop
 
 
+def read_rows(store: EmbeddingStore, split: str, start: int = 0,
+              stop: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Usable rows ``start:stop`` of a split in memory, ``(features, labels)``: for the
+    baselines, which need the whole matrix (the SNN itself streams)."""
+    parts = list(iter_batches(store, split, start=start, stop=stop))
+    return np.concatenate([b.features for b in parts]), np.concatenate([b.labels for b in parts])
+
+
 def saturation_level(store: EmbeddingStore, split: str, percentile: float,
                      stop: int | None = None) -> float:
     """``sat``: the ``percentile`` of the positive activations of rows ``:stop`` of ``split``.

@@ -20,7 +20,7 @@ import numpy as np
 from pipeline.colanet import ColanetParams, infer_chunk, init_state, readout, train_chunk
 from pipeline.errors import UserError
 from pipeline.store import EmbeddingStore
-from pipeline.streaming import coding_levels, iter_batches
+from pipeline.streaming import coding_levels, iter_batches, read_rows
 
 
 @dataclass(frozen=True)
@@ -111,10 +111,8 @@ def baseline_validation(store_path: str, val_fraction: float) -> dict[str, float
 
     store = EmbeddingStore.open(store_path)
     first = validation_rows(store, val_fraction)
-    fit = list(iter_batches(store, "train", stop=first))
-    val = list(iter_batches(store, "train", start=first))
-    xf, yf = np.concatenate([b.features for b in fit]), np.concatenate([b.labels for b in fit])
-    xv, yv = np.concatenate([b.features for b in val]), np.concatenate([b.labels for b in val])
+    xf, yf = read_rows(store, "train", stop=first)
+    xv, yv = read_rows(store, "train", start=first)
     return {"probe": float((linear_probe(xf, yf, xv) == yv).mean()),
             "ncm": float((nearest_class_mean(xf, yf, xv) == yv).mean())}
 

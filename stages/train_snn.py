@@ -28,7 +28,7 @@ from pipeline.config import EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.metrics import classification_metrics
 from pipeline.store import EmbeddingStore
-from pipeline.streaming import coding_levels, iter_batches
+from pipeline.streaming import coding_levels, iter_batches, read_rows
 from stages.embed import run_embed, store_path_for
 
 
@@ -174,11 +174,6 @@ def evaluate(store: EmbeddingStore, split: str, params: ColanetParams, state: Co
     return np.concatenate(preds), np.concatenate(labels)
 
 
-def load_split(store: EmbeddingStore, split: str) -> tuple[np.ndarray, np.ndarray]:
-    parts = list(iter_batches(store, split))
-    return np.concatenate([b.features for b in parts]), np.concatenate([b.labels for b in parts])
-
-
 def run_train_snn(embed_cfg: EmbedConfig, train_cfg: TrainConfig, params: ColanetParams, *,
                   stop_after_samples: int | None = None) -> dict[str, Any] | None:
     """Embed if needed, train (resuming), evaluate, write the run folder; returns the metrics
@@ -215,8 +210,8 @@ def run_train_snn(embed_cfg: EmbedConfig, train_cfg: TrainConfig, params: Colane
     }
     if not train_cfg.skip_baselines:
         started = time.perf_counter()
-        x_train, y_train = load_split(store, "train")
-        x_test, _ = load_split(store, eval_split)
+        x_train, y_train = read_rows(store, "train")
+        x_test, _ = read_rows(store, eval_split)
         metrics["probe_accuracy"] = float((linear_probe(x_train, y_train, x_test) == y_test).mean())
         metrics["ncm_accuracy"] = float((nearest_class_mean(x_train, y_train, x_test) == y_test).mean())
         seconds["baselines"] = round(time.perf_counter() - started, 3)
