@@ -19,6 +19,7 @@ from pipeline.config import EmbedConfig
 from pipeline.data import DataSet, open_dataset, source_name
 from pipeline.encoder import Encoder, load_encoder
 from pipeline.errors import UserError
+from pipeline.lock import exclusive
 from pipeline.store import EmbeddingStore, SplitLayout, default_store_path
 
 
@@ -74,9 +75,13 @@ def run_embed(cfg: EmbedConfig, *, stop_after_chunks: int | None = None) -> dict
                         f"must be positive")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    ds, encoder = prepare(cfg)
     path = store_path_for(cfg)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive(path):
+        return _embed(cfg, path, stop_after_chunks)
+
+
+def _embed(cfg: EmbedConfig, path: Path, stop_after_chunks: int | None) -> dict[str, Any]:
+    ds, encoder = prepare(cfg)
     store = EmbeddingStore.open_for_writing(
         path, identity=store_identity(ds, encoder),
         attrs={"dataset": {"spec": ds.spec, "name": ds.name, "root": ds.root,

@@ -26,6 +26,7 @@ from pipeline.colanet import (ColanetParams, ColanetState, infer_chunk, init_sta
                               state_arrays, state_from_arrays, train_chunk)
 from pipeline.config import EmbedConfig, TrainConfig
 from pipeline.errors import UserError
+from pipeline.lock import exclusive
 from pipeline.metrics import classification_metrics
 from pipeline.store import EmbeddingStore
 from pipeline.streaming import coding_levels, iter_batches, read_rows
@@ -189,8 +190,9 @@ def run_train_snn(embed_cfg: EmbedConfig, train_cfg: TrainConfig, params: Colane
               "colanet": params.to_dict(), "store": store.path}
     (run_dir / "config.json").write_text(json.dumps(config, indent=2))
 
-    state, progress, complete = train(store, params, train_cfg, run_dir,
-                                      stop_after_samples=stop_after_samples)
+    with exclusive(run_dir):
+        state, progress, complete = train(store, params, train_cfg, run_dir,
+                                          stop_after_samples=stop_after_samples)
     if not complete:
         return None
     seconds = {"train": round(progress.train_seconds, 3)}

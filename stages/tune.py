@@ -19,6 +19,7 @@ from tqdm import tqdm
 from pipeline.colanet import ColanetParams
 from pipeline.config import EmbedConfig, TrainConfig, TuneConfig
 from pipeline.errors import UserError
+from pipeline.lock import exclusive
 from pipeline.store import EmbeddingStore
 from pipeline.tuning import (SEARCH_SPACE, TrialLog, ask_batch, baseline_validation, joint_score,
                              run_trial, trial_params)
@@ -53,6 +54,12 @@ def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetParams) -> li
                             f"startup); use --name NEW")
         study["probe"] = old.get("probe")
 
+    with exclusive(study_dir):
+        return _run_study(cfg, base, stores, dims, study_dir, study, study_file)
+
+
+def _run_study(cfg: TuneConfig, base: ColanetParams, stores: list[EmbeddingStore], dims: set[int],
+               study_dir: Path, study: dict[str, Any], study_file: Path) -> list[dict[str, Any]]:
     log = TrialLog(study_dir / "trials.jsonl")
     done = log.read()
     client = _client(cfg)

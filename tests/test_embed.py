@@ -168,3 +168,16 @@ def test_inspect_reports_layout_classes_and_statistics(tmp_path):
     assert "train       20  1280 float32" in text
     assert "1/2" in text and "0/2" in text  # train half done, test not started
     assert "(nothing embedded yet)" in text and "zeros" in text
+
+
+def test_a_second_run_on_the_same_store_is_refused_naming_the_holder(tmp_path):
+    import os
+
+    from pipeline.lock import exclusive
+
+    out = tmp_path / "d.zarr"
+    cfg = EmbedConfig(data="digits", limit=10, out=str(out), **SMALL)
+    with exclusive(out):  # as if another run held it
+        with pytest.raises(UserError, match=f"in use by pid {os.getpid()}"):
+            run_embed(cfg)
+    assert run_embed(cfg)["complete"]  # released: the next run goes ahead

@@ -182,9 +182,10 @@ def test_report_runs_each_store_once_per_parameter_set(tmp_path, capsys):
     rows = run_report(stores, cfg, SMALL)
     again = run_report(stores, cfg, SMALL)  # finished runs: evaluated again, not retrained
     assert [r["snn_accuracy"] for r in rows] == [r["snn_accuracy"] for r in again]
-    assert len(list((tmp_path / "runs").iterdir())) == 2
+    run_folders = lambda: [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]  # noqa: E731
+    assert len(run_folders()) == 2
     run_report(stores[:1], cfg, ColanetParams(m=3, e=1))
-    assert len(list((tmp_path / "runs").iterdir())) == 3
+    assert len(run_folders()) == 3
     print_report(rows)
     assert "a  " in capsys.readouterr().out
 
@@ -196,3 +197,12 @@ def test_train_snn_embeds_a_missing_store_first(tmp_path):
                       ColanetParams(m=2, e=1))
     assert EmbeddingStore.open(embed.out).is_complete()
     assert m["n_train"] == 30 and m["n_test"] == 30 and "probe_accuracy" not in m
+
+
+def test_a_second_training_run_in_the_same_folder_is_refused(tmp_path):
+    from pipeline.lock import exclusive
+
+    store = separable_store(tmp_path / "s.zarr")
+    with exclusive(tmp_path / "runs" / "r"):
+        with pytest.raises(UserError, match="in use by pid"):
+            _run(tmp_path, store)
