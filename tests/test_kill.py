@@ -1,0 +1,94 @@
+"""Kill harness: SIGKILL each stage at seeded moments, rerun it, and get the uninterrupted result.
+
+The moments are drawn from a seeded generator, so the same points are tried on every run; where a
+kill lands in the stage's work still depends on the machine's speed, and the assertion holds for
+any landing point: the final store or checkpoint is bit-identical to an uninterrupted run's.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline.checkpoint import load_checkpoint
+from tests.test_train_snn import separable_store
+
+KILLS = 3  # per stage in the default run; the slow marker's test uses 10
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _kill_points(seed: int, low: float, high: float, n: int) -> list[float]:
+    return sorted(np.random.default_rng(seed).uniform(low, high, n).round(2).tolist())
+
+
+def _run_killed(cmd: list[str], delays: list[float]) -> int:
+    """Start ``cmd`` once per delay and SIGKILL it after that many seconds; returns the kills."""
+    killed = 0
+    for delay in delays:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed += 1
+        proc.wait()
+    return killed
+
+
+def _store_arrays(path: Path) -> dict[str, np.ndarray]:
+    g = zarr.open_group(str(path), mode="r")
+    return {f"{s}/{a}": np.asarray(g[s][a][:]) for s, _ in g.groups()
+            for a in ("features", "labels", "ids", "errors", "done")}
+
+
+def _embed_cmd(out: Path) -> list[str]:
+    return [sys.executable, "-m", "stages", "embed", "--limit", "96", "--image-size", "32",
+            "--chunk-size", "8", "--batch-size", "8", "--threads", "1", "--out", str(out)]
+
+
+def _train_cmd(store: str, runs: Path) -> list[str]:
+    return [sys.executable, "-m", "stages", "train-snn", "--out", store, "--runs-dir", str(runs),
+            "--run", "r", "--checkpoint-every", "10", "--m", "3", "--e", "2", "--skip-baselines",
+            "--numba-threads", "1"]
+
+
+def _check_embed(tmp_path: Path, kills: int) -> None:
+    whole, cut = tmp_path / "whole.zarr", tmp_path / "cut.zarr"
+    subprocess.run(_embed_cmd(whole), cwd=ROOT, check=True, capture_output=True)
+    assert _run_killed(_embed_cmd(cut), _kill_points(1, 2.0, 7.0, kills)) >= 1
+    subprocess.run(_embed_cmd(cut), cwd=ROOT, check=True, capture_output=True)
+    a, b = _store_arrays(whole), _store_arrays(cut)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def _check_train(tmp_path: Path, kills: int) -> None:
+    store = separable_store(tmp_path / "s.zarr", n_train=3000, n_test=40, dim=128).path
+    subprocess.run(_train_cmd(store, tmp_path / "whole"), cwd=ROOT, check=True, capture_output=True)
+    assert _run_killed(_train_cmd(store, tmp_path / "cut"), _kill_points(2, 3.0, 8.0, kills)) >= 1
+    subprocess.run(_train_cmd(store, tmp_path / "cut"), cwd=ROOT, check=True, capture_output=True)
+    a, _ = load_checkpoint(tmp_path / "whole" / "r" / "checkpoint.npz")
+    b, _ = load_checkpoint(tmp_path / "cut" / "r" / "checkpoint.npz")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_embed_killed_at_seeded_points_resumes_to_the_same_store(tmp_path):
+    _check_embed(tmp_path, KILLS)
+
+
+def test_train_snn_killed_at_seeded_points_resumes_to_the_same_weights(tmp_path):
+    _check_train(tmp_path, KILLS)
+
+
+@pytest.mark.slow
+def test_ten_kills_per_stage(tmp_path):
+    _check_embed(tmp_path / "embed", 10)
+    _check_train(tmp_path / "train", 10)
