@@ -110,7 +110,7 @@ class EmbeddingStore:
             sub.create_array("labels", shape=(n,), chunks=(rows,), dtype="int64", fill_value=-1,
                              dimension_names=("sample",))[:] = split.labels
             sub.create_array("ids", shape=(n,), chunks=(rows,), dtype=str,
-                             dimension_names=("sample",))[:] = split.ids
+                             dimension_names=("sample",))[:] = storable_text(split.ids)
             sub.create_array("errors", shape=(n,), chunks=(rows,), dtype=str,
                              dimension_names=("sample",))
             sub.create_array("done", shape=(math.ceil(n / rows),), chunks=(1,), dtype=bool,
@@ -185,7 +185,7 @@ class EmbeddingStore:
         sub = self.split(split)
         rows = self.chunk_slice(split, chunk)
         sub["features"][rows] = features
-        sub["errors"][rows] = errors
+        sub["errors"][rows] = storable_text(errors)
         sub["done"][chunk] = True
 
     def record_run(self, summary: dict[str, Any]) -> None:
@@ -236,6 +236,13 @@ def write_arrays(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarra
             store.write_chunk(name, int(c), np.asarray(x[rows], dtype=np.float32),
                               np.full(rows.stop - rows.start, "", dtype=object).astype(str))
     return store
+
+
+def storable_text(values) -> np.ndarray:
+    """Strings as valid UTF-8 for Zarr: a file name that is not UTF-8 (held by Python with
+    surrogate escapes) keeps its bytes visible as ``\\xNN`` escapes instead of failing the write."""
+    return np.array([str(v).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                     for v in values], dtype=object).astype(str) if len(values) else np.asarray(values)
 
 
 def _exists(path: str) -> bool:

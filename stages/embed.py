@@ -20,7 +20,7 @@ from pipeline.data import DataSet, open_dataset, source_name
 from pipeline.encoder import Encoder, load_encoder
 from pipeline.errors import UserError
 from pipeline.lock import exclusive
-from pipeline.store import EmbeddingStore, SplitLayout, default_store_path
+from pipeline.store import EmbeddingStore, SplitLayout, default_store_path, storable_text
 
 
 class _Images(Dataset):
@@ -156,5 +156,5 @@ def print_summary(summary: dict[str, Any]) -> None:
     print(f"embedded {summary['images']} images in {summary['seconds']:.1f} s "
           f"({summary['images_per_s']:.1f} images/s), {summary['failures']} failures; "
           f"store {summary['store']} is {state}")
-    for path, reason in summary["failed"][:10]:
-        print(f"  skipped {path}: {reason}")
+    for line in storable_text([f"{p}: {r}" for p, r in summary["failed"][:10]]):
+        print(f"  skipped {line}")

@@ -1,0 +1,89 @@
+"""A bad-input corpus, generated here: each case and what the embed stage does with it."""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.config import EmbedConfig
+from pipeline.store import EmbeddingStore
+from stages.embed import print_summary, run_embed
+from tests.conftest import make_image_folder
+
+NON_UTF8 = os.fsdecode(b"caf\xe9.png")
+
+
+def _png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG that declares width x height pixels (a decompression bomb's header)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+# file name -> "recorded" (skipped, reason stored) or "embedded"
+CASES = {
+    "zero.jpg": "recorded",  # zero-byte file
+    "trunc.jpg": "recorded",  # truncated JPEG
+    "text.jpg": "recorded",  # a text file named .jpg
+    "bomb.png": "recorded",  # decompression bomb: PIL's guard refuses it
+    "broken.png": "recorded",  # broken symlink
+    "alpha.png": "embedded",  # PNG with alpha: converted to RGB
+    "deep16.png": "embedded",  # 16-bit greyscale PNG
+    "cmyk.jpg": "embedded",  # CMYK JPEG
+    "grey.png": "embedded",  # greyscale
+    "one.png": "embedded",  # a 1x1 image: the transform resizes it
+    NON_UTF8: "embedded",  # a file name that is not UTF-8
+}
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    root = make_image_folder(tmp_path / "imgs", per_class=4)
+    d = root / "cat"
+    (d / "zero.jpg").write_bytes(b"")
+    good = (d / "img0.jpg").read_bytes()
+    (d / "trunc.jpg").write_bytes(good[: len(good) // 2])
+    (d / "text.jpg").write_text("not an image")
+    _png_header_only(d / "bomb.png", 20000, 20000)
+    os.symlink(d / "missing.png", d / "broken.png")
+    Image.fromarray(np.zeros((20, 20, 4), np.uint8)).save(d / "alpha.png")
+    Image.fromarray(np.full((20, 20), 40000, np.uint16)).save(d / "deep16.png")
+    Image.new("CMYK", (20, 20), (10, 20, 30, 40)).save(d / "cmyk.jpg")
+    Image.new("L", (20, 20), 128).save(d / "grey.png")
+    Image.new("RGB", (1, 1), (1, 2, 3)).save(d / "one.png")
+    (d / NON_UTF8).write_bytes((d / "img1.png").read_bytes())
+    return root
+
+
+def test_each_bad_image_is_recorded_or_embedded_as_documented(corpus, tmp_path, capsys):
+    out = tmp_path / "c.zarr"
+    summary = run_embed(EmbedConfig(data=f"imagefolder:{corpus}", out=str(out), image_size=32,
+                                    chunk_size=8, batch_size=4, test_fraction=0.5))
+    assert summary["complete"]
+    recorded = {Path(p).name for p, _ in summary["failed"]}
+    assert recorded == {name for name, fate in CASES.items() if fate == "recorded"}
+    store = EmbeddingStore.open(out)
+    reasons = {}
+    for s in store.splits:
+        ids = np.asarray(store.split(s)["ids"][:]).astype(object)
+        errors = np.asarray(store.split(s)["errors"][:]).astype(object)
+        feats = store.split(s)["features"][:]
+        for i, e, f in zip(ids, errors, feats):
+            name = Path(i).name
+            if e:
+                reasons[name] = e
+                assert not f.any()
+            else:  # embedded (a flat image may well give all-zero pooled features)
+                assert np.isfinite(f).all(), name
+    assert "DecompressionBomb" in reasons["bomb.png"]
+    assert "caf\\xe9.png" in {Path(i).name for s in store.splits
+                              for i in np.asarray(store.split(s)["ids"][:]).astype(object)}
+    print_summary(summary)  # a non-UTF-8 name or reason must not break the summary
+    assert "skipped" in capsys.readouterr().out
