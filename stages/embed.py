@@ -133,8 +133,13 @@ def _embed(cfg: EmbedConfig, path: Path, stop_after_chunks: int | None) -> dict[
             done_rows = sum(len(p[0]) for p in parts)
             rows = store.chunk_slice(*key)
             if done_rows == rows.stop - rows.start:
-                store.write_chunk(key[0], key[1], np.concatenate([p[0] for p in parts]),
-                                  np.concatenate([p[1] for p in parts]))
+                try:
+                    store.write_chunk(key[0], key[1], np.concatenate([p[0] for p in parts]),
+                                      np.concatenate([p[1] for p in parts]))
+                except OSError as e:
+                    raise UserError(f"{path}: writing chunk {key[1]} of {key[0]!r} failed "
+                                    f"({e.strerror or e}); free space or fix the disk, then rerun: "
+                                    f"finished chunks are kept") from None
             bar.update(len(flat))
             bar.set_postfix(failures=len(failures))
     seconds = time.perf_counter() - started

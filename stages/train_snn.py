@@ -102,6 +102,15 @@ def load_progress(path: Path, store: EmbeddingStore, params: ColanetParams
 
 def save_progress(path: Path, store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig,
                   state: ColanetState, progress: Progress) -> None:
+    try:
+        _save_progress(path, store, params, train_cfg, state, progress)
+    except OSError as e:
+        raise UserError(f"{path}: writing the checkpoint failed ({e.strerror or e}); the previous "
+                        f"checkpoint is intact: free space or fix the disk, then rerun") from None
+
+
+def _save_progress(path: Path, store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig,
+                   state: ColanetState, progress: Progress) -> None:
     save_checkpoint(path, {**state_arrays(state), "online_correct": progress.online_correct,
                            "online_answered": progress.online_answered},
                     {"identity": checkpoint_identity(store), "params": params.to_dict(),

@@ -87,3 +87,50 @@ def test_each_bad_image_is_recorded_or_embedded_as_documented(corpus, tmp_path, 
                               for i in np.asarray(store.split(s)["ids"][:]).astype(object)}
     print_summary(summary)  # a non-UTF-8 name or reason must not break the summary
     assert "skipped" in capsys.readouterr().out
+
+
+def test_an_unreadable_file_is_recorded(tmp_path, monkeypatch):
+    """Simulated: the tests run as root, who can read a chmod 000 file."""
+    import pipeline.data as data
+
+    root = make_image_folder(tmp_path / "imgs", per_class=4)
+    real = data.read_image_file
+
+    def deny(path):
+        if Path(path).name == "img2.jpg" and Path(path).parent.name == "dog":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(data, "read_image_file", deny)
+    summary = run_embed(EmbedConfig(data=f"imagefolder:{root}", out=str(tmp_path / "u.zarr"),
+                                    image_size=32, test_fraction=0.5))
+    assert [(p, r.split(":")[0]) for p, r in summary["failed"]] == [("dog/img2.jpg", "PermissionError")]
+
+
+def test_a_full_disk_stops_with_a_message_and_loses_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from pipeline.errors import UserError
+
+    whole = tmp_path / "whole.zarr"
+    cfg = EmbedConfig(data="digits", limit=24, image_size=32, chunk_size=8, batch_size=8)
+    run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(whole)}))
+    out = tmp_path / "full.zarr"
+    real = EmbeddingStore.write_chunk
+    calls = {"n": 0}
+
+    def fill_up(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(EmbeddingStore, "write_chunk", fill_up)
+    with pytest.raises(UserError, match="No space left on device.*finished chunks are kept"):
+        run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(out)}))
+    assert EmbeddingStore.open(out).done_chunks("train").tolist() == [True, True, False]
+    monkeypatch.setattr(EmbeddingStore, "write_chunk", real)
+    run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(out)}))
+    for s in ("train", "test"):
+        np.testing.assert_array_equal(EmbeddingStore.open(out).split(s)["features"][:],
+                                      EmbeddingStore.open(whole).split(s)["features"][:])

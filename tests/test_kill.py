@@ -7,6 +7,8 @@ any landing point: the final store or checkpoint is bit-identical to an uninterr
 
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +20,7 @@ import pytest
 import zarr
 
 from pipeline.checkpoint import load_checkpoint
+from pipeline.tuning import TrialLog
 from tests.test_train_snn import separable_store
 
 KILLS = 3  # per stage in the default run; the slow marker's test uses 10
@@ -29,13 +32,15 @@ def _kill_points(seed: int, low: float, high: float, n: int) -> list[float]:
 
 
 def _run_killed(cmd: list[str], delays: list[float]) -> int:
-    """Start ``cmd`` once per delay and SIGKILL it after that many seconds; returns the kills."""
+    """Start ``cmd`` once per delay and SIGKILL its process group (the stage and any worker
+    processes it started) after that many seconds; returns how many kills landed."""
     killed = 0
     for delay in delays:
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
         time.sleep(delay)
         if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)
             killed += 1
         proc.wait()
     return killed
@@ -80,6 +85,25 @@ def _check_train(tmp_path: Path, kills: int) -> None:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def _tune_cmd(store: str, tune_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "stages", "tune", "--out", store, "--tune-dir", str(tune_dir),
+            "--name", "s", "--trials", "8", "--batch", "2", "--processes", "2", "--startup", "2",
+            "--m", "3", "--e", "1"]
+
+
+def _check_tune(tmp_path: Path, kills: int) -> None:
+    store = separable_store(tmp_path / "s.zarr", n_train=800, n_test=20, dim=64).path
+    subprocess.run(_tune_cmd(store, tmp_path / "whole"), cwd=ROOT, check=True, capture_output=True)
+    assert _run_killed(_tune_cmd(store, tmp_path / "cut"), _kill_points(3, 4.0, 10.0, kills)) >= 1
+    subprocess.run(_tune_cmd(store, tmp_path / "cut"), cwd=ROOT, check=True, capture_output=True)
+
+    def trials(d: Path) -> list[tuple]:
+        rows = TrialLog(d / "s" / "trials.jsonl").read().values()
+        return sorted((r["number"], json.dumps(r["values"]), r["score"]) for r in rows)
+
+    assert trials(tmp_path / "cut") == trials(tmp_path / "whole")
+
+
 def test_embed_killed_at_seeded_points_resumes_to_the_same_store(tmp_path):
     _check_embed(tmp_path, KILLS)
 
@@ -88,7 +112,12 @@ def test_train_snn_killed_at_seeded_points_resumes_to_the_same_weights(tmp_path)
     _check_train(tmp_path, KILLS)
 
 
+def test_tune_killed_at_seeded_points_resumes_to_the_same_trials(tmp_path):
+    _check_tune(tmp_path, KILLS)
+
+
 @pytest.mark.slow
 def test_ten_kills_per_stage(tmp_path):
     _check_embed(tmp_path / "embed", 10)
     _check_train(tmp_path / "train", 10)
+    _check_tune(tmp_path / "tune", 10)

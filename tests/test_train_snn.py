@@ -206,3 +206,24 @@ def test_a_second_training_run_in_the_same_folder_is_refused(tmp_path):
     with exclusive(tmp_path / "runs" / "r"):
         with pytest.raises(UserError, match="in use by pid"):
             _run(tmp_path, store)
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    import pipeline.checkpoint as checkpoint
+
+    store = separable_store(tmp_path / "s.zarr")
+    cfg = TrainConfig(runs_dir=str(tmp_path / "runs"), run="r", checkpoint_every=25)
+    run_train_snn(EmbedConfig(out=store.path), cfg, SMALL, stop_after_samples=30)
+    ckpt = tmp_path / "runs" / "r" / "checkpoint.npz"
+    before = ckpt.read_bytes()
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.np, "savez", no_space)
+    with pytest.raises(UserError, match="No space left on device.*previous checkpoint is intact"):
+        run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
+    assert ckpt.read_bytes() == before
+    assert [p.name for p in ckpt.parent.iterdir() if p.suffix == ".tmp"] == []
