@@ -77,6 +77,9 @@ def open_dataset(spec: str, *, seed: int = 0, test_fraction: float = 0.25,
     else:
         raise UserError(
             f"unknown data source {spec!r}: use 'digits', 'imagefolder:PATH' or 'csv:PATH'")
+    if len(ds.class_names) < 2:
+        raise UserError(f"{spec}: found a single class ({', '.join(ds.class_names) or 'none'}); a "
+                        f"classifier needs at least two")
     if limit is not None:
         ds = _replace_splits(ds, {k: Split(s.ids[:limit], s.labels[:limit])
                                   for k, s in ds.splits.items()})

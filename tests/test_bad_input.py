@@ -134,3 +134,24 @@ def test_a_full_disk_stops_with_a_message_and_loses_nothing(tmp_path, monkeypatc
     for s in ("train", "test"):
         np.testing.assert_array_equal(EmbeddingStore.open(out).split(s)["features"][:],
                                       EmbeddingStore.open(whole).split(s)["features"][:])
+
+
+def test_a_single_class_is_refused_in_every_layout(tmp_path):
+    from pipeline.data import open_dataset
+    from pipeline.errors import UserError
+
+    flat = make_image_folder(tmp_path / "flat", classes=("cat",))
+    split = make_image_folder(tmp_path / "split", classes=("cat",), splits=("train", "val"))
+    for root in (flat, split):
+        with pytest.raises(UserError, match="single class"):
+            open_dataset(f"imagefolder:{root}")
+
+
+def test_a_csv_listing_a_missing_file_records_it(tmp_path):
+    root = make_image_folder(tmp_path / "imgs", per_class=2)
+    rows = ["path,label,split", "cat/img0.jpg,cat,train", "dog/img0.jpg,dog,train",
+            "cat/img1.png,cat,test", "dog/gone.png,dog,test"]
+    (root / "list.csv").write_text("\n".join(rows) + "\n")
+    summary = run_embed(EmbedConfig(data=f"csv:{root / 'list.csv'}", out=str(tmp_path / "c.zarr"),
+                                    image_size=32))
+    assert [(p, r.split(":")[0]) for p, r in summary["failed"]] == [("dog/gone.png", "FileNotFoundError")]
