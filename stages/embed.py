@@ -102,9 +102,10 @@ def _embed(cfg: EmbedConfig, path: Path, stop_after_chunks: int | None) -> dict[
     todo = [(s, int(c)) for s in store.splits for c in np.flatnonzero(~store.done_chunks(s))]
     if stop_after_chunks is not None:
         todo = todo[:stop_after_chunks]
-    batches, batch_chunk = [], []
+    batches, batch_chunk, chunk_len = [], [], {}
     for s, c in todo:
         rows = store.chunk_slice(s, c)
+        chunk_len[s, c] = rows.stop - rows.start
         for start in range(rows.start, rows.stop, batch_size):
             batches.append(list(range(offsets[s] + start, offsets[s] + min(start + batch_size, rows.stop))))
             batch_chunk.append((s, c))
@@ -130,9 +131,7 @@ def _embed(cfg: EmbedConfig, path: Path, stop_after_chunks: int | None) -> dict[
                                     f"at the first unreadable image; without it, it is recorded "
                                     f"and skipped)")
             parts.append((feats, errors))
-            done_rows = sum(len(p[0]) for p in parts)
-            rows = store.chunk_slice(*key)
-            if done_rows == rows.stop - rows.start:
+            if sum(len(p[0]) for p in parts) == chunk_len[key]:
                 try:
                     store.write_chunk(key[0], key[1], np.concatenate([p[0] for p in parts]),
                                       np.concatenate([p[1] for p in parts]))
