@@ -25,8 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.cluster import connect  # noqa: E402
 from pipeline.colanet import ColanetParams  # noqa: E402
-from pipeline.config import TrainConfig  # noqa: E402
+from pipeline.config import ClusterConfig, TrainConfig  # noqa: E402
 from pipeline.store import EmbeddingStore  # noqa: E402
 from pipeline.tuning import (CODING_KEYS, SEARCH_SPACE, baseline_validation,  # noqa: E402
                              joint_score, run_trial, trial_params)
@@ -100,11 +101,7 @@ def main() -> None:
         for name, values in study_candidates(Path(study), rows[:a.top]).items():
             candidates[name] = values
 
-    from distributed import Client, LocalCluster
-
-    client = Client(LocalCluster(n_workers=a.processes, threads_per_worker=1,
-                                 dashboard_address=":0"))
-    try:
+    with connect(ClusterConfig(cluster=f"local:{a.processes}")) as client:
         every = [*a.stores, *a.holdout]
         base = dict(zip(every, client.gather(
             [client.submit(baseline_validation, s, a.val_fraction) for s in every])))
@@ -146,8 +143,6 @@ def main() -> None:
             if gap[best] <= gap[winner]:
                 break
             winner = best
-    finally:
-        client.close()
 
     every = [*a.stores, *a.holdout]
     names = [Path(s).stem + (" (held out)" if s in a.holdout else "") for s in every]

@@ -68,12 +68,25 @@ class TuneConfig:
     tune_dir: str = "data/tune"
     trials: int = 40  # total trials (a rerun with more continues the study)
     batch: int = 4  # trials asked at once (the result does not depend on processes)
-    processes: int = 2  # dask worker processes of the LocalCluster
-    scheduler: str | None = None  # address of a running dask scheduler instead of a LocalCluster
     val_fraction: float = 0.2  # tail of the train split scored by each trial
     search_seed: int = 0  # seed of the search strategy
     startup: int = 8  # random trials before TPE models the results
     numba_threads: int = 1  # per trial (workers run trials side by side)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Where parallel work runs: a running dask scheduler, or a LocalCluster this run starts.
+
+    Neither given: embedding and evaluation run in this process; tuning starts ``local:2``.
+    Results do not depend on the choice (see README, "Scale past one machine").
+    """
+
+    scheduler: str | None = None  # address of a running dask scheduler, e.g. tcp://10.0.0.5:8786
+    cluster: str | None = None  # local:N: a LocalCluster of N worker processes
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -2,16 +2,20 @@
 
 ``fcntl.flock`` on a ``.lock`` file beside the output: the kernel releases it when the holder
 exits, even by SIGKILL, so a killed run never leaves a stale lock. The file names its holder
-(pid, host, start time, command) for the message a second run gets.
+(pid, host, start time, command) for the message a second run gets. An output on an fsspec URL
+(an object store) is locked by a file in the local temporary folder named after the URL: that
+guards against a second run on this machine, not on another one.
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import socket
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +27,12 @@ from pipeline.errors import UserError
 @contextmanager
 def exclusive(output: str | Path) -> Iterator[None]:
     """Hold ``<output>.lock`` for the block; refuse at once if another process holds it."""
-    path = Path(f"{output}.lock")
+    text = str(output)
+    if "://" in text and not text.startswith("file://"):
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        path = Path(tempfile.gettempdir(), "annsnn-locks", f"{digest}.lock")
+    else:
+        path = Path(f"{text.removeprefix('file://')}.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

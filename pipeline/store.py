@@ -13,6 +13,10 @@ Layout (readable with plain ``zarr``, ``dask.array.from_zarr`` and ``xarray.open
 
 Labels and ids are written when the store is created; features and errors chunk by chunk, each
 chunk's ``done`` flag only after its data. A killed run therefore loses at most the chunks in flight.
+Chunks are independent files, so any number of processes may write different chunks at once.
+
+A store's location is a local path or any fsspec URL (``file://``, ``memory://``, ``s3://`` when
+s3fs is installed, ...); ``file://`` URLs are used as the local paths they name.
 """
 
 from __future__ import annotations
@@ -32,9 +36,37 @@ from pipeline.errors import UserError
 STORE_FORMAT = 1
 
 
-def default_store_path(root: str | Path, dataset_name: str, model_name: str) -> Path:
+def default_store_path(root: str | Path, dataset_name: str, model_name: str) -> str:
     """``data/embeddings/<data set>-<model>.zarr``: one store per (data set, encoder)."""
-    return Path(root) / f"{dataset_name}-{model_name}.zarr"
+    return location(f"{str(root).rstrip('/')}/{dataset_name}-{model_name}.zarr")
+
+
+def location(path: str | Path) -> str:
+    """A store's canonical location: a local path as given, ``file://X`` as the path ``X``,
+    any other fsspec URL unchanged."""
+    text = str(path)
+    return text[len("file://"):] if text.startswith("file://") else text
+
+
+def is_url(path: str | Path) -> bool:
+    """Whether ``path`` names a store through fsspec rather than the local file system."""
+    return "://" in location(path)
+
+
+def store_name(path: str | Path) -> str:
+    """The store's name without ``.zarr``: run and study folders are named after it."""
+    return Path(location(path).rstrip("/").rsplit("/", 1)[-1]).stem
+
+
+def store_exists(path: str | Path) -> bool:
+    """Whether a store (complete or not) has been started at ``path``."""
+    path = location(path)
+    if not is_url(path):
+        return Path(path, "zarr.json").exists()
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(path)
+    return fs.exists(f"{root.rstrip('/')}/zarr.json")
 
 
 def software_versions() -> dict[str, str]:
@@ -67,16 +99,17 @@ class EmbeddingStore:
     # --- opening ------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path) -> "EmbeddingStore":
-        """Open an existing, complete store read-only."""
-        path = str(path)
+    def open(cls, path: str | Path, mode: str = "r") -> "EmbeddingStore":
+        """Open an existing store: read-only, or ``mode="r+"`` for a worker writing chunks of a
+        store that its coordinating process created (and checked) with :meth:`open_for_writing`."""
+        path = location(path)
         try:
-            group = zarr.open_group(path, mode="r")
+            group = zarr.open_group(path, mode=mode)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             raise UserError(f"{path}: no embedding store here; run `make embed` (or "
                             f"`annsnn embed`) first") from None
         if group.attrs.get("format") != STORE_FORMAT:
-            raise UserError(f"{path}: not a complete embedding store of format {STORE_FORMAT}; "
+            raise UserError(f"{path}: not an embedding store of format {STORE_FORMAT}; "
                             f"rerun `annsnn embed --overwrite` to rebuild it")
         return cls(group, path)
 
@@ -90,9 +123,9 @@ class EmbeddingStore:
         refused unless ``overwrite``. A store whose creation was interrupted (no ``format``
         attribute yet) holds no finished chunk and is simply created again.
         """
-        path = str(path)
+        path = location(path)
         identity = json.loads(json.dumps(identity))  # compare as stored: tuples become lists
-        if not overwrite and _exists(path):
+        if not overwrite and store_exists(path):
             group = zarr.open_group(path, mode="r+")
             if group.attrs.get("format") == STORE_FORMAT:
                 stored = group.attrs.get("identity", {})
@@ -204,6 +237,7 @@ def write_arrays(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarra
     import hashlib
 
     h = hashlib.sha256(json.dumps([list(class_names), source]).encode())
+    path = location(path)
     dims = {x.shape[1] for x, _ in splits.values()}
     if len(dims) != 1:
         raise UserError(f"{source}: splits have different feature dimensions {sorted(dims)}")
@@ -222,7 +256,7 @@ def write_arrays(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarra
                 "data_fingerprint": h.hexdigest()}
     store = EmbeddingStore.open_for_writing(
         path, identity=identity,
-        attrs={"dataset": {"spec": source, "name": Path(str(path)).stem, "root": "",
+        attrs={"dataset": {"spec": source, "name": store_name(path), "root": "",
                            "class_names": list(class_names), "fingerprint": h.hexdigest(),
                            "sizes": {k: len(v[1]) for k, v in splits.items()}},
                "encoder": enc, "config": {"source": source}},
@@ -243,10 +277,6 @@ def storable_text(values) -> np.ndarray:
     surrogate escapes) keeps its bytes visible as ``\\xNN`` escapes instead of failing the write."""
     return np.array([str(v).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
                      for v in values], dtype=object).astype(str) if len(values) else np.asarray(values)
-
-
-def _exists(path: str) -> bool:
-    return Path(path).joinpath("zarr.json").exists() if "://" not in path else True
 
 
 def _describe_mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ import sys
 import typing
 
 from pipeline.colanet import ColanetParams
-from pipeline.config import EmbedConfig, TrainConfig, TuneConfig
+from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig, TuneConfig
 from pipeline.errors import UserError
 
 HELP = {
@@ -54,8 +54,8 @@ HELP = {
     "stores": "comma-separated store paths: a joint study scoring every trial on all of them",
     "trials": "total trials (rerun with more to extend the study)",
     "batch": "trials asked at once",
-    "processes": "dask worker processes of the LocalCluster",
-    "scheduler": "address of a running dask scheduler (instead of a LocalCluster)",
+    "scheduler": "address of a running dask scheduler, e.g. tcp://HOST:8786",
+    "cluster": "local:N: start a LocalCluster of N worker processes for this run",
     "val_fraction": "tail of the train split that scores each trial",
     "search_seed": "seed of the search strategy",
     "startup": "random trials before TPE models the results",
@@ -92,15 +92,20 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     embed = sub.add_parser("embed", help="stage one: cache encoder embeddings in a Zarr store")
     add_config_options(embed, EmbedConfig)
+    add_config_options(embed.add_argument_group("cluster (default: this process)"), ClusterConfig)
     inspect = sub.add_parser("inspect", help="print what a store holds")
     add_config_options(inspect, EmbedConfig)
     snn = sub.add_parser("train-snn", help="stage two: train and evaluate CoLaNET on a store")
     add_config_options(snn, EmbedConfig)
     add_config_options(snn.add_argument_group("run"), TrainConfig)
+    add_config_options(snn.add_argument_group("cluster for embedding and evaluation (default: this "
+                                              "process)"), ClusterConfig)
     add_config_options(snn.add_argument_group("CoLaNET (see docs and spec)"), ColanetParams)
     tune = sub.add_parser("tune", help="search CoLaNET parameters on a validation split")
     add_config_options(tune, EmbedConfig)
     add_config_options(tune.add_argument_group("search"), TuneConfig)
+    add_config_options(tune.add_argument_group("cluster running the trials (default: local:2)"),
+                       ClusterConfig)
     add_config_options(tune.add_argument_group("CoLaNET base parameters"), ColanetParams)
     report = sub.add_parser("report", help="CoLaNET, linear probe and NCM on several stores, one table")
     report.add_argument("stores", nargs="+", help="store paths")
@@ -125,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "embed":
             from stages.embed import print_summary, run_embed
 
-            summary = run_embed(config_from_args(args, EmbedConfig))
+            summary = run_embed(config_from_args(args, EmbedConfig),
+                                config_from_args(args, ClusterConfig))
             print_summary(summary)
         elif args.command == "inspect":
             from stages.embed import store_path_for
@@ -136,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             from stages.tune import print_rows, run_tune
 
             base = colanet_params(args)
-            print_rows(run_tune(config_from_args(args, EmbedConfig),
-                                config_from_args(args, TuneConfig), base))
+            print_rows(run_tune(config_from_args(args, EmbedConfig), config_from_args(args, TuneConfig),
+                                base, config_from_args(args, ClusterConfig)))
         elif args.command == "report":
             from stages.report import print_report, run_report
 
@@ -160,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
 
             train_cfg = config_from_args(args, TrainConfig)
             params = colanet_params(args)
-            print_table(run_train_snn(config_from_args(args, EmbedConfig), train_cfg, params))
+            print_table(run_train_snn(config_from_args(args, EmbedConfig), train_cfg, params,
+                                      config_from_args(args, ClusterConfig)))
     except UserError as e:
         print(f"annsnn {args.command}: error: {e}", file=sys.stderr)
         return 2

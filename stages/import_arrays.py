@@ -13,7 +13,7 @@ import numpy as np
 
 from pipeline.data import SPLIT_NAMES
 from pipeline.errors import UserError
-from pipeline.store import EmbeddingStore, write_arrays
+from pipeline.store import EmbeddingStore, is_url, location, write_arrays
 
 
 def import_npz(path: str | Path, *, model: str, out: str | Path | None = None,
@@ -38,8 +38,9 @@ def import_npz(path: str | Path, *, model: str, out: str | Path | None = None,
             splits[s] = (x[order], y[order])
     if "train" not in splits or "classes" not in arrays:
         raise UserError(f"{path}: needs X_train, y_train and classes (found {sorted(arrays)})")
-    out = Path(out) if out else Path(embeddings_dir) / f"{path.stem}.zarr"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = location(out) if out else str(Path(embeddings_dir) / f"{path.stem}.zarr")
+    if not is_url(out):
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     return write_arrays(out, splits, [str(c) for c in arrays["classes"]],
                         encoder={"model": model, "weights": f"imported from {path.name}"},
                         source=f"npz:{path.name}:seed{split_seed}", chunk_size=chunk_size,

@@ -15,19 +15,20 @@ from typing import Any
 from pipeline.colanet import ColanetParams
 from pipeline.config import EmbedConfig, TrainConfig
 from pipeline.errors import UserError
+from pipeline.store import store_exists, store_name
 from stages.train_snn import run_train_snn
 
 
 def run_name(store: str | Path, params: ColanetParams, train_cfg: TrainConfig) -> str:
     key = json.dumps([params.to_dict(), train_cfg.sat_percentile, train_cfg.sat_scope],
                      sort_keys=True)
-    return f"{Path(store).stem}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    return f"{store_name(store)}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
 def run_report(stores: list[str], train_cfg: TrainConfig, params: ColanetParams) -> list[dict[str, Any]]:
     rows = []
     for store in stores:
-        if not (Path(store) / "zarr.json").exists():
+        if not store_exists(store):
             raise UserError(f"{store}: no store here; make it with `annsnn embed` or `annsnn import`")
         cfg = replace(train_cfg, run=run_name(store, params, train_cfg))
         rows.append(run_train_snn(EmbedConfig(out=store), cfg, params))
@@ -38,7 +39,7 @@ def print_report(rows: list[dict[str, Any]]) -> None:
     print(f"\n{'store':<42} {'train':>6} {'eval':>10} {'SNN':>7} {'no ans':>7} {'probe':>7} "
           f"{'NCM':>7} {'SNN-probe':>10} {'train s':>8}")
     for m in rows:
-        print(f"{Path(m['store']).stem[:42]:<42} {m['n_train']:>6} {m['n_test']:>5} {m['eval_split']:>4} "
+        print(f"{store_name(m['store'])[:42]:<42} {m['n_train']:>6} {m['n_test']:>5} {m['eval_split']:>4} "
               f"{m['snn_accuracy']:>7.2%} {m['no_answer_rate']:>7.2%} {m['probe_accuracy']:>7.2%} "
               f"{m['ncm_accuracy']:>7.2%} {100 * (m['snn_accuracy'] - m['probe_accuracy']):>+9.2f}p "
               f"{m['seconds']['train']:>8.1f}")

@@ -24,11 +24,12 @@ from pipeline.baselines import linear_probe, nearest_class_mean
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.colanet import (ColanetParams, ColanetState, infer_chunk, init_state, readout,
                               state_arrays, state_from_arrays, train_chunk)
-from pipeline.config import EmbedConfig, TrainConfig
+from pipeline.cluster import connect
+from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.lock import exclusive
 from pipeline.metrics import classification_metrics
-from pipeline.store import EmbeddingStore
+from pipeline.store import EmbeddingStore, store_exists, store_name
 from pipeline.streaming import coding_levels, iter_batches, read_rows
 from stages.embed import run_embed, store_path_for
 
@@ -62,12 +63,12 @@ class _StopRequested:
             signal.signal(s, h)
 
 
-def open_or_embed(embed_cfg: EmbedConfig) -> EmbeddingStore:
+def open_or_embed(embed_cfg: EmbedConfig, cluster: ClusterConfig = ClusterConfig()) -> EmbeddingStore:
     """The store of ``embed_cfg``; embeds (or finishes embedding) it first when needed."""
     path = store_path_for(embed_cfg)
-    if not (path / "zarr.json").exists() or not EmbeddingStore.open(path).is_complete():
+    if not store_exists(path) or not EmbeddingStore.open(path).is_complete():
         print(f"{path} is missing or unfinished: running stage one first")
-        run_embed(embed_cfg)
+        run_embed(embed_cfg, cluster)
     return EmbeddingStore.open(path)
 
 
@@ -174,26 +175,54 @@ def train(store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig, 
 
 
 def evaluate(store: EmbeddingStore, split: str, params: ColanetParams, state: ColanetState,
-             sat: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Frozen-plasticity predictions (-1: no answer) and labels of a split's usable rows."""
-    preds, labels = [], []
-    for batch in iter_batches(store, split):
+             sat: float | np.ndarray, client=None) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen-plasticity predictions (-1: no answer) and labels of a split's usable rows.
+
+    With a dask ``client`` each stored chunk is one task (the state is sent to every worker once);
+    the predictions are identical to the serial path's, since a sample's noise is keyed by its id
+    and nothing is learned.
+    """
+    if client is None:
+        return predict_rows(store.path, split, 0, None, params, state, sat)
+    n_chunks = len(store.done_chunks(split))
+    state_on_workers = client.scatter(state, broadcast=True)
+    futures = [client.submit(predict_rows, store.path, split, rows.start, rows.stop, params,
+                             state_on_workers, sat, 1, pure=False)
+               for rows in (store.chunk_slice(split, c) for c in range(n_chunks))]
+    parts = client.gather(futures)
+    return np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts])
+
+
+def predict_rows(path: str, split: str, start: int, stop: int | None, params: ColanetParams,
+                 state: ColanetState, sat: float | np.ndarray, numba_threads: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and labels of the usable rows ``start:stop`` of a split (plasticity frozen);
+    ``numba_threads`` sets the simulator's threads (a worker running one task per core: 1)."""
+    if numba_threads:
+        numba.set_num_threads(numba_threads)
+    preds, labels = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for batch in iter_batches(EmbeddingStore.open(path), split, start, stop=stop):
         pred, _ = readout(infer_chunk(params, state, batch.features, batch.sample_id, sat))
         preds.append(pred)
         labels.append(batch.labels)
     return np.concatenate(preds), np.concatenate(labels)
 
 
-def run_train_snn(embed_cfg: EmbedConfig, train_cfg: TrainConfig, params: ColanetParams, *,
+def run_train_snn(embed_cfg: EmbedConfig, train_cfg: TrainConfig, params: ColanetParams,
+                  cluster: ClusterConfig = ClusterConfig(), *,
                   stop_after_samples: int | None = None) -> dict[str, Any] | None:
     """Embed if needed, train (resuming), evaluate, write the run folder; returns the metrics
-    (None when stopped early by ``stop_after_samples``)."""
+    (None when stopped early by ``stop_after_samples``).
+
+    The online pass runs here (each sample learns from the state the previous one left); with a
+    cluster, embedding and the frozen evaluation spread over its workers.
+    """
     if train_cfg.numba_threads:
         numba.set_num_threads(train_cfg.numba_threads)
-    store = open_or_embed(embed_cfg)
+    store = open_or_embed(embed_cfg, cluster)
     eval_split = train_cfg.eval_split or ("test" if "test" in store.splits else "val")
     store.split(eval_split)  # refuse an unknown split before training, not after
-    run_dir = Path(train_cfg.runs_dir) / (train_cfg.run or Path(store.path).stem)
+    run_dir = Path(train_cfg.runs_dir) / (train_cfg.run or store_name(store.path))
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {"embed": embed_cfg.to_dict(), "train": train_cfg.to_dict(),
               "colanet": params.to_dict(), "store": store.path}
@@ -206,7 +235,8 @@ def run_train_snn(embed_cfg: EmbedConfig, train_cfg: TrainConfig, params: Colane
         return None
     seconds = {"train": round(progress.train_seconds, 3)}
     started = time.perf_counter()
-    pred, y_test = evaluate(store, eval_split, params, state, progress.sat)
+    with connect(cluster, stores=(store.path,)) as client:
+        pred, y_test = evaluate(store, eval_split, params, state, progress.sat, client)
     seconds["snn_eval"] = round(time.perf_counter() - started, 3)
     classes = store.class_names
     snn = classification_metrics(y_test, pred, len(classes))

@@ -1,6 +1,7 @@
 """`annsnn tune`: search CoLaNET's open parameters on a validation split, trials in parallel.
 
-Trials run as dask tasks on worker processes (a LocalCluster, or ``--scheduler ADDRESS``), one
+Trials run as dask tasks on worker processes (``--cluster local:N``, default local:2, or
+``--scheduler ADDRESS``), one
 row per finished trial is appended to ``data/tune/<name>/trials.jsonl`` as it finishes, and a
 rerun resumes: finished trials are kept, the rest are asked again and get the same parameters.
 """
@@ -17,28 +18,30 @@ from distributed import as_completed
 from tqdm import tqdm
 
 from pipeline.colanet import ColanetParams
-from pipeline.config import EmbedConfig, TrainConfig, TuneConfig
+from pipeline.cluster import connect
+from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig, TuneConfig
 from pipeline.errors import UserError
 from pipeline.lock import exclusive
-from pipeline.store import EmbeddingStore
+from pipeline.store import EmbeddingStore, store_name
 from pipeline.tuning import (SEARCH_SPACE, TrialLog, ask_batch, baseline_validation, joint_score,
                              run_trial, trial_params)
 from stages.train_snn import open_or_embed
 
 
-def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetParams) -> list[dict[str, Any]]:
+def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetParams,
+             cluster: ClusterConfig = ClusterConfig()) -> list[dict[str, Any]]:
     """Run (or resume) the study; returns all finished trial rows, best first.
 
     With one store a trial's score is its validation accuracy. With ``cfg.stores`` (a joint
     study) every trial runs on every store and scores :func:`pipeline.tuning.joint_score`.
     """
-    if cfg.trials < 1 or cfg.batch < 1 or cfg.processes < 1:
-        raise UserError("--trials, --batch and --processes must be positive")
-    stores = ([open_or_embed(embed_cfg)] if not cfg.stores else
+    if cfg.trials < 1 or cfg.batch < 1:
+        raise UserError("--trials and --batch must be positive")
+    stores = ([open_or_embed(embed_cfg, cluster)] if not cfg.stores else
               [EmbeddingStore.open(p) for p in cfg.stores.split(",") if p])
     dims = {s.attrs["encoder"]["feature_dim"] for s in stores}
-    name = cfg.name or ("joint-" + "-".join(Path(s.path).stem for s in stores)
-                        if len(stores) > 1 else Path(stores[0].path).stem)
+    name = cfg.name or ("joint-" + "-".join(store_name(s.path) for s in stores)
+                        if len(stores) > 1 else store_name(stores[0].path))
     study_dir = Path(cfg.tune_dir) / name
     study_dir.mkdir(parents=True, exist_ok=True)
     study = {"stores": [s.path for s in stores], "identity": [s.attrs["identity"] for s in stores],
@@ -54,53 +57,51 @@ def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetParams) -> li
                             f"startup); use --name NEW")
         study["probe"] = old.get("probe")
 
-    with exclusive(study_dir):
-        return _run_study(cfg, base, stores, dims, study_dir, study, study_file)
+    with exclusive(study_dir), connect(cluster, default_local=2,
+                                       stores=tuple(s.path for s in stores)) as client:
+        return _run_study(cfg, base, stores, dims, study_dir, study, study_file, client)
 
 
 def _run_study(cfg: TuneConfig, base: ColanetParams, stores: list[EmbeddingStore], dims: set[int],
-               study_dir: Path, study: dict[str, Any], study_file: Path) -> list[dict[str, Any]]:
+               study_dir: Path, study: dict[str, Any], study_file: Path,
+               client) -> list[dict[str, Any]]:
     log = TrialLog(study_dir / "trials.jsonl")
     done = log.read()
-    client = _client(cfg)
-    try:
-        joint = len(stores) > 1
-        if joint and not study.get("probe"):
-            found = client.gather([client.submit(baseline_validation, s.path, cfg.val_fraction)
-                                   for s in stores])
-            study["probe"] = {s.path: b["probe"] for s, b in zip(stores, found)}
-        study_file.write_text(json.dumps(study, indent=2))
-        with tqdm(total=cfg.trials, initial=sum(n < cfg.trials for n in done), unit="trial",
-                  desc=f"tune {study_dir.name}", dynamic_ncols=True) as bar:
-            for batch in range(math.ceil(cfg.trials / cfg.batch)):
-                numbers = [n for n in range(batch * cfg.batch, (batch + 1) * cfg.batch)
-                           if n < cfg.trials]
-                if all(n in done for n in numbers):
+    joint = len(stores) > 1
+    if joint and not study.get("probe"):
+        found = client.gather([client.submit(baseline_validation, s.path, cfg.val_fraction)
+                               for s in stores])
+        study["probe"] = {s.path: b["probe"] for s, b in zip(stores, found)}
+    study_file.write_text(json.dumps(study, indent=2))
+    with tqdm(total=cfg.trials, initial=sum(n < cfg.trials for n in done), unit="trial",
+              desc=f"tune {study_dir.name}", dynamic_ncols=True) as bar:
+        for batch in range(math.ceil(cfg.trials / cfg.batch)):
+            numbers = [n for n in range(batch * cfg.batch, (batch + 1) * cfg.batch)
+                       if n < cfg.trials]
+            if all(n in done for n in numbers):
+                continue
+            history = [done[n] for n in sorted(done) if n < batch * cfg.batch]
+            asked = ask_batch(history, SEARCH_SPACE, batch, len(numbers), cfg.search_seed,
+                              cfg.startup)
+            futures, parts = {}, {}
+            for n, values in zip(numbers, asked):
+                if n in done:
                     continue
-                history = [done[n] for n in sorted(done) if n < batch * cfg.batch]
-                asked = ask_batch(history, SEARCH_SPACE, batch, len(numbers), cfg.search_seed,
-                                  cfg.startup)
-                futures, parts = {}, {}
-                for n, values in zip(numbers, asked):
-                    if n in done:
-                        continue
-                    parts[n] = {}
-                    for s in stores:
-                        params, coding = trial_params(base, values, s.attrs["encoder"]["feature_dim"])
-                        futures[client.submit(run_trial, s.path, params, coding, cfg.val_fraction,
-                                              cfg.numba_threads, pure=False)] = (n, values, s.path)
-                for future in as_completed(list(futures)):
-                    n, values, path = futures[future]
-                    parts[n][path] = future.result()
-                    if len(parts[n]) < len(stores):
-                        continue
-                    row = _trial_row(n, batch, values, parts[n], study.get("probe"))
-                    log.append(row)
-                    done[n] = row
-                    bar.update(1)
-                    bar.set_postfix(best=f"{max(r['score'] for r in done.values()):.4f}")
-    finally:
-        client.close()
+                parts[n] = {}
+                for s in stores:
+                    params, coding = trial_params(base, values, s.attrs["encoder"]["feature_dim"])
+                    futures[client.submit(run_trial, s.path, params, coding, cfg.val_fraction,
+                                          cfg.numba_threads, pure=False)] = (n, values, s.path)
+            for future in as_completed(list(futures)):
+                n, values, path = futures[future]
+                parts[n][path] = future.result()
+                if len(parts[n]) < len(stores):
+                    continue
+                row = _trial_row(n, batch, values, parts[n], study.get("probe"))
+                log.append(row)
+                done[n] = row
+                bar.update(1)
+                bar.set_postfix(best=f"{max(r['score'] for r in done.values()):.4f}")
     rows = sorted(done.values(), key=lambda r: (-r["score"], r["number"]))
     if len(dims) == 1:
         best_params, best_coding = trial_params(base, rows[0]["values"], dims.pop())
@@ -138,20 +139,6 @@ def train_snn_args(params: ColanetParams, coding: dict[str, Any]) -> str:
             flag = "--" + k.replace("_", "-")
             parts.append(flag if v is True else f"{flag} {v:.6g}" if isinstance(v, float) else f"{flag} {v}")
     return " ".join(parts)
-
-
-def _client(cfg: TuneConfig):
-    from distributed import Client, LocalCluster
-
-    if cfg.scheduler:
-        try:
-            return Client(cfg.scheduler, timeout="10s")
-        except OSError as e:
-            raise UserError(f"could not reach the dask scheduler at {cfg.scheduler} ({e}); start "
-                            f"one or leave out --scheduler for a LocalCluster") from None
-    cluster = LocalCluster(n_workers=cfg.processes, threads_per_worker=1, processes=True,
-                           dashboard_address=":0")
-    return Client(cluster)
 
 
 def print_rows(rows: list[dict[str, Any]], top: int = 5) -> None:

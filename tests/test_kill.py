@@ -23,7 +23,7 @@ from pipeline.checkpoint import load_checkpoint
 from pipeline.tuning import TrialLog
 from tests.test_train_snn import separable_store
 
-KILLS = 3  # per stage in the default run; the slow marker's test uses 10
+KILLS = 3  # per stage in the default run (2 for the cluster embed); the slow test uses 10
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -52,9 +52,10 @@ def _store_arrays(path: Path) -> dict[str, np.ndarray]:
             for a in ("features", "labels", "ids", "errors", "done")}
 
 
-def _embed_cmd(out: Path) -> list[str]:
-    return [sys.executable, "-m", "stages", "embed", "--limit", "96", "--image-size", "32",
-            "--chunk-size", "8", "--batch-size", "8", "--threads", "1", "--out", str(out)]
+def _embed_cmd(out: Path, *extra: str, limit: int = 96, size: int = 32) -> list[str]:
+    return [sys.executable, "-m", "stages", "embed", "--limit", str(limit), "--image-size",
+            str(size), "--chunk-size", "8", "--batch-size", "8", "--threads", "1", "--out", str(out),
+            *extra]
 
 
 def _train_cmd(store: str, runs: Path) -> list[str]:
@@ -68,6 +69,20 @@ def _check_embed(tmp_path: Path, kills: int) -> None:
     subprocess.run(_embed_cmd(whole), cwd=ROOT, check=True, capture_output=True)
     assert _run_killed(_embed_cmd(cut), _kill_points(1, 2.0, 7.0, kills)) >= 1
     subprocess.run(_embed_cmd(cut), cwd=ROOT, check=True, capture_output=True)
+    a, b = _store_arrays(whole), _store_arrays(cut)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def _check_cluster_embed(tmp_path: Path, kills: int) -> None:
+    """Killed while two LocalCluster workers write chunks; finished by a rerun on the cluster;
+    equal to a single process's store. Kill points span worker start-up and the embedding."""
+    whole, cut = tmp_path / "whole.zarr", tmp_path / "cut.zarr"
+    shape = dict(limit=240, size=64)
+    subprocess.run(_embed_cmd(whole, **shape), cwd=ROOT, check=True, capture_output=True)
+    cmd = _embed_cmd(cut, "--cluster", "local:2", **shape)
+    assert _run_killed(cmd, _kill_points(4, 9.0, 16.0, kills)) >= 1
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     a, b = _store_arrays(whole), _store_arrays(cut)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
@@ -87,7 +102,7 @@ def _check_train(tmp_path: Path, kills: int) -> None:
 
 def _tune_cmd(store: str, tune_dir: Path) -> list[str]:
     return [sys.executable, "-m", "stages", "tune", "--out", store, "--tune-dir", str(tune_dir),
-            "--name", "s", "--trials", "8", "--batch", "2", "--processes", "2", "--startup", "2",
+            "--name", "s", "--trials", "8", "--batch", "2", "--cluster", "local:2", "--startup", "2",
             "--m", "3", "--e", "1"]
 
 
@@ -108,6 +123,10 @@ def test_embed_killed_at_seeded_points_resumes_to_the_same_store(tmp_path):
     _check_embed(tmp_path, KILLS)
 
 
+def test_cluster_embed_killed_at_seeded_points_resumes_to_the_single_process_store(tmp_path):
+    _check_cluster_embed(tmp_path, 2)
+
+
 def test_train_snn_killed_at_seeded_points_resumes_to_the_same_weights(tmp_path):
     _check_train(tmp_path, KILLS)
 
@@ -119,5 +138,6 @@ def test_tune_killed_at_seeded_points_resumes_to_the_same_trials(tmp_path):
 @pytest.mark.slow
 def test_ten_kills_per_stage(tmp_path):
     _check_embed(tmp_path / "embed", 10)
+    _check_cluster_embed(tmp_path / "cluster-embed", 10)
     _check_train(tmp_path / "train", 10)
     _check_tune(tmp_path / "tune", 10)

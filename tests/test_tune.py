@@ -18,7 +18,7 @@ BASE = ColanetParams(m=3, e=1)
 
 
 def _tune(tmp_path, store, name="s", **kw):
-    cfg = TuneConfig(tune_dir=str(tmp_path / "tune"), name=name, batch=2, processes=2,
+    cfg = TuneConfig(tune_dir=str(tmp_path / "tune"), name=name, batch=2,
                      startup=2, **kw)
     return run_tune(EmbedConfig(out=store.path), cfg, BASE)
 

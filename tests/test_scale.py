@@ -1,0 +1,128 @@
+"""Scale past one machine: dask.distributed embedding and inference, fsspec URL stores.
+
+A LocalCluster of two worker processes stands in for a cluster and is reached by its scheduler
+address, the way a user reaches a real one (``--scheduler``). The kill harness covers a killed
+distributed embed (``tests/test_kill.py``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+from distributed import LocalCluster
+
+from pipeline.cluster import connect
+from pipeline.colanet import ColanetParams
+from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
+from pipeline.errors import UserError
+from pipeline.store import EmbeddingStore, store_exists
+from stages.embed import run_embed
+from stages.train_snn import evaluate, run_train_snn, train
+from tests.conftest import make_image_folder
+from tests.test_train_snn import separable_store
+
+SMALL = dict(image_size=32, chunk_size=8, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster:
+        yield ClusterConfig(scheduler=cluster.scheduler_address)
+
+
+def _arrays(path) -> dict[str, np.ndarray]:
+    g = zarr.open_group(str(path), mode="r")
+    return {f"{s}/{a}": np.asarray(g[s][a][:]) for s, _ in g.groups()
+            for a in ("features", "labels", "ids", "errors", "done")}
+
+
+def _assert_same_store(a, b) -> None:
+    a, b = _arrays(a), _arrays(b)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_cluster_embed_equals_single_process(tmp_path, scheduler):
+    root = make_image_folder(tmp_path / "imgs", per_class=10)
+    (root / "dog" / "broken.jpg").write_text("not an image")
+    cfg = EmbedConfig(data=f"imagefolder:{root}", threads=1, **SMALL)
+    serial = run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "one.zarr")}))
+    spread = run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "two.zarr")}), scheduler)
+    assert spread["complete"] and spread["images"] == serial["images"] == 31
+    assert spread["failures"] == serial["failures"] == 1
+    _assert_same_store(tmp_path / "one.zarr", tmp_path / "two.zarr")
+
+
+def test_store_started_here_is_finished_on_the_cluster_identically(tmp_path, scheduler):
+    """The store records the batch size and torch thread count its chunks are computed with, so
+    workers (one thread each by default) still compute a chunk exactly as the first run did."""
+    cfg = EmbedConfig(data="digits", limit=24, **SMALL)  # threads: torch's default here
+    run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "whole.zarr")}))
+    mixed = EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "mixed.zarr")})
+    assert not run_embed(mixed, stop_after_chunks=2)["complete"]
+    assert run_embed(mixed, scheduler)["images"] == 48 - 16
+    _assert_same_store(tmp_path / "whole.zarr", tmp_path / "mixed.zarr")
+
+
+def test_cluster_inference_equals_serial(tmp_path, scheduler):
+    store = separable_store(tmp_path / "s.zarr", n_train=150, n_test=90, chunk=16)
+    params = ColanetParams(m=3, e=3)
+    state, progress, complete = train(store, params, TrainConfig(), tmp_path / "run")
+    assert complete
+    serial = evaluate(store, "test", params, state, progress.sat)
+    with connect(scheduler) as client:
+        spread = evaluate(store, "test", params, state, progress.sat, client)
+    np.testing.assert_array_equal(serial[0], spread[0])
+    np.testing.assert_array_equal(serial[1], spread[1])
+    assert len(spread[0]) == 90 and (serial[0] == serial[1]).mean() > 0.8
+
+
+def test_train_snn_with_a_cluster_writes_the_same_metrics(tmp_path, scheduler):
+    store = separable_store(tmp_path / "s.zarr", n_train=100, n_test=40)
+    params = ColanetParams(m=3, e=2)
+    here = run_train_snn(EmbedConfig(out=store.path), TrainConfig(runs_dir=str(tmp_path / "a")),
+                         params)
+    there = run_train_snn(EmbedConfig(out=store.path), TrainConfig(runs_dir=str(tmp_path / "b")),
+                          params, scheduler)
+    for key in ("snn_accuracy", "no_answer_rate", "confusion", "probe_accuracy"):
+        assert here[key] == there[key], key
+
+
+def test_store_on_a_memory_fsspec_url_embeds_trains_and_matches_local(tmp_path):
+    url = "memory://annsnn-test/digits.zarr"
+    cfg = EmbedConfig(data="digits", limit=16, threads=1, **SMALL)
+    assert not store_exists(url)
+    run_embed(EmbedConfig(**{**cfg.to_dict(), "out": url}))
+    run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "local.zarr")}))
+    assert store_exists(url) and EmbeddingStore.open(url).is_complete()
+    _assert_same_store(url, tmp_path / "local.zarr")
+    assert run_embed(EmbedConfig(**{**cfg.to_dict(), "out": url}))["images"] == 0  # resumes: done
+    metrics = run_train_snn(EmbedConfig(out=url), TrainConfig(runs_dir=str(tmp_path / "runs"),
+                                                              skip_baselines=True),
+                            ColanetParams(m=2, e=1))
+    assert metrics["store"] == url and metrics["run_dir"].endswith("digits")
+    with pytest.raises(UserError, match="memory:// store lives inside one process"):
+        run_embed(EmbedConfig(**{**cfg.to_dict(), "out": "memory://annsnn-test/other.zarr"}),
+                  ClusterConfig(cluster="local:1"))
+
+
+def test_file_url_is_the_local_path(tmp_path):
+    cfg = EmbedConfig(data="digits", limit=8, threads=1, **SMALL)
+    run_embed(EmbedConfig(**{**cfg.to_dict(), "out": f"file://{tmp_path}/u.zarr"}))
+    assert EmbeddingStore.open(tmp_path / "u.zarr").is_complete()
+    assert run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "u.zarr")}))["images"] == 0
+
+
+@pytest.mark.parametrize("cluster, message", [
+    (ClusterConfig(cluster="local"), "use local:N"),
+    (ClusterConfig(cluster="local:0"), "use local:N"),
+    (ClusterConfig(cluster="k8s:3"), "use local:N"),
+    (ClusterConfig(cluster="local:2", scheduler="tcp://127.0.0.1:1"), "not both"),
+])
+def test_bad_cluster_options_are_refused(tmp_path, cluster, message):
+    with pytest.raises(UserError, match=message):
+        run_embed(EmbedConfig(data="digits", limit=8, out=str(tmp_path / "x.zarr"), **SMALL), cluster)
+    assert not store_exists(tmp_path / "x.zarr")
