@@ -13,7 +13,7 @@ ARGS       ?=
 
 EMBED_ARGS := --data $(DATA) --model $(MODEL) $(if $(CHECKPOINT),--weights $(CHECKPOINT),--weights $(WEIGHTS))
 
-.PHONY: install embed inspect train-snn tune test bench bench-embed bench-snn clean
+.PHONY: install embed inspect train-snn tune test bench bench-embed bench-snn bench-scale clean
 
 install: $(STAMP)
 
@@ -38,13 +38,16 @@ tune: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(ARGS)
 
-bench: bench-embed bench-snn
+bench: bench-embed bench-snn bench-scale
 
 bench-embed: $(STAMP)
 	$(PY) bench/embed.py $(ARGS)
 
 bench-snn: $(STAMP)
 	$(PY) bench/snn.py $(ARGS)
+
+bench-scale: $(STAMP)
+	$(PY) bench/scale.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

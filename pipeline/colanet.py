@@ -387,11 +387,13 @@ def init_state(params: ColanetParams, n_inputs: int, n_classes: int) -> ColanetS
     if n_classes < 1:
         raise ValueError(f"n_classes={n_classes!r}: must be >= 1")
     E, D, C, N = params.e, n_inputs, n_classes, n_classes * params.m
-    r0 = resource_of(0.0, params)
+    r0 = np.float32(resource_of(0.0, params))
+    # Every synapse alike: fill r, w and theta_add from one value each (no E x D x N float64
+    # temporaries: at 1000 classes and 15 copies the arrays hold 230 M synapses each).
     r = np.full((E, D, N), r0, np.float32)
-    w = weight_of(r, params)
+    w = np.full((E, D, N), weight_of(r[:1, :1, :1], params)[0, 0, 0], np.float32)
     st = ColanetState(r=r, w=w, **resting_dynamics(E, N, C, D))
-    sync_derived(params, st)
+    st.theta_add[...] = K.theta_of_column(w[0], 0, params.k_thr, params.resolved_gain(D))
     return st
 
 
@@ -414,7 +416,8 @@ def sync_derived(params: ColanetParams, state: ColanetState) -> None:
     """Recompute the cached weights ``w = w(r)`` and ``theta_add`` from ``r``
     (in place), e.g. after editing resources by hand."""
     g = params.resolved_gain(state.n_inputs)
-    state.w[...] = weight_of(state.r, params)
+    for e in range(state.n_copies):  # one copy at a time bounds the float64 temporaries
+        state.w[e] = weight_of(state.r[e], params)
     for e in range(state.n_copies):
         for n in range(state.n_neurons):
             state.theta_add[e, n] = K.theta_of_column(state.w[e], n, params.k_thr, g)

@@ -17,10 +17,14 @@ def running_accuracy(correct: np.ndarray, path: Path, window: int = 100) -> None
     fig, ax = plt.subplots(figsize=(7, 3.5))
     if len(correct):
         w = max(1, min(window, len(correct)))
+        seen = np.arange(1, len(correct) + 1)
         moving = np.convolve(correct, np.ones(w) / w, mode="valid")
-        ax.plot(np.arange(w, len(correct) + 1), moving, label=f"last {w} samples")
-        ax.plot(np.arange(1, len(correct) + 1), np.cumsum(correct) / np.arange(1, len(correct) + 1),
-                label="cumulative", alpha=0.7)
+        cumulative = np.cumsum(correct) / seen
+        # At most ~4000 points per line: a million-sample pass would otherwise cost matplotlib
+        # more memory than the training loop itself.
+        step = max(1, len(correct) // 4000)
+        ax.plot(seen[w - 1::step], moving[::step], label=f"last {w} samples")
+        ax.plot(seen[::step], cumulative[::step], label="cumulative", alpha=0.7)
     ax.set(xlabel="training samples seen", ylabel="online accuracy", ylim=(0, 1),
            title="CoLaNET online pass")
     ax.grid(alpha=0.3)
@@ -35,9 +39,10 @@ def confusion_matrix(confusion: np.ndarray, class_names: list[str], path: Path,
     """Rows: true class; columns: predicted class, the last one 'no answer'."""
     confusion = np.asarray(confusion)
     n = len(class_names)
-    fig, ax = plt.subplots(figsize=(max(5, 0.35 * n + 3), max(4, 0.35 * n + 2)))
+    # Capped size: at 1000 classes an uncapped figure would be a 6 GB canvas.
+    fig, ax = plt.subplots(figsize=(min(max(5, 0.35 * n + 3), 14), min(max(4, 0.35 * n + 2), 13)))
     im = ax.imshow(confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1), cmap="Blues",
-                   vmin=0, vmax=1)
+                   vmin=0, vmax=1, interpolation="nearest")
     if n <= 30:
         ax.set_xticks(range(n + 1), [*class_names, "none"], rotation=90, fontsize=7)
         ax.set_yticks(range(n), class_names, fontsize=7)

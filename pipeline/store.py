@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from pipeline.config import EmbedConfig
+from pipeline.data import source_name
 from pipeline.errors import UserError
 
 STORE_FORMAT = 1
@@ -39,6 +41,12 @@ STORE_FORMAT = 1
 def default_store_path(root: str | Path, dataset_name: str, model_name: str) -> str:
     """``data/embeddings/<data set>-<model>.zarr``: one store per (data set, encoder)."""
     return location(f"{str(root).rstrip('/')}/{dataset_name}-{model_name}.zarr")
+
+
+def store_path_for(cfg: EmbedConfig) -> str:
+    """Where the store of an embed config lives (``--out``, else named after data set and model)."""
+    return location(cfg.out) if cfg.out else default_store_path(cfg.embeddings_dir,
+                                                                source_name(cfg.data), cfg.model)
 
 
 def location(path: str | Path) -> str:
@@ -196,11 +204,14 @@ class EmbeddingStore:
             return flags
 
     def finished_rows(self, split: str) -> np.ndarray:
-        """Rows holding a real embedding: in a done chunk and not a skipped image."""
-        rows = np.zeros(self.split(split)["features"].shape[0], dtype=bool)
+        """Rows holding a real embedding: in a done chunk and not a skipped image. The reasons
+        are read a chunk at a time (as strings, a whole split of them is ~60 bytes a row)."""
+        errors = self.split(split)["errors"]
+        rows = np.zeros(errors.shape[0], dtype=bool)
         for c in np.flatnonzero(self.done_chunks(split)):
-            rows[self.chunk_slice(split, c)] = True
-        return rows & (np.asarray(self.split(split)["errors"][:]) == "")
+            chunk = self.chunk_slice(split, c)
+            rows[chunk] = np.asarray(errors[chunk]) == ""
+        return rows
 
     def is_complete(self) -> bool:
         return all(self.done_chunks(s).all() for s in self.splits)

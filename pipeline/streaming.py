@@ -1,7 +1,7 @@
 """Stage two's view of a store: finished rows streamed a chunk at a time, and the coding level.
 
-Memory stays flat as the data grows: one chunk of features (rows x D float32) is in memory at a
-time, plus O(n_rows) booleans for the finished-row mask.
+Memory stays flat as the data grows: one chunk of features (rows x D float32), labels and skip
+reasons is in memory at a time.
 """
 
 from __future__ import annotations
@@ -55,8 +55,7 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
     """
     require_complete(store, split)
     features = store.features(split)  # lazy: one dask block per Zarr chunk
-    labels = store.split(split)["labels"]
-    usable = store.finished_rows(split)
+    labels, errors = store.split(split)["labels"], store.split(split)["errors"]
     rows = store.chunk_rows(split)
     step = min(rows, max_rows) if max_rows else rows
     n = features.shape[0] if stop is None else min(stop, features.shape[0])
@@ -64,7 +63,7 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
     pos = start
     while pos < n:
         stop = min(n, (pos // rows + 1) * rows, pos + step)  # never cross a stored chunk
-        keep = np.flatnonzero(usable[pos:stop])
+        keep = np.flatnonzero(np.asarray(errors[pos:stop]) == "")  # all chunks are done
         x = np.asarray(features[pos:stop].compute())[keep]
         if not np.isfinite(x).all():
             bad = pos + keep[np.flatnonzero(~np.isfinite(x).all(axis=1))[0]]

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                                 config_from_args(args, ClusterConfig))
             print_summary(summary)
         elif args.command == "inspect":
-            from stages.embed import store_path_for
+            from pipeline.store import store_path_for
             from stages.inspect import describe
 
             print(describe(args.store or store_path_for(config_from_args(args, EmbedConfig))))

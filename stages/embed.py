@@ -23,12 +23,11 @@ from tqdm import tqdm
 
 from pipeline.cluster import connect, local_threads
 from pipeline.config import ClusterConfig, EmbedConfig
-from pipeline.data import DataSet, open_dataset, source_name
+from pipeline.data import DataSet, open_dataset
 from pipeline.encoder import Encoder, load_encoder
 from pipeline.errors import UserError
 from pipeline.lock import exclusive
-from pipeline.store import (EmbeddingStore, SplitLayout, default_store_path, location, storable_text,
-                            store_name)
+from pipeline.store import EmbeddingStore, SplitLayout, storable_text, store_name, store_path_for
 
 
 class _Images(Dataset):
@@ -45,12 +44,6 @@ class _Images(Dataset):
         except Exception as e:  # any decoder failure is a property of the file, recorded not fatal
             reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
             return self.blank, key, reason
-
-
-def store_path_for(cfg: EmbedConfig) -> str:
-    """Where the store of this config lives (``--out``, else named after data set and model)."""
-    return location(cfg.out) if cfg.out else default_store_path(cfg.embeddings_dir,
-                                                                source_name(cfg.data), cfg.model)
 
 
 def prepare(cfg: EmbedConfig) -> tuple[DataSet, Encoder]:

@@ -29,9 +29,8 @@ from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.lock import exclusive
 from pipeline.metrics import classification_metrics
-from pipeline.store import EmbeddingStore, store_exists, store_name
+from pipeline.store import EmbeddingStore, store_exists, store_name, store_path_for
 from pipeline.streaming import coding_levels, iter_batches, read_rows
-from stages.embed import run_embed, store_path_for
 
 
 @dataclass
@@ -68,6 +67,8 @@ def open_or_embed(embed_cfg: EmbedConfig, cluster: ClusterConfig = ClusterConfig
     path = store_path_for(embed_cfg)
     if not store_exists(path) or not EmbeddingStore.open(path).is_complete():
         print(f"{path} is missing or unfinished: running stage one first")
+        from stages.embed import run_embed  # torch is loaded only when there is embedding to do
+
         run_embed(embed_cfg, cluster)
     return EmbeddingStore.open(path)
 

@@ -113,6 +113,10 @@ def test_init_state_and_checkpoint_roundtrip(tmp_path):
     st = cn.init_state(p, 7, 4)
     assert st.r.shape == (2, 7, 12) and st.r.dtype == np.float32
     assert np.all(np.abs(st.w) < 1e-6)
+    derived = st.copy()  # init fills w and theta_add: exactly what w(r) and theta(w) give
+    derived.w[...], derived.theta_add[...] = 1.0, -1.0
+    cn.sync_derived(p, derived)
+    assert_states_match(st, derived, exact=True)
     x, y, _ = prototype_data(0, 6, n_classes=4, n_inputs=7, active=3)
     cn.train_chunk(p, st, x, y, np.arange(6), 1.0)
     np.savez(tmp_path / "s.npz", **cn.state_arrays(st))

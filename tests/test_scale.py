@@ -126,3 +126,27 @@ def test_bad_cluster_options_are_refused(tmp_path, cluster, message):
     with pytest.raises(UserError, match=message):
         run_embed(EmbedConfig(data="digits", limit=8, out=str(tmp_path / "x.zarr"), **SMALL), cluster)
     assert not store_exists(tmp_path / "x.zarr")
+
+
+def test_confusion_plot_of_1000_classes_stays_small(tmp_path):
+    from PIL import Image
+
+    from pipeline import plots
+
+    confusion = np.eye(1000, 1001, dtype=np.int64) * 3
+    plots.confusion_matrix(confusion, [f"c{i}" for i in range(1000)], tmp_path / "c.png")
+    with Image.open(tmp_path / "c.png") as image:
+        assert max(image.size) <= 1600
+
+
+def test_a_worker_that_sees_other_images_refuses(tmp_path):
+    """What a worker on another host does when its copy of the data differs from the store's."""
+    from stages.embed import embed_chunks_task, for_workers
+
+    here = make_image_folder(tmp_path / "here", per_class=4)
+    cfg = EmbedConfig(data=f"imagefolder:{here}", out=str(tmp_path / "s.zarr"), threads=1, **SMALL)
+    run_embed(cfg, stop_after_chunks=0)  # the coordinator creates the store
+    (here / "cat" / "img0.jpg").write_bytes(b"changed on this worker's disk")
+    with pytest.raises(UserError, match="sees other images or weights"):
+        embed_chunks_task(for_workers(cfg), cfg.out, [("train", 0)], 4, 1)
+    assert not EmbeddingStore.open(cfg.out).done_chunks("train").any()
