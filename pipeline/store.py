@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,12 @@ def location(path: str | Path) -> str:
     any other fsspec URL unchanged."""
     text = str(path)
     return text[len("file://"):] if text.startswith("file://") else text
+
+
+def absolute_location(path: str | Path) -> str:
+    """The location as a process with another working folder (a cluster worker) must see it: a
+    local path made absolute, a URL unchanged."""
+    return location(path) if is_url(path) else os.path.abspath(location(path))
 
 
 def is_url(path: str | Path) -> bool:

@@ -17,8 +17,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 from distributed import as_completed
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pipeline.cluster import connect, local_threads
@@ -27,7 +27,8 @@ from pipeline.data import DataSet, open_dataset
 from pipeline.encoder import Encoder, load_encoder
 from pipeline.errors import UserError
 from pipeline.lock import exclusive
-from pipeline.store import EmbeddingStore, SplitLayout, storable_text, store_name, store_path_for
+from pipeline.store import (EmbeddingStore, SplitLayout, absolute_location, storable_text, store_name,
+                            store_path_for)
 
 
 class _Images(Dataset):
@@ -113,8 +114,8 @@ def _embed(cfg: EmbedConfig, path: str, client, cluster: ClusterConfig,
         else:
             # One task per chunk; each worker writes its chunk and flag straight into the store.
             worker_cfg = for_workers(cfg)
-            futures = {client.submit(embed_chunks_task, worker_cfg, path, [key], batch_size,
-                                     threads, pure=False): key for key in todo}
+            futures = {client.submit(embed_chunks_task, worker_cfg, absolute_location(path), [key],
+                                     batch_size, threads, pure=False): key for key in todo}
             for future in as_completed(futures):
                 progress(*future.result())
     seconds = time.perf_counter() - started

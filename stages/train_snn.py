@@ -29,7 +29,8 @@ from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.lock import exclusive
 from pipeline.metrics import classification_metrics
-from pipeline.store import EmbeddingStore, store_exists, store_name, store_path_for
+from pipeline.store import (EmbeddingStore, absolute_location, store_exists, store_name,
+                            store_path_for)
 from pipeline.streaming import coding_levels, iter_batches, read_rows
 
 
@@ -187,7 +188,8 @@ def evaluate(store: EmbeddingStore, split: str, params: ColanetParams, state: Co
         return predict_rows(store.path, split, 0, None, params, state, sat)
     n_chunks = len(store.done_chunks(split))
     state_on_workers = client.scatter(state, broadcast=True)
-    futures = [client.submit(predict_rows, store.path, split, rows.start, rows.stop, params,
+    path = absolute_location(store.path)
+    futures = [client.submit(predict_rows, path, split, rows.start, rows.stop, params,
                              state_on_workers, sat, 1, pure=False)
                for rows in (store.chunk_slice(split, c) for c in range(n_chunks))]
     parts = client.gather(futures)

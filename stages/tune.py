@@ -22,7 +22,7 @@ from pipeline.cluster import connect
 from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig, TuneConfig
 from pipeline.errors import UserError
 from pipeline.lock import exclusive
-from pipeline.store import EmbeddingStore, store_name
+from pipeline.store import EmbeddingStore, absolute_location, store_name
 from pipeline.tuning import (SEARCH_SPACE, TrialLog, ask_batch, baseline_validation, joint_score,
                              run_trial, trial_params)
 from stages.train_snn import open_or_embed
@@ -69,8 +69,8 @@ def _run_study(cfg: TuneConfig, base: ColanetParams, stores: list[EmbeddingStore
     done = log.read()
     joint = len(stores) > 1
     if joint and not study.get("probe"):
-        found = client.gather([client.submit(baseline_validation, s.path, cfg.val_fraction)
-                               for s in stores])
+        found = client.gather([client.submit(baseline_validation, absolute_location(s.path),
+                                             cfg.val_fraction) for s in stores])
         study["probe"] = {s.path: b["probe"] for s, b in zip(stores, found)}
     study_file.write_text(json.dumps(study, indent=2))
     with tqdm(total=cfg.trials, initial=sum(n < cfg.trials for n in done), unit="trial",
@@ -90,8 +90,9 @@ def _run_study(cfg: TuneConfig, base: ColanetParams, stores: list[EmbeddingStore
                 parts[n] = {}
                 for s in stores:
                     params, coding = trial_params(base, values, s.attrs["encoder"]["feature_dim"])
-                    futures[client.submit(run_trial, s.path, params, coding, cfg.val_fraction,
-                                          cfg.numba_threads, pure=False)] = (n, values, s.path)
+                    futures[client.submit(run_trial, absolute_location(s.path), params, coding,
+                                          cfg.val_fraction, cfg.numba_threads,
+                                          pure=False)] = (n, values, s.path)
             for future in as_completed(list(futures)):
                 n, values, path = futures[future]
                 parts[n][path] = future.result()

@@ -56,6 +56,34 @@ def test_cluster_embed_equals_single_process(tmp_path, scheduler):
     _assert_same_store(tmp_path / "one.zarr", tmp_path / "two.zarr")
 
 
+def test_relative_paths_reach_workers_with_another_working_folder(tmp_path, scheduler,
+                                                                 monkeypatch):
+    """Remote workers do not share this process's working folder: data and store paths are sent
+    as absolute paths."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    make_image_folder(tmp_path / "imgs", per_class=4)
+    cfg = EmbedConfig(data="imagefolder:imgs", out="rel.zarr", threads=1, **SMALL)
+    with connect(scheduler) as client:
+        client.run(os.chdir, "/")
+        try:
+            summary = run_embed(cfg, scheduler)
+        finally:
+            client.run(os.chdir, str(tmp_path))
+    assert summary["complete"] and summary["images"] == 12
+    assert EmbeddingStore.open(tmp_path / "rel.zarr").finished_rows("train").all()
+    with connect(scheduler) as client:
+        client.run(os.chdir, "/")
+        try:  # the cluster evaluation reads the relative store too
+            metrics = run_train_snn(EmbedConfig(out="rel.zarr"),
+                                    TrainConfig(runs_dir="runs", skip_baselines=True),
+                                    ColanetParams(m=2, e=1), scheduler)
+        finally:
+            client.run(os.chdir, str(tmp_path))
+    assert metrics["n_test"] == 3  # a quarter of the 12 images
+
+
 def test_store_started_here_is_finished_on_the_cluster_identically(tmp_path, scheduler):
     """The store records the batch size and torch thread count its chunks are computed with, so
     workers (one thread each by default) still compute a chunk exactly as the first run did."""
