@@ -3,7 +3,8 @@
 Layout (readable with plain ``zarr``, ``dask.array.from_zarr`` and ``xarray.open_zarr``)::
 
     <name>.zarr/
-      zarr.json                 attributes: format, dataset, encoder, versions, layout, config
+      zarr.json                 attributes: format, dataset, encoder, versions, layout, config,
+                                batch_size and threads (what every chunk is computed with)
       <split>/                  train, test (and val where the source has one)
         features  (N, D) float32   chunks (chunk_size, D)   dims (sample, feature)
         labels    (N,)   int64     class index into attrs["dataset"]["class_names"]

@@ -26,6 +26,8 @@ def describe(path: str | Path) -> str:
         f"data      {data['spec']}  classes={len(data['class_names'])}  "
         f"fingerprint={data['fingerprint'][:16]}",
         f"versions  " + "  ".join(f"{k}={v}" for k, v in a["versions"].items()),
+        *([f"compute   batch_size={a['batch_size']}  torch_threads={a['threads']}  (every chunk "
+           f"is embedded with these)"] if "threads" in a else []),
         "",
         f"{'split':<6} {'rows':>7} {'dim':>5} {'dtype':<8} {'chunk':>10} {'done':>9} {'failures':>8}",
     ]

@@ -18,6 +18,7 @@ from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.store import EmbeddingStore, store_exists
 from stages.embed import run_embed
+from stages.inspect import describe
 from stages.train_snn import evaluate, run_train_snn, train
 from tests.conftest import make_image_folder
 from tests.test_train_snn import separable_store
@@ -126,6 +127,7 @@ def test_store_on_a_memory_fsspec_url_embeds_trains_and_matches_local(tmp_path):
     run_embed(EmbedConfig(**{**cfg.to_dict(), "out": url}))
     run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "local.zarr")}))
     assert store_exists(url) and EmbeddingStore.open(url).is_complete()
+    assert "torch_threads=1" in describe(url)  # inspect reads a URL store too
     _assert_same_store(url, tmp_path / "local.zarr")
     assert run_embed(EmbedConfig(**{**cfg.to_dict(), "out": url}))["images"] == 0  # resumes: done
     metrics = run_train_snn(EmbedConfig(out=url), TrainConfig(runs_dir=str(tmp_path / "runs"),
