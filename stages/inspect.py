@@ -25,7 +25,7 @@ def describe(path: str | Path) -> str:
         "preproc   " + ("  ".join(f"{k}={v}" for k, v in pre.items()) or "(imported features)"),
         f"data      {data['spec']}  classes={len(data['class_names'])}  "
         f"fingerprint={data['fingerprint'][:16]}",
-        f"versions  " + "  ".join(f"{k}={v}" for k, v in a["versions"].items()),
+        "versions  " + "  ".join(f"{k}={v}" for k, v in a["versions"].items()),
         *([f"compute   batch_size={a['batch_size']}  torch_threads={a['threads']}  (every chunk "
            f"is embedded with these)"] if "threads" in a else []),
         "",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 from PIL import Image
 
 
@@ -29,3 +30,13 @@ def make_image_folder(root: Path, classes=("cat", "dog", "owl"), per_class: int 
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     return make_image_folder(tmp_path / "images")
+
+
+def assert_same_store(a, b) -> None:
+    """Two stores hold bit-identical arrays (features, labels, ids, errors, done) in every split."""
+    ga, gb = zarr.open_group(str(a), mode="r"), zarr.open_group(str(b), mode="r")
+    assert sorted(n for n, _ in ga.groups()) == sorted(n for n, _ in gb.groups())
+    for split, _ in ga.groups():
+        for name in ("features", "labels", "ids", "errors", "done"):
+            np.testing.assert_array_equal(np.asarray(ga[split][name][:]),
+                                          np.asarray(gb[split][name][:]), err_msg=f"{split}/{name}")

@@ -4,7 +4,6 @@ and the model's mechanics (coding, timing, blocking, forcing, dopamine).
 All deterministic; no timing assertions.
 """
 
-import dataclasses
 
 import numba
 import numpy as np

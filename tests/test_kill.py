@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import zarr
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.tuning import TrialLog
+from tests.conftest import assert_same_store
 from tests.test_train_snn import separable_store
 
 KILLS = 3  # per stage in the default run (2 for the cluster embed); the slow test uses 10
@@ -46,12 +46,6 @@ def _run_killed(cmd: list[str], delays: list[float]) -> int:
     return killed
 
 
-def _store_arrays(path: Path) -> dict[str, np.ndarray]:
-    g = zarr.open_group(str(path), mode="r")
-    return {f"{s}/{a}": np.asarray(g[s][a][:]) for s, _ in g.groups()
-            for a in ("features", "labels", "ids", "errors", "done")}
-
-
 def _embed_cmd(out: Path, *extra: str, limit: int = 96, size: int = 32) -> list[str]:
     return [sys.executable, "-m", "stages", "embed", "--limit", str(limit), "--image-size",
             str(size), "--chunk-size", "8", "--batch-size", "8", "--threads", "1", "--out", str(out),
@@ -69,9 +63,7 @@ def _check_embed(tmp_path: Path, kills: int) -> None:
     subprocess.run(_embed_cmd(whole), cwd=ROOT, check=True, capture_output=True)
     assert _run_killed(_embed_cmd(cut), _kill_points(1, 2.0, 7.0, kills)) >= 1
     subprocess.run(_embed_cmd(cut), cwd=ROOT, check=True, capture_output=True)
-    a, b = _store_arrays(whole), _store_arrays(cut)
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert_same_store(whole, cut)
 
 
 def _check_cluster_embed(tmp_path: Path, kills: int) -> None:
@@ -83,9 +75,7 @@ def _check_cluster_embed(tmp_path: Path, kills: int) -> None:
     cmd = _embed_cmd(cut, "--cluster", "local:2", **shape)
     assert _run_killed(cmd, _kill_points(4, 9.0, 16.0, kills)) >= 1
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
-    a, b = _store_arrays(whole), _store_arrays(cut)
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert_same_store(whole, cut)
 
 
 def _check_train(tmp_path: Path, kills: int) -> None:

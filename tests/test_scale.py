@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import zarr
 from distributed import LocalCluster
 
 from pipeline.cluster import connect
@@ -20,7 +19,7 @@ from pipeline.store import EmbeddingStore, store_exists
 from stages.embed import run_embed
 from stages.inspect import describe
 from stages.train_snn import evaluate, run_train_snn, train
-from tests.conftest import make_image_folder
+from tests.conftest import assert_same_store, make_image_folder
 from tests.test_train_snn import separable_store
 
 SMALL = dict(image_size=32, chunk_size=8, batch_size=4)
@@ -33,19 +32,6 @@ def scheduler():
         yield ClusterConfig(scheduler=cluster.scheduler_address)
 
 
-def _arrays(path) -> dict[str, np.ndarray]:
-    g = zarr.open_group(str(path), mode="r")
-    return {f"{s}/{a}": np.asarray(g[s][a][:]) for s, _ in g.groups()
-            for a in ("features", "labels", "ids", "errors", "done")}
-
-
-def _assert_same_store(a, b) -> None:
-    a, b = _arrays(a), _arrays(b)
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-
-
 def test_cluster_embed_equals_single_process(tmp_path, scheduler):
     root = make_image_folder(tmp_path / "imgs", per_class=10)
     (root / "dog" / "broken.jpg").write_text("not an image")
@@ -54,7 +40,7 @@ def test_cluster_embed_equals_single_process(tmp_path, scheduler):
     spread = run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "two.zarr")}), scheduler)
     assert spread["complete"] and spread["images"] == serial["images"] == 31
     assert spread["failures"] == serial["failures"] == 1
-    _assert_same_store(tmp_path / "one.zarr", tmp_path / "two.zarr")
+    assert_same_store(tmp_path / "one.zarr", tmp_path / "two.zarr")
 
 
 def test_relative_paths_reach_workers_with_another_working_folder(tmp_path, scheduler,
@@ -93,7 +79,7 @@ def test_store_started_here_is_finished_on_the_cluster_identically(tmp_path, sch
     mixed = EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "mixed.zarr")})
     assert not run_embed(mixed, stop_after_chunks=2)["complete"]
     assert run_embed(mixed, scheduler)["images"] == 48 - 16
-    _assert_same_store(tmp_path / "whole.zarr", tmp_path / "mixed.zarr")
+    assert_same_store(tmp_path / "whole.zarr", tmp_path / "mixed.zarr")
 
 
 def test_cluster_inference_equals_serial(tmp_path, scheduler):
@@ -128,7 +114,7 @@ def test_store_on_a_memory_fsspec_url_embeds_trains_and_matches_local(tmp_path):
     run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "local.zarr")}))
     assert store_exists(url) and EmbeddingStore.open(url).is_complete()
     assert "torch_threads=1" in describe(url)  # inspect reads a URL store too
-    _assert_same_store(url, tmp_path / "local.zarr")
+    assert_same_store(url, tmp_path / "local.zarr")
     assert run_embed(EmbedConfig(**{**cfg.to_dict(), "out": url}))["images"] == 0  # resumes: done
     metrics = run_train_snn(EmbedConfig(out=url), TrainConfig(runs_dir=str(tmp_path / "runs"),
                                                               skip_baselines=True),
