@@ -192,7 +192,7 @@ def evaluate(store: EmbeddingStore, split: str, params: ColanetParams, state: Co
     futures = [client.submit(predict_rows, path, split, rows.start, rows.stop, params,
                              state_on_workers, sat, 1, pure=False)
                for rows in (store.chunk_slice(split, c) for c in range(n_chunks))]
-    parts = client.gather(futures)
+    parts = client.gather(futures) or [(np.zeros(0, np.int64), np.zeros(0, np.int64))]
     return np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts])
 
 

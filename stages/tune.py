@@ -1,9 +1,9 @@
 """`annsnn tune`: search CoLaNET's open parameters on a validation split, trials in parallel.
 
-Trials run as dask tasks on worker processes (``--cluster local:N``, default local:2, or
-``--scheduler ADDRESS``), one
-row per finished trial is appended to ``data/tune/<name>/trials.jsonl`` as it finishes, and a
-rerun resumes: finished trials are kept, the rest are asked again and get the same parameters.
+Trials run as dask tasks on worker processes (``--cluster local:N``, local:2 by default, or
+``--scheduler ADDRESS``). One row per finished trial is appended to
+``data/tune/<name>/trials.jsonl`` as it finishes, and a rerun resumes: finished trials are kept,
+the rest are asked again and get the same parameters.
 """
 
 from __future__ import annotations
