@@ -67,7 +67,7 @@ def connect(cfg: ClusterConfig, *, default_local: int | None = None,
             cluster.close()
 
 
-def local_threads(cfg: ClusterConfig) -> int:
+def task_threads(cfg: ClusterConfig) -> int:
     """Compute threads per task on this cluster: the cores of this machine shared by the local
     workers, or 1 on a remote cluster (its workers run one task per core)."""
     n = local_workers(cfg)

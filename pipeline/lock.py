@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import Iterator
 
 from pipeline.errors import UserError
+from pipeline.store import is_url, location
 
 
 @contextmanager
 def exclusive(output: str | Path) -> Iterator[None]:
     """Hold ``<output>.lock`` for the block; refuse at once if another process holds it."""
-    text = str(output)
-    if "://" in text and not text.startswith("file://"):
-        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    if is_url(output):
+        digest = hashlib.sha256(location(output).encode()).hexdigest()[:16]
         path = Path(tempfile.gettempdir(), "annsnn-locks", f"{digest}.lock")
     else:
-        path = Path(f"{text.removeprefix('file://')}.lock")
+        path = Path(f"{location(output)}.lock")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:

@@ -197,16 +197,18 @@ class EmbeddingStore:
         n = self.split(split)["features"].shape[0]
         return slice(chunk * rows, min((chunk + 1) * rows, n))
 
-    def done_chunks(self, split: str) -> np.ndarray:
-        """Boolean completion per chunk. A flag file cut short by a kill reads as not done."""
+    def done_chunks(self, split: str, chunks: slice = slice(None)) -> np.ndarray:
+        """Boolean completion of the split's chunks (all, or the range ``chunks``: only those
+        flag files are read). A flag file cut short by a kill reads as not done."""
         done = self.split(split)["done"]
         try:
-            return np.asarray(done[:], dtype=bool)
+            return np.asarray(done[chunks], dtype=bool)
         except Exception:  # a torn flag file: fall back to reading flag by flag
-            flags = np.zeros(done.shape[0], dtype=bool)
-            for i in range(done.shape[0]):
+            indices = range(done.shape[0])[chunks]
+            flags = np.zeros(len(indices), dtype=bool)
+            for k, i in enumerate(indices):
                 try:
-                    flags[i] = bool(done[i])
+                    flags[k] = bool(done[i])
                 except Exception:
                     pass
             return flags

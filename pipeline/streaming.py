@@ -39,11 +39,16 @@ def split_offset(store: EmbeddingStore, split: str) -> int:
     raise UserError(f"{store.path}: has no split {split!r}")
 
 
-def require_complete(store: EmbeddingStore, split: str) -> None:
-    done = store.done_chunks(split)
+def require_complete(store: EmbeddingStore, split: str, start: int = 0,
+                     stop: int | None = None) -> None:
+    """Refuse a split whose chunks holding rows ``start:stop`` are not all embedded (only their
+    flags are read: a worker evaluating one chunk does not read the whole split's)."""
+    rows = store.chunk_rows(split)
+    last = None if stop is None else -(-stop // rows)
+    done = store.done_chunks(split, slice(start // rows, last))
     if not done.all():
-        raise UserError(f"{store.path}: split {split!r} is embedded for {int(done.sum())} of "
-                        f"{len(done)} chunks; finish it with `make embed` (it resumes)")
+        raise UserError(f"{store.path}: split {split!r} has {int((~done).sum())} chunk(s) not "
+                        f"embedded yet; finish it with `make embed` (it resumes)")
 
 
 def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
@@ -53,7 +58,7 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
     ``max_rows`` cuts chunks into smaller stretches (e.g. to checkpoint every N samples).
     Rows whose image was skipped are left out. Non-finite features are refused.
     """
-    require_complete(store, split)
+    require_complete(store, split, start, stop)
     features = store.features(split)  # lazy: one dask block per Zarr chunk
     labels, errors = store.split(split)["labels"], store.split(split)["errors"]
     rows = store.chunk_rows(split)

@@ -9,7 +9,6 @@ worker writing its chunk straight into the store; the store is the same as one p
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from distributed import as_completed
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pipeline.cluster import connect, local_threads
+from pipeline.cluster import connect, task_threads
 from pipeline.config import ClusterConfig, EmbedConfig
 from pipeline.data import DataSet, open_dataset
 from pipeline.encoder import Encoder, load_encoder
@@ -83,7 +82,7 @@ def _embed(cfg: EmbedConfig, path: str, client, cluster: ClusterConfig,
     # A forward pass's float results depend on the batch shape and on torch's thread count, so a
     # store's chunks are all computed with the values it was created with: a resumed chunk, or one
     # computed by any cluster worker, is bit-identical to the same chunk of an uninterrupted run.
-    threads = cfg.threads or (local_threads(cluster) if client else torch.get_num_threads())
+    threads = cfg.threads or (task_threads(cluster) if client else torch.get_num_threads())
     store = EmbeddingStore.open_for_writing(
         path, identity=store_identity(ds, encoder),
         attrs={"dataset": {"spec": ds.spec, "name": ds.name, "root": ds.root,
@@ -195,14 +194,14 @@ def embed_chunks_task(cfg: dict[str, Any], path: str, chunks: list[tuple[str, in
     """A cluster task: :func:`embed_chunks` in a worker process, which checks that it sees the
     data and weights the store was created for."""
     store = EmbeddingStore.open(path, mode="r+")
-    wanted = store.attrs["identity"]
-    ds, encoder = worker_inputs(cfg)
-    if json.loads(json.dumps(store_identity(ds, encoder))) != wanted:
-        ds, encoder = worker_inputs(cfg, fresh=True)  # the files may have changed since
-        if json.loads(json.dumps(store_identity(ds, encoder))) != wanted:
-            raise UserError(f"worker {socket.gethostname()} sees other images or weights for "
-                            f"{cfg['data']} than the store {path} was created for; workers need "
-                            f"the same data and checkpoint under the same paths")
+    for fresh in (False, True):  # listed again when the files changed since this worker did
+        ds, encoder = worker_inputs(cfg, fresh=fresh)
+        if json.loads(json.dumps(store_identity(ds, encoder))) == store.attrs["identity"]:
+            break
+    else:
+        raise UserError(f"worker {socket.gethostname()} sees other images or weights for "
+                        f"{cfg['data']} than the store {path} was created for; workers need the "
+                        f"same data and checkpoint under the same paths")
     torch.set_num_threads(threads)
     return embed_chunks(ds, encoder, store, chunks, batch_size, workers=0, strict=cfg["strict"])
 
@@ -210,11 +209,15 @@ def embed_chunks_task(cfg: dict[str, Any], path: str, chunks: list[tuple[str, in
 def for_workers(cfg: EmbedConfig) -> dict[str, Any]:
     """The config as workers need it: relative local paths made absolute (a worker's working
     folder may differ; remote workers need the same paths mounted)."""
-    kind, sep, where = cfg.data.partition(":")
-    data = f"{kind}:{os.path.abspath(where)}" if sep and "://" not in where else cfg.data
+    data = cfg.data
+    if data.startswith(("imagefolder:", "csv:")):
+        kind, _, where = data.partition(":")
+        data = f"{kind}:{absolute_location(where)}"
+    elif data.endswith(".csv"):  # a bare CSV path is a csv: source too
+        data = absolute_location(data)
     weights = cfg.weights
-    if weights not in ("package", "hub", "none") and "://" not in weights:
-        weights = os.path.abspath(weights)
+    if weights not in ("package", "hub", "none"):  # a checkpoint path
+        weights = absolute_location(weights)
     return {**cfg.to_dict(), "data": data, "weights": weights}
 
 

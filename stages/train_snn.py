@@ -31,7 +31,7 @@ from pipeline.lock import exclusive
 from pipeline.metrics import classification_metrics
 from pipeline.store import (EmbeddingStore, absolute_location, store_exists, store_name,
                             store_path_for)
-from pipeline.streaming import coding_levels, iter_batches, read_rows
+from pipeline.streaming import coding_levels, iter_batches, read_rows, require_complete
 
 
 @dataclass
@@ -186,7 +186,8 @@ def evaluate(store: EmbeddingStore, split: str, params: ColanetParams, state: Co
     """
     if client is None:
         return predict_rows(store.path, split, 0, None, params, state, sat)
-    n_chunks = len(store.done_chunks(split))
+    require_complete(store, split)  # once here, not in every task
+    n_chunks = store.split(split)["done"].shape[0]
     state_on_workers = client.scatter(state, broadcast=True)
     path = absolute_location(store.path)
     futures = [client.submit(predict_rows, path, split, rows.start, rows.stop, params,

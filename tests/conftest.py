@@ -40,3 +40,51 @@ def assert_same_store(a, b) -> None:
         for name in ("features", "labels", "ids", "errors", "done"):
             np.testing.assert_array_equal(np.asarray(ga[split][name][:]),
                                           np.asarray(gb[split][name][:]), err_msg=f"{split}/{name}")
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str]:
+    """Run ``annsnn ARGV`` in this process; returns (exit status, stdout + stderr). Argparse's own
+    refusals (``SystemExit``) count as an exit status like any other."""
+    from stages.cli import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+def assert_refused(argv: list[str], capsys, *patterns: str) -> str:
+    """``annsnn ARGV`` exits with status 2, prints no traceback, and its message matches every
+    regular expression in ``patterns``; returns the output."""
+    import re
+
+    code, out = run_cli(argv, capsys)
+    assert code == 2, f"exit {code}, expected 2:\n{out}"
+    assert "Traceback" not in out, out
+    for p in patterns:
+        assert re.search(p, out), f"{p!r} not in:\n{out}"
+    return out
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file and folder under ``root`` (itself included): relative path -> (content hash or
+    "dir" or a symlink's target, mode). Equal snapshots mean nothing was added, changed or deleted."""
+    import hashlib
+    import os
+
+    root = Path(root)
+    out: dict[str, tuple[str, int]] = {}
+    if not root.exists() and not root.is_symlink():
+        return out
+    for path in [root, *sorted(root.rglob("*"))]:
+        rel = str(path.relative_to(root))
+        st = path.lstat()
+        if path.is_symlink():
+            out[rel] = ("link:" + os.readlink(path), st.st_mode)
+        elif path.is_dir():
+            out[rel] = ("dir", st.st_mode)
+        else:
+            out[rel] = (hashlib.sha256(path.read_bytes()).hexdigest(), st.st_mode)
+    return out

@@ -71,6 +71,18 @@ def test_relative_paths_reach_workers_with_another_working_folder(tmp_path, sche
     assert metrics["n_test"] == 3  # a quarter of the 12 images
 
 
+def test_config_sent_to_workers_names_absolute_paths(tmp_path, monkeypatch):
+    from stages.embed import for_workers
+
+    monkeypatch.chdir(tmp_path)
+    sent = [for_workers(EmbedConfig(data=d, weights=w)) for d, w in
+            [("csv:list.csv", "b3.pth"), ("list.csv", "package"), ("digits", "hub"),
+             ("imagefolder:s3://bucket/imgs", "none")]]
+    assert [(c["data"], c["weights"]) for c in sent] == [
+        (f"csv:{tmp_path}/list.csv", f"{tmp_path}/b3.pth"), (f"{tmp_path}/list.csv", "package"),
+        ("digits", "hub"), ("imagefolder:s3://bucket/imgs", "none")]
+
+
 def test_store_started_here_is_finished_on_the_cluster_identically(tmp_path, scheduler):
     """The store records the batch size and torch thread count its chunks are computed with, so
     workers (one thread each by default) still compute a chunk exactly as the first run did."""
@@ -137,6 +149,7 @@ def test_file_url_is_the_local_path(tmp_path):
     (ClusterConfig(cluster="local:0"), "use local:N"),
     (ClusterConfig(cluster="k8s:3"), "use local:N"),
     (ClusterConfig(cluster="local:2", scheduler="tcp://127.0.0.1:1"), "not both"),
+    (ClusterConfig(scheduler="tcp://127.0.0.1:1"), "could not reach the dask scheduler"),
 ])
 def test_bad_cluster_options_are_refused(tmp_path, cluster, message):
     with pytest.raises(UserError, match=message):
