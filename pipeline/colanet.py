@@ -379,6 +379,17 @@ _STATE_DTYPES = {
 }
 
 
+def state_schema(params: ColanetParams, n_inputs: int, n_classes: int
+                 ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array :func:`state_arrays` gives for this model size (the
+    checkpoint's contract: a file that differs is refused before it is used)."""
+    E, D, C, N = params.e, n_inputs, n_classes, n_classes * params.m
+    shapes = {"r": (E, D, N), "w": (E, D, N), "block_until": (E, C), "block_by": (E, C),
+              "t_out": (E, C), "arrival_bits": (D,), "acc": (D,)}
+    schema = {name: (shapes.get(name, (E, N)), np.dtype(dt)) for name, dt in _STATE_DTYPES.items()}
+    return {**schema, "t": ((), np.dtype(np.int64)), "n_seen": ((), np.dtype(np.int64))}
+
+
 def init_state(params: ColanetParams, n_inputs: int, n_classes: int) -> ColanetState:
     """Fresh ensemble: every synapse at ``r = r(0)`` (weight 0), all neuron
     state zero, all time stamps ``NEVER``, ``t = 0``."""

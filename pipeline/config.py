@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds lie in [0, 2**32)
+
+
+def _require(ok: bool, option: str, value: Any, why: str) -> None:
+    """Validation of one option: a ValueError naming the flag, the value and the rule."""
+    if not ok:
+        raise ValueError(f"--{option.replace('_', '-')} {value}: {why}")
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _check_threads(option: str, value: int | None) -> None:
+    if value is not None:
+        _require(1 <= value <= _cores(), option, value,
+                 f"must lie between 1 and this machine's {_cores()} cores")
 
 
 @dataclass(frozen=True)
@@ -26,6 +45,26 @@ class EmbedConfig:
     device: str = "auto"  # auto | cpu | cuda
     strict: bool = False  # fail on the first unreadable image instead of recording it
     overwrite: bool = False  # replace a store written for another encoder or data
+    verify: bool = False  # read every finished chunk and embed again those that do not decode
+
+    def __post_init__(self):
+        _require(self.image_size is None or 16 <= self.image_size <= 4096, "image_size",
+                 self.image_size, "must lie between 16 and 4096 pixels")
+        _require(0 <= self.split_seed <= MAX_SEED, "split_seed", self.split_seed,
+                 f"must lie between 0 and {MAX_SEED}")
+        _require(0.0 < self.test_fraction < 1.0, "test_fraction", self.test_fraction,
+                 "must lie strictly between 0 and 1")
+        _require(self.limit is None or self.limit >= 1, "limit", self.limit,
+                 "must be a positive number of images per split")
+        _require(self.chunk_size >= 1, "chunk_size", self.chunk_size, "must be positive")
+        _require(self.batch_size >= 1, "batch_size", self.batch_size, "must be positive")
+        _require(0 <= self.workers <= 256, "workers", self.workers, "must lie between 0 and 256")
+        # A store records its thread count and every later chunk uses it: a cluster worker may
+        # have more cores than this machine, so only the sign is checked here.
+        _require(self.threads is None or 1 <= self.threads <= 1024, "threads", self.threads,
+                 "must lie between 1 and 1024")
+        _require(self.device in ("auto", "cpu", "cuda"), "device", self.device,
+                 "must be auto, cpu or cuda")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,6 +94,17 @@ class TrainConfig:
     numba_threads: int | None = None  # None: numba's default (all cores)
     restart: bool = False  # discard this run's checkpoint and train afresh
 
+    def __post_init__(self):
+        _require(0.0 < self.sat_percentile <= 100.0, "sat_percentile", self.sat_percentile,
+                 "must lie in (0, 100]")
+        _require(self.sat_scope in ("global", "feature"), "sat_scope", self.sat_scope,
+                 "must be global or feature")
+        _require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every,
+                 "must be positive")
+        _require(self.eval_split in (None, "train", "val", "test"), "eval_split", self.eval_split,
+                 "must be train, val or test")
+        _check_threads("numba_threads", self.numba_threads)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -73,6 +123,16 @@ class TuneConfig:
     startup: int = 8  # random trials before TPE models the results
     numba_threads: int = 1  # per trial (workers run trials side by side)
 
+    def __post_init__(self):
+        _require(self.trials >= 1, "trials", self.trials, "must be positive")
+        _require(self.batch >= 1, "batch", self.batch, "must be positive")
+        _require(0.0 < self.val_fraction < 1.0, "val_fraction", self.val_fraction,
+                 "must lie strictly between 0 and 1")
+        _require(0 <= self.search_seed <= MAX_SEED, "search_seed", self.search_seed,
+                 f"must lie between 0 and {MAX_SEED}")
+        _require(self.startup >= 0, "startup", self.startup, "must be 0 or more")
+        _check_threads("numba_threads", self.numba_threads)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -87,6 +147,15 @@ class ClusterConfig:
 
     scheduler: str | None = None  # address of a running dask scheduler, e.g. tcp://10.0.0.5:8786
     cluster: str | None = None  # local:N: a LocalCluster of N worker processes
+
+    def __post_init__(self):
+        if self.cluster is not None:
+            kind, _, n = self.cluster.partition(":")
+            _require(kind == "local" and n.isdigit() and int(n) >= 1, "cluster", repr(self.cluster),
+                     "is not understood; use local:N (N worker processes on this machine), or "
+                     "--scheduler ADDRESS for a running cluster")
+        _require(not (self.scheduler and self.cluster), "scheduler", self.scheduler,
+                 "give --scheduler ADDRESS or --cluster local:N, not both")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

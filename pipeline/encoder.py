@@ -59,6 +59,12 @@ class Encoder:
                                   for k, v in self.data_config.items()},
                 "transform": str(self.transform)}
 
+    def compute(self) -> dict[str, str]:
+        """Where and in what precision features are computed: float results differ between CPU
+        float32 and CUDA float16 autocast, so a store records this and refuses a mix."""
+        return {"device": self.device.type,
+                "precision": "float16-autocast" if self.device.type == "cuda" else "float32"}
+
     @torch.inference_mode()
     def embed(self, images: torch.Tensor) -> np.ndarray:
         """(B, 3, H, W) preprocessed images -> (B, D) float32 pooled features."""
@@ -106,6 +112,11 @@ def load_encoder(model_name: str = "tf_efficientnet_lite0", weights: str = "pack
     data_config = timm.data.resolve_data_config(overrides, model=model)
     transform = timm.data.create_transform(**data_config, is_training=False)
 
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {device!r} must be auto, cpu or cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: torch sees no CUDA device on this machine; use --device cpu "
+                        "(or auto, which takes a GPU when there is one)")
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available()
                        else ("cpu" if device == "auto" else device))
     model.to(dev)

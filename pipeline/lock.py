@@ -1,10 +1,16 @@
-"""An exclusive lock per output (a store, a run folder, a study), held for a stage's lifetime.
+"""One lock per output (a store, a run folder, a study), held for a stage's lifetime.
 
 ``fcntl.flock`` on a ``.lock`` file beside the output: the kernel releases it when the holder
-exits, even by SIGKILL, so a killed run never leaves a stale lock. The file names its holder
-(pid, host, start time, command) for the message a second run gets. An output on an fsspec URL
-(an object store) is locked by a file in the local temporary folder named after the URL: that
-guards against a second run on this machine, not on another one.
+exits, even by SIGKILL, so a killed run never leaves a stale lock. Writers (embed, import,
+``--overwrite``, a training run in its run folder) hold it exclusively; readers of a store
+(train-snn, tune, report, inspect) hold it shared, so a store cannot be replaced or rewritten under a
+running train-snn while any number of readers share it.
+
+The lock is keyed by the output's resolved path: ``X.zarr``, ``X.zarr/``, ``./X.zarr`` and a symlink
+to it are one output with one lock file, ``<resolved path>.lock``. The file names its holder (pid,
+host, start time, command) for the message a refused run gets. An output on an fsspec URL (an
+object store) is locked by a file in the local temporary folder named after the URL: that guards
+against a second run on this machine, not on another one.
 """
 
 from __future__ import annotations
@@ -25,22 +31,55 @@ from pipeline.errors import UserError
 from pipeline.store import is_url, location
 
 
+def lock_path(output: str | Path) -> Path:
+    """The lock file of ``output``: beside its resolved path, or in the temporary folder for a URL."""
+    if is_url(output):
+        digest = hashlib.sha256(location(output).rstrip("/").encode()).hexdigest()[:16]
+        return Path(tempfile.gettempdir(), "annsnn-locks", f"{digest}.lock")
+    return Path(f"{os.path.realpath(os.path.expanduser(location(output)))}.lock")
+
+
 @contextmanager
 def exclusive(output: str | Path) -> Iterator[None]:
-    """Hold ``<output>.lock`` for the block; refuse at once if another process holds it."""
-    if is_url(output):
-        digest = hashlib.sha256(location(output).encode()).hexdigest()[:16]
-        path = Path(tempfile.gettempdir(), "annsnn-locks", f"{digest}.lock")
-    else:
-        path = Path(f"{location(output)}.lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold ``output``'s lock alone for the block; refuse at once if any process holds it."""
+    with _locked(output, fcntl.LOCK_EX):
+        yield
+
+
+@contextmanager
+def shared(output: str | Path) -> Iterator[None]:
+    """Hold ``output``'s lock beside other readers for the block; refuse at once if a writer
+    holds it. Where no lock file can be made (a read-only folder) nobody can write there either,
+    and the block runs unlocked; a local output that does not exist is not locked either (there is
+    nothing to read, and a reader leaves no lock file beside a mistyped path)."""
+    if not is_url(output) and not os.path.exists(os.path.expanduser(location(output))):
+        yield
+        return
+    with _locked(output, fcntl.LOCK_SH):
+        yield
+
+
+@contextmanager
+def _locked(output: str | Path, mode: int) -> Iterator[None]:
+    path = lock_path(output)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        if mode == fcntl.LOCK_SH and not path.exists():
+            yield
+            return
+        raise UserError(f"{path}: cannot create the lock file of {output} ({e.strerror or e}); "
+                        f"check that its folder is writable") from None
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"{output} is in use by {_holder(path)}; wait for that run to end or "
-                            f"stop it, then run again") from None
+            role = "written" if mode == fcntl.LOCK_EX else "read"
+            raise UserError(f"{output} is in use by {_holder(path)} (it cannot be {role} while "
+                            f"that runs); wait for that run to end or stop it, then run again") from None
+        # Readers record themselves too (the latest one is named), so a refused writer is told
+        # who reads the output now, not who last wrote it.
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "since": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -54,5 +93,5 @@ def _holder(path: Path) -> str:
     try:
         h = json.loads(path.read_text())
         return f"pid {h['pid']} on {h['host']} since {h['since']} ({h['command']})"
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return "another process"

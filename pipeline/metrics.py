@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import numpy as np
+
+CONFUSION_IN_JSON = 1000  # at this many classes or more the matrix goes to confusion.npy
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
@@ -19,4 +25,21 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
     return {"accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
             "no_answer_rate": float((~answered).mean()) if len(y_true) else 0.0,
             "per_class_accuracy": per_class.round(6).tolist(),
-            "confusion": confusion.tolist()}
+            "confusion": confusion}
+
+
+def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics.json`` as strict JSON (a non-finite number is a bug, refused here, never written as
+    ``NaN``); a confusion matrix of 1,000+ classes goes to ``confusion.npy`` beside it, and the
+    JSON names that file instead of holding millions of numbers. Returns what was written."""
+    run_dir = Path(run_dir)
+    confusion = np.asarray(metrics["confusion"])
+    out = dict(metrics)
+    if confusion.shape[0] >= CONFUSION_IN_JSON:
+        np.save(run_dir / "confusion.npy", confusion)
+        out["confusion"] = "confusion.npy"
+    else:
+        out["confusion"] = confusion.tolist()
+        (run_dir / "confusion.npy").unlink(missing_ok=True)
+    (run_dir / "metrics.json").write_text(json.dumps(out, indent=2, allow_nan=False))
+    return out

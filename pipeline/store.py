@@ -34,10 +34,16 @@ import numpy as np
 import zarr
 
 from pipeline.config import EmbedConfig
-from pipeline.data import source_name
+from pipeline.data import SPLIT_NAMES, source_name
 from pipeline.errors import UserError
 
 STORE_FORMAT = 1
+# Every chunk is written even when it equals the fill value (zarr skips those by default; the
+# setting is per process, not stored in the array): a finished chunk without its file is then
+# damage, never a legitimate chunk of zeros (see EmbeddingStore.chunk_problems).
+zarr.config.set({"array.write_empty_chunks": True})
+OWNER = "created_by"  # zarr.json attribute written with the group, before anything else
+REQUIRED_ATTRS = ("dataset", "encoder", "identity", "layout")  # dicts every finished store has
 
 
 def default_store_path(root: str | Path, dataset_name: str, model_name: str) -> str:
@@ -119,37 +125,54 @@ class EmbeddingStore:
         """Open an existing store: read-only, or ``mode="r+"`` for a worker writing chunks of a
         store that its coordinating process created (and checked) with :meth:`open_for_writing`."""
         path = location(path)
-        try:
-            group = zarr.open_group(path, mode=mode)
-        except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-            raise UserError(f"{path}: no embedding store here; run `make embed` (or "
-                            f"`annsnn embed`) first") from None
-        if group.attrs.get("format") != STORE_FORMAT:
-            raise UserError(f"{path}: not an embedding store of format {STORE_FORMAT}; "
-                            f"rerun `annsnn embed --overwrite` to rebuild it")
+        group = _open_group(path, mode)
+        attrs = dict(group.attrs)
+        if attrs.get("format") != STORE_FORMAT:
+            what = ("its creation was interrupted" if attrs.get(OWNER) == "annsnn"
+                    else f"not an embedding store of format {STORE_FORMAT}")
+            raise UserError(f"{path}: {what}; run `annsnn embed` with the same options to finish it "
+                            f"(or --overwrite to rebuild it)")
+        missing = [k for k in REQUIRED_ATTRS if not isinstance(attrs.get(k), dict)]
+        if missing:
+            raise UserError(f"{path}/zarr.json: damaged attributes (missing {', '.join(missing)}); "
+                            f"rebuild the store with `annsnn embed --overwrite`")
         return cls(group, path)
+
+    @staticmethod
+    def refuse_foreign(path: str | Path) -> None:
+        """Refuse ``path`` as an output unless it is free or one of our stores (reads only: called
+        before the store's lock file is made, so a refused run writes nothing)."""
+        _ownership(location(path))
 
     @classmethod
     def open_for_writing(cls, path: str | Path, *, identity: dict[str, Any],
                          attrs: dict[str, Any], splits: dict[str, SplitLayout], feature_dim: int,
                          chunk_size: int, overwrite: bool = False) -> "EmbeddingStore":
-        """Open ``path`` to continue it, or create it.
+        """Open our store at ``path`` to continue it, or create it where nothing of anyone else's is.
 
         ``identity`` (encoder and data fingerprint) must equal the stored one, else the store is
-        refused unless ``overwrite``. A store whose creation was interrupted (no ``format``
-        attribute yet) holds no finished chunk and is simply created again.
+        refused unless ``overwrite``. Only our own stores are ever reset: a folder is ours when its
+        ``zarr.json`` carries the marker written first at creation (:data:`OWNER`), and then only
+        what we create in it (``zarr.json`` and the split groups) is deleted. A store whose creation
+        was interrupted (marker, no ``format`` yet) holds no finished chunk and is created again. A
+        missing or empty folder is created; any other existing folder is refused untouched.
         """
         path = location(path)
         identity = json.loads(json.dumps(identity))  # compare as stored: tuples become lists
-        if not overwrite and store_exists(path):
-            group = zarr.open_group(path, mode="r+")
-            if group.attrs.get("format") == STORE_FORMAT:
-                stored = group.attrs.get("identity", {})
-                if stored != identity:
-                    raise UserError(f"{path}: {_describe_mismatch(stored, identity)}; pass "
-                                    f"--overwrite to replace it, or --out to write elsewhere")
-                return cls(group, path)
-        group = zarr.open_group(path, mode="w")
+        status = _ownership(path)
+        if status == "complete" and not overwrite:
+            group = _open_group(path, "r+")
+            stored = group.attrs.get("identity", {})
+            if stored != identity:
+                raise UserError(f"{path}: {_describe_mismatch(stored, identity)}; pass "
+                                f"--overwrite to replace it, or --out to write elsewhere")
+            return cls(group, path)
+        if status in ("complete", "partial", "damaged"):
+            if status == "damaged" and not overwrite:
+                raise UserError(f"{path}/zarr.json: damaged (not readable JSON); rerun with "
+                                f"--overwrite to rebuild this store")
+            _remove_own_entries(path)
+        group = zarr.create_group(store=path, attributes={OWNER: "annsnn"})  # the marker, first
         for name, split in splits.items():
             n = len(split.labels)
             sub = group.create_group(name)
@@ -165,7 +188,8 @@ class EmbeddingStore:
             sub.create_array("done", shape=(math.ceil(n / rows),), chunks=(1,), dtype=bool,
                              fill_value=False, compressors=None, dimension_names=("chunk",))
         # The format marker goes last: its presence means the layout is complete.
-        group.attrs.update({**attrs, "identity": identity, "layout": {"chunk_size": chunk_size},
+        group.attrs.update({**attrs, "identity": identity,
+                            "layout": {"chunk_size": chunk_size, "empty_chunks_written": True},
                             "versions": software_versions(), "format": STORE_FORMAT})
         return cls(group, path)
 
@@ -220,8 +244,43 @@ class EmbeddingStore:
         rows = np.zeros(errors.shape[0], dtype=bool)
         for c in np.flatnonzero(self.done_chunks(split)):
             chunk = self.chunk_slice(split, c)
-            rows[chunk] = np.asarray(errors[chunk]) == ""
+            try:
+                rows[chunk] = np.asarray(errors[chunk]) == ""
+            except Exception:  # a damaged chunk holds nothing usable (chunk_problems names it)
+                pass
         return rows
+
+    def chunk_problems(self, split: str, *, decode: bool = False) -> dict[int, str]:
+        """Finished chunks of ``split`` that do not hold what their ``done`` flag promises:
+        chunk -> what is wrong. A chunk file that is missing is found from one listing of the
+        split's keys; with ``decode`` every finished chunk is also read (a truncated or corrupt
+        file fails to decode). Such chunks are never trained on: ``embed`` embeds them again."""
+        sub = self.split(split)
+        done = np.flatnonzero(self.done_chunks(split))
+        problems: dict[int, str] = {}
+        features = sub["features"]
+        present = _chunk_keys(self.group.store, features.path)
+        all_written = bool(self.attrs.get("layout", {}).get("empty_chunks_written"))
+        for c in done:
+            key = features.metadata.encode_chunk_key((int(c), 0))
+            if key in present:
+                continue
+            # Older stores skipped chunks equal to the fill value: all-zero features are
+            # legitimate there when every image of the chunk failed to embed.
+            rows = self.chunk_slice(split, int(c))
+            if all_written or not _all_failed(sub["errors"], rows):
+                problems[int(c)] = f"file {features.path}/{key} is missing"
+        if decode:
+            for c in done:
+                if int(c) in problems:
+                    continue
+                rows = self.chunk_slice(split, int(c))
+                try:
+                    for name in ("features", "errors", "labels"):
+                        np.asarray(sub[name][rows])
+                except Exception as e:  # any codec or I/O failure is damage of this chunk's files
+                    problems[int(c)] = f"{name} cannot be decoded ({type(e).__name__})"
+        return problems
 
     def is_complete(self) -> bool:
         return all(self.done_chunks(s).all() for s in self.splits)
@@ -291,6 +350,91 @@ def write_arrays(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarra
             store.write_chunk(name, int(c), np.asarray(x[rows], dtype=np.float32),
                               np.full(rows.stop - rows.start, "", dtype=object).astype(str))
     return store
+
+
+def _chunk_keys(store, array_path: str) -> set[str]:
+    """Keys of the chunk files an array holds, relative to the array (one listing)."""
+    from zarr.core.sync import sync
+
+    prefix = f"{array_path}/"
+
+    async def collect() -> set[str]:
+        return {k[len(prefix):] async for k in store.list_prefix(prefix)}
+
+    return sync(collect())
+
+
+def _all_failed(errors, rows: slice) -> bool:
+    try:
+        return bool((np.asarray(errors[rows]) != "").all())
+    except Exception:
+        return False
+
+
+def _open_group(path: str, mode: str) -> zarr.Group:
+    """The Zarr group at ``path``; a missing or damaged one becomes a message naming the file.
+
+    A local path is opened as an absolute one: dask tasks built from the group's arrays may run in
+    worker processes with another working folder, where a relative path would name no store and
+    read as chunks of zeros."""
+    try:
+        return zarr.open_group(absolute_location(path), mode=mode)
+    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        raise UserError(f"{path}: no embedding store here; run `annsnn embed` (or `make embed`) "
+                        f"first") from None
+    except (ValueError, TypeError, KeyError, OSError, zarr.errors.BaseZarrError) as e:
+        raise UserError(f"{path}/zarr.json: damaged ({type(e).__name__}); rebuild the store with "
+                        f"`annsnn embed --overwrite`") from None
+
+
+def _fs(path: str):
+    import fsspec
+
+    return fsspec.core.url_to_fs(path)
+
+
+def _ownership(path: str) -> str:
+    """What is at ``path``: ``absent`` (nothing, or an empty folder), ``complete`` or ``partial``
+    (our store, finished layout or interrupted creation), ``damaged`` (an unreadable
+    ``zarr.json`` among only the entries we create); anything else is refused here, untouched."""
+    fs, root = _fs(path)
+    if not fs.exists(root):
+        return "absent"
+    if not fs.isdir(root):
+        raise UserError(f"{path}: is a file, not an embedding store; nothing was written: choose "
+                        f"another --out")
+    names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
+    if not names:
+        return "absent"
+    if "zarr.json" not in names:
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise UserError(f"{path}: an existing folder that is not an embedding store (it holds "
+                        f"{shown}); nothing was written: give --out a new or empty folder, e.g. "
+                        f"{path.rstrip('/')}/store.zarr")
+    try:
+        attrs = json.loads(fs.cat(f"{root.rstrip('/')}/zarr.json")).get("attributes", {})
+    except (ValueError, AttributeError, OSError):
+        if set(names) <= {"zarr.json", *SPLIT_NAMES}:
+            return "damaged"
+        raise UserError(f"{path}/zarr.json: damaged, and the folder holds other files; nothing was "
+                        f"written: move them or give --out another folder") from None
+    if attrs.get("format") == STORE_FORMAT:
+        return "complete"
+    if attrs.get(OWNER) == "annsnn":
+        return "partial"
+    raise UserError(f"{path}: a Zarr store that annsnn did not create; nothing was written: give "
+                    f"--out a new or empty folder")
+
+
+def _remove_own_entries(path: str) -> None:
+    """Delete what we create in a store folder (the split groups, then ``zarr.json``, so a kill
+    in between still leaves the marker); anything else in the folder is kept."""
+    fs, root = _fs(path)
+    root = root.rstrip("/")
+    for name in SPLIT_NAMES:
+        if fs.exists(f"{root}/{name}"):
+            fs.rm(f"{root}/{name}", recursive=True)
+    fs.rm(f"{root}/zarr.json")
 
 
 def storable_text(values) -> np.ndarray:

@@ -41,14 +41,44 @@ def split_offset(store: EmbeddingStore, split: str) -> int:
 
 def require_complete(store: EmbeddingStore, split: str, start: int = 0,
                      stop: int | None = None) -> None:
-    """Refuse a split whose chunks holding rows ``start:stop`` are not all embedded (only their
-    flags are read: a worker evaluating one chunk does not read the whole split's)."""
+    """Refuse a split whose chunks holding rows ``start:stop`` are not all embedded, or whose
+    finished chunks lack their file (a missing chunk would read as rows of zeros). Only the flags
+    of those chunks and one listing of keys are read."""
     rows = store.chunk_rows(split)
     last = None if stop is None else -(-stop // rows)
     done = store.done_chunks(split, slice(start // rows, last))
     if not done.all():
         raise UserError(f"{store.path}: split {split!r} has {int((~done).sum())} chunk(s) not "
-                        f"embedded yet; finish it with `make embed` (it resumes)")
+                        f"embedded yet; finish it with `annsnn embed` (it resumes)")
+    first = start // rows
+    damaged = {c: why for c, why in store.chunk_problems(split).items()
+               if first <= c < (len(done) + first)}
+    if damaged:
+        c, why = min(damaged.items())
+        raise UserError(f"{store.path}: split {split!r} chunk {c} is damaged ({why}"
+                        f"{f'; {len(damaged) - 1} more' if len(damaged) > 1 else ''}); rerun "
+                        f"`annsnn embed` with the store's options to embed it again")
+
+
+def check_split(store: EmbeddingStore, split: str, *, needs_positive: bool = False) -> int:
+    """Read a whole split once before any learning or scoring: every chunk finished, present and
+    decodable, every usable feature finite, at least one usable row (and, for the coder's train
+    split, one positive feature). Returns the usable row count; refusals name split, chunk or row.
+    """
+    n_usable, top = 0, -np.inf
+    for batch in iter_batches(store, split):
+        n_usable += len(batch.labels)
+        if len(batch.labels):
+            top = max(top, float(batch.features.max()))
+    if n_usable == 0:
+        n = store.split(split)["features"].shape[0]
+        raise UserError(f"{store.path}: split {split!r} has no usable rows ({n} rows, every image "
+                        f"failed to embed; `annsnn inspect` lists why)")
+    if needs_positive and top <= 0:
+        raise UserError(f"{store.path}: split {split!r} has no positive feature (largest {top:g}); "
+                        f"the rate coder turns positive activations into spikes: check the encoder "
+                        f"and its weights")
+    return n_usable
 
 
 def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
@@ -59,23 +89,35 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
     Rows whose image was skipped are left out. Non-finite features are refused.
     """
     require_complete(store, split, start, stop)
-    features = store.features(split)  # lazy: one dask block per Zarr chunk
-    labels, errors = store.split(split)["labels"], store.split(split)["errors"]
+    # Read with zarr in this process: a stretch is at most one chunk, and a dask compute would run
+    # on a cluster's workers whenever a distributed client is active.
+    group = store.split(split)
+    features, labels, errors = group["features"], group["labels"], group["errors"]
     rows = store.chunk_rows(split)
     step = min(rows, max_rows) if max_rows else rows
     n = features.shape[0] if stop is None else min(stop, features.shape[0])
     offset = split_offset(store, split)
+    n_classes = len(store.class_names)
     pos = start
     while pos < n:
         stop = min(n, (pos // rows + 1) * rows, pos + step)  # never cross a stored chunk
-        keep = np.flatnonzero(np.asarray(errors[pos:stop]) == "")  # all chunks are done
-        x = np.asarray(features[pos:stop].compute())[keep]
+        try:
+            keep = np.flatnonzero(np.asarray(errors[pos:stop]) == "")  # all chunks are done
+            x = np.asarray(features[pos:stop])[keep]
+            y = np.asarray(labels[pos:stop])[keep].astype(np.int64)
+        except Exception as e:  # a codec or I/O failure: this chunk's files are damaged
+            raise UserError(f"{store.path}: split {split!r} chunk {pos // rows} cannot be decoded "
+                            f"({type(e).__name__}); rerun `annsnn embed --verify` with the store's "
+                            f"options to embed it again") from None
+        if len(y) and (y.min() < 0 or y.max() >= n_classes):
+            bad = pos + keep[np.flatnonzero((y < 0) | (y >= n_classes))[0]]
+            raise UserError(f"{store.path}: split {split!r} row {bad} has a label outside the "
+                            f"{n_classes} classes; the store is damaged: rebuild it with --overwrite")
         if not np.isfinite(x).all():
             bad = pos + keep[np.flatnonzero(~np.isfinite(x).all(axis=1))[0]]
             raise UserError(f"{store.path}: split {split!r} row {bad} holds NaN or infinite "
                             f"features; re-embed it (annsnn embed --overwrite)")
-        yield Batch(features=x, labels=np.asarray(labels[pos:stop])[keep].astype(np.int64),
-                    sample_id=(offset + pos + keep).astype(np.int64), stop=stop)
+        yield Batch(features=x, labels=y, sample_id=(offset + pos + keep).astype(np.int64), stop=stop)
         pos = stop
 
 

@@ -30,7 +30,8 @@ HELP = {
     "threads": "torch CPU threads",
     "device": "auto | cpu | cuda",
     "strict": "stop at the first unreadable image instead of recording it",
-    "overwrite": "replace a store written for another encoder or data",
+    "overwrite": "replace a store written for another encoder or data (only one of our stores)",
+    "verify": "read every finished chunk; embed again those that are damaged",
     "run": "run folder name under RUNS_DIR (default: the store's name)",
     "runs_dir": "folder of the run folders",
     "sat_percentile": "coding saturation: this percentile of the positive train features",
@@ -76,15 +77,17 @@ def add_config_options(parser, config_type: type) -> None:
 
 
 def config_from_args(args: argparse.Namespace, config_type: type):
-    return config_type(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_type)})
+    """The typed config of the parsed options; a value it refuses becomes a one-line error, before
+    anything runs."""
+    try:
+        return config_type(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_type)})
+    except ValueError as e:
+        raise UserError(str(e)) from None
 
 
 def colanet_params(args: argparse.Namespace) -> ColanetParams:
     """The CoLaNET options as a record; a bad value becomes a one-line error."""
-    try:
-        return config_from_args(args, ColanetParams)
-    except ValueError as e:
-        raise UserError(str(e)) from None
+    return config_from_args(args, ColanetParams)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,12 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_options(snn.add_argument_group("cluster for embedding and evaluation (default: this "
                                               "process)"), ClusterConfig)
     add_config_options(snn.add_argument_group("CoLaNET (see docs and spec)"), ColanetParams)
+    snn.set_defaults(data=None)  # None: not given (a missing --out store is then an error)
     tune = sub.add_parser("tune", help="search CoLaNET parameters on a validation split")
     add_config_options(tune, EmbedConfig)
     add_config_options(tune.add_argument_group("search"), TuneConfig)
     add_config_options(tune.add_argument_group("cluster running the trials (default: local:2)"),
                        ClusterConfig)
     add_config_options(tune.add_argument_group("CoLaNET base parameters"), ColanetParams)
+    tune.set_defaults(data=None)
     report = sub.add_parser("report", help="CoLaNET, linear probe and NCM on several stores, one table")
     report.add_argument("stores", nargs="+", help="store paths")
     add_config_options(report.add_argument_group("run"), TrainConfig)
@@ -126,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    data_given = getattr(args, "data", None) is not None
+    if hasattr(args, "data") and args.data is None:
+        args.data = EmbedConfig.data
     try:
         if args.command == "embed":
             from stages.embed import print_summary, run_embed
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
             base = colanet_params(args)
             print_rows(run_tune(config_from_args(args, EmbedConfig), config_from_args(args, TuneConfig),
-                                base, config_from_args(args, ClusterConfig)))
+                                base, config_from_args(args, ClusterConfig), data_given=data_given))
         elif args.command == "report":
             from stages.report import print_report, run_report
 
@@ -167,9 +175,14 @@ def main(argv: list[str] | None = None) -> int:
             train_cfg = config_from_args(args, TrainConfig)
             params = colanet_params(args)
             print_table(run_train_snn(config_from_args(args, EmbedConfig), train_cfg, params,
-                                      config_from_args(args, ClusterConfig)))
+                                      config_from_args(args, ClusterConfig), data_given=data_given))
     except UserError as e:
         print(f"annsnn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the machine refused (disk full, permissions): name the file and reason
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"annsnn {args.command}: error: {where}{e.strerror or e}; fix that and rerun "
+              f"(finished work is kept)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"annsnn {args.command}: interrupted; finished chunks are kept, rerun to continue",

@@ -72,13 +72,14 @@ def run_embed(cfg: EmbedConfig, cluster: ClusterConfig = ClusterConfig(), *,
         raise UserError(f"--chunk-size {cfg.chunk_size} and --batch-size {cfg.batch_size} "
                         f"must be positive")
     path = store_path_for(cfg)
+    EmbeddingStore.refuse_foreign(path)
+    ds, encoder = prepare(cfg)  # every input checked before anything (a lock file) is written
     with exclusive(path), connect(cluster, stores=(path,)) as client:
-        return _embed(cfg, path, client, cluster, stop_after_chunks)
+        return _embed(cfg, path, ds, encoder, client, cluster, stop_after_chunks)
 
 
-def _embed(cfg: EmbedConfig, path: str, client, cluster: ClusterConfig,
-           stop_after_chunks: int | None) -> dict[str, Any]:
-    ds, encoder = prepare(cfg)
+def _embed(cfg: EmbedConfig, path: str, ds: DataSet, encoder: Encoder, client,
+           cluster: ClusterConfig, stop_after_chunks: int | None) -> dict[str, Any]:
     # A forward pass's float results depend on the batch shape and on torch's thread count, so a
     # store's chunks are all computed with the values it was created with: a resumed chunk, or one
     # computed by any cluster worker, is bit-identical to the same chunk of an uninterrupted run.
@@ -89,13 +90,21 @@ def _embed(cfg: EmbedConfig, path: str, client, cluster: ClusterConfig,
                            "class_names": list(ds.class_names), "fingerprint": ds.fingerprint,
                            "sizes": {k: len(v) for k, v in ds.splits.items()}},
                "encoder": encoder.identity(), "config": cfg.to_dict(),
-               "batch_size": cfg.batch_size, "threads": threads},
+               "batch_size": cfg.batch_size, "threads": threads, "compute": encoder.compute()},
         splits={k: SplitLayout(labels=v.labels, ids=v.ids) for k, v in ds.splits.items()},
         feature_dim=encoder.feature_dim, chunk_size=cfg.chunk_size, overwrite=cfg.overwrite)
     batch_size = int(store.attrs.get("batch_size", cfg.batch_size))
     threads = int(store.attrs.get("threads", threads))
+    require_same_compute(store, encoder, "this run")
 
-    todo = [(s, int(c)) for s in store.splits for c in np.flatnonzero(~store.done_chunks(s))]
+    todo = []
+    for s in store.splits:
+        damaged = store.chunk_problems(s, decode=cfg.verify)  # finished on paper, not on disk
+        for c, why in sorted(damaged.items()):
+            print(f"{path}: split {s!r} chunk {c} is damaged ({why}); embedding it again")
+        redo = ~store.done_chunks(s)
+        redo[list(damaged)] = True
+        todo += [(s, int(c)) for c in np.flatnonzero(redo)]
     if stop_after_chunks is not None:
         todo = todo[:stop_after_chunks]
     n_images = sum(rows.stop - rows.start for rows in (store.chunk_slice(s, c) for s, c in todo))
@@ -124,6 +133,17 @@ def _embed(cfg: EmbedConfig, path: str, client, cluster: ClusterConfig,
                "complete": store.is_complete()}
     store.record_run(summary)
     return summary
+
+
+def require_same_compute(store: EmbeddingStore, encoder: Encoder, who: str) -> None:
+    """Refuse to add chunks computed on another device or precision than the store's others."""
+    stored = store.attrs.get("compute")
+    if stored and stored != encoder.compute():
+        raise UserError(f"{store.path}: its features were computed on {stored['device']} "
+                        f"({stored['precision']}) but {who} computes on "
+                        f"{encoder.compute()['device']} ({encoder.compute()['precision']}), which "
+                        f"gives other floats; rerun with --device {stored['device']}, or "
+                        f"--overwrite to rebuild the store")
 
 
 def embed_chunks(ds: DataSet, encoder: Encoder, store: EmbeddingStore, chunks: list[tuple[str, int]],
@@ -202,6 +222,7 @@ def embed_chunks_task(cfg: dict[str, Any], path: str, chunks: list[tuple[str, in
         raise UserError(f"worker {socket.gethostname()} sees other images or weights for "
                         f"{cfg['data']} than the store {path} was created for; workers need the "
                         f"same data and checkpoint under the same paths")
+    require_same_compute(store, encoder, f"worker {socket.gethostname()}")
     torch.set_num_threads(threads)
     return embed_chunks(ds, encoder, store, chunks, batch_size, workers=0, strict=cfg["strict"])
 

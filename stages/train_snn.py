@@ -21,17 +21,19 @@ from tqdm import tqdm
 
 from pipeline import plots
 from pipeline.baselines import linear_probe, nearest_class_mean
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.checkpoint import (check_arrays, load_checkpoint, remove_stale_temporaries,
+                                 save_checkpoint)
 from pipeline.colanet import (ColanetParams, ColanetState, infer_chunk, init_state, readout,
-                              state_arrays, state_from_arrays, train_chunk)
+                              state_arrays, state_from_arrays, state_schema, train_chunk)
 from pipeline.cluster import connect
 from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
 from pipeline.errors import UserError
-from pipeline.lock import exclusive
-from pipeline.metrics import classification_metrics
+from pipeline.lock import exclusive, shared
+from pipeline.metrics import classification_metrics, write_metrics
+from pipeline.outputs import check_name, claim_folder
 from pipeline.store import (EmbeddingStore, absolute_location, store_exists, store_name,
                             store_path_for)
-from pipeline.streaming import coding_levels, iter_batches, read_rows, require_complete
+from pipeline.streaming import check_split, coding_levels, iter_batches, read_rows, require_complete
 
 
 @dataclass
@@ -63,14 +65,38 @@ class _StopRequested:
             signal.signal(s, h)
 
 
-def open_or_embed(embed_cfg: EmbedConfig, cluster: ClusterConfig = ClusterConfig()) -> EmbeddingStore:
-    """The store of ``embed_cfg``; embeds (or finishes embedding) it first when needed."""
-    path = store_path_for(embed_cfg)
-    if not store_exists(path) or not EmbeddingStore.open(path).is_complete():
-        print(f"{path} is missing or unfinished: running stage one first")
-        from stages.embed import run_embed  # torch is loaded only when there is embedding to do
+def open_or_embed(embed_cfg: EmbedConfig, cluster: ClusterConfig = ClusterConfig(), *,
+                  data_given: bool = True) -> EmbeddingStore:
+    """The finished store of ``embed_cfg``, embedding it first where that is what was asked.
 
-        run_embed(embed_cfg, cluster)
+    A missing store is embedded from ``embed_cfg`` (the default store of ``--data``), except a
+    missing ``--out`` given without ``--data``: a mistyped path must not quietly embed the
+    built-in digits. An unfinished store is finished with the embed configuration the store
+    itself records, never with this command line's defaults.
+    """
+    path = store_path_for(embed_cfg)
+    if store_exists(path):
+        try:
+            store = EmbeddingStore.open(path)
+        except UserError:
+            if not data_given:  # e.g. a creation that was interrupted: nothing recorded yet
+                raise
+            store = None
+        if store is not None and store.is_complete():
+            return store
+        if store is not None:
+            recorded = store.attrs.get("config", {})
+            if "data" not in recorded:
+                raise UserError(f"{path}: unfinished, and not made by `annsnn embed` (it was "
+                                f"imported); run the same `annsnn import` again to finish it")
+            embed_cfg = EmbedConfig.from_dict({**recorded, "out": path, "overwrite": False})
+    elif embed_cfg.out and not data_given:
+        raise UserError(f"{path}: no store here; run `annsnn embed --out {path} ...` first, or "
+                        f"pass --data to embed one there now")
+    print(f"{path} is missing or unfinished: running stage one first")
+    from stages.embed import run_embed  # torch is loaded only when there is embedding to do
+
+    run_embed(embed_cfg, cluster)
     return EmbeddingStore.open(path)
 
 
@@ -83,24 +109,53 @@ def checkpoint_identity(store: EmbeddingStore) -> dict[str, Any]:
             "feature_dim": a["encoder"]["feature_dim"], "class_names": a["dataset"]["class_names"]}
 
 
-def load_progress(path: Path, store: EmbeddingStore, params: ColanetParams
+def coding_config(train_cfg: TrainConfig) -> dict[str, Any]:
+    """The input coding's settings: part of the model, compared on resume like its parameters."""
+    return {"sat_percentile": train_cfg.sat_percentile, "sat_scope": train_cfg.sat_scope}
+
+
+def load_progress(path: Path, store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig
                   ) -> tuple[ColanetState, Progress] | None:
+    """The run's state from its checkpoint (None when there is none). A checkpoint of another
+    store or model configuration, or a damaged one, is refused naming the file."""
     if not path.exists():
         return None
     arrays, meta = load_checkpoint(path)
     want = checkpoint_identity(store)
     if meta.get("identity") != want:
-        diff = [k for k in want if meta.get("identity", {}).get(k) != want[k]]
+        diff = [k for k in want if (meta.get("identity") or {}).get(k) != want[k]]
         raise UserError(f"{path}: checkpoint was trained on another store ({', '.join(diff)} "
                         f"differ from {store.path}); use --run NAME for a new run or --restart")
-    if meta.get("params") != params.to_dict():
-        diff = sorted(k for k, v in params.to_dict().items() if meta.get("params", {}).get(k) != v)
-        raise UserError(f"{path}: checkpoint was trained with other parameters ({', '.join(diff)}); "
-                        f"use --run NAME for a new run or --restart to discard it")
+    stored = {**(meta.get("params") or {}),
+              **(meta.get("coding") or {k: (meta.get("train") or {}).get(k)
+                                        for k in coding_config(train_cfg)})}
+    current = {**params.to_dict(), **coding_config(train_cfg)}
+    if stored != current:
+        diff = sorted(k for k in current if stored.get(k) != current[k])
+        raise UserError(f"{path}: checkpoint was trained with other settings "
+                        f"({', '.join(f'{k}={stored.get(k)!r}' for k in diff) or 'unknown keys'}; "
+                        f"this run: {', '.join(f'{k}={current[k]!r}' for k in diff)}); pass the "
+                        f"same options, --run NAME for a new run, or --restart to discard it")
+    d, c = store.attrs["encoder"]["feature_dim"], len(store.class_names)
+    n_rows = store.split("train")["features"].shape[0]
+    try:
+        cursor, seconds = int(meta["cursor"]), float(meta["train_seconds"])
+        sat = (np.asarray(meta["sat"], dtype=np.float64) if isinstance(meta["sat"], list)
+               else float(meta["sat"]))
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path}: checkpoint metadata is damaged (cursor, sat or seconds); rerun "
+                        f"with --restart to discard it and train afresh") from None
+    n_online = len(arrays.get("online_correct", ()))
+    check_arrays(path, arrays, {**state_schema(params, d, c),
+                                "online_correct": ((n_online,), np.bool_),
+                                "online_answered": ((n_online,), np.bool_)})
+    if not 0 <= cursor <= n_rows or n_online > cursor or np.shape(sat) not in ((), (d,)):
+        raise UserError(f"{path}: checkpoint is inconsistent (cursor {cursor} of {n_rows} rows, "
+                        f"{n_online} online results, sat of shape {np.shape(sat)}); rerun with "
+                        f"--restart to discard it")
     online = {k: arrays.pop(k) for k in ("online_correct", "online_answered")}
-    sat = np.asarray(meta["sat"], dtype=np.float64) if isinstance(meta["sat"], list) else meta["sat"]
-    return state_from_arrays(arrays), Progress(cursor=meta["cursor"], sat=sat,
-                                               train_seconds=meta["train_seconds"], **online)
+    return state_from_arrays(arrays), Progress(cursor=cursor, sat=sat, train_seconds=seconds,
+                                               **online)
 
 
 def save_progress(path: Path, store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig,
@@ -117,7 +172,8 @@ def _save_progress(path: Path, store: EmbeddingStore, params: ColanetParams, tra
     save_checkpoint(path, {**state_arrays(state), "online_correct": progress.online_correct,
                            "online_answered": progress.online_answered},
                     {"identity": checkpoint_identity(store), "params": params.to_dict(),
-                     "train": train_cfg.to_dict(), "store": store.path, "cursor": progress.cursor,
+                     "coding": coding_config(train_cfg), "train": train_cfg.to_dict(),
+                     "store": store.path, "cursor": progress.cursor,
                      "sat": np.asarray(progress.sat).tolist(), "train_seconds": progress.train_seconds})
 
 
@@ -129,12 +185,20 @@ def train(store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig, 
     stops (with a checkpoint) once that many samples have been learned in this call: a stand-in
     for an interruption in tests.
     """
-    if train_cfg.checkpoint_every < 1:
-        raise UserError(f"--checkpoint-every {train_cfg.checkpoint_every} must be positive")
+    state, progress = start_or_resume(store, params, train_cfg, run_dir)
+    return train_from(store, params, train_cfg, run_dir, state, progress,
+                      stop_after_samples=stop_after_samples)
+
+
+def start_or_resume(store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig,
+                    run_dir: Path) -> tuple[ColanetState, Progress]:
+    """The state the online pass continues from: the run's checkpoint, or a fresh model whose
+    coding levels are measured on the train split."""
     ckpt = run_dir / "checkpoint.npz"
+    remove_stale_temporaries(ckpt)  # left by a writer killed mid-save; we hold the run's lock
     if train_cfg.restart:
         ckpt.unlink(missing_ok=True)
-    resumed = load_progress(ckpt, store, params)
+    resumed = load_progress(ckpt, store, params, train_cfg)
     if resumed is None:
         sat_started = time.perf_counter()
         sat = coding_levels(store, "train", train_cfg.sat_percentile, train_cfg.sat_scope)
@@ -144,6 +208,14 @@ def train(store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig, 
                             train_seconds=time.perf_counter() - sat_started)
     else:
         state, progress = resumed
+    return state, progress
+
+
+def train_from(store: EmbeddingStore, params: ColanetParams, train_cfg: TrainConfig, run_dir: Path,
+               state: ColanetState, progress: Progress, *, stop_after_samples: int | None = None
+               ) -> tuple[ColanetState, Progress, bool]:
+    """The online pass from ``progress.cursor`` to the end of the train split, checkpointing."""
+    ckpt = run_dir / "checkpoint.npz"
     n_usable = int(store.finished_rows("train").sum())
     n_rows = store.split("train")["features"].shape[0]
     learned_now, since_checkpoint = 0, 0
@@ -213,30 +285,45 @@ def predict_rows(path: str, split: str, start: int, stop: int | None, params: Co
 
 
 def run_train_snn(embed_cfg: EmbedConfig, train_cfg: TrainConfig, params: ColanetParams,
-                  cluster: ClusterConfig = ClusterConfig(), *,
+                  cluster: ClusterConfig = ClusterConfig(), *, data_given: bool = True,
                   stop_after_samples: int | None = None) -> dict[str, Any] | None:
     """Embed if needed, train (resuming), evaluate, write the run folder; returns the metrics
     (None when stopped early by ``stop_after_samples``).
 
-    The online pass runs here (each sample learns from the state the previous one left); with a
+    The store is read under its shared lock (it cannot be replaced meanwhile) and the run folder is
+    written under its exclusive lock; every input is checked before the run folder is touched. The
+    online pass runs here (each sample learns from the state the previous one left); with a
     cluster, embedding and the frozen evaluation spread over its workers.
     """
     if train_cfg.numba_threads:
         numba.set_num_threads(train_cfg.numba_threads)
-    store = open_or_embed(embed_cfg, cluster)
-    eval_split = train_cfg.eval_split or ("test" if "test" in store.splits else "val")
-    store.split(eval_split)  # refuse an unknown split before training, not after
-    run_dir = Path(train_cfg.runs_dir) / (train_cfg.run or store_name(store.path))
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config = {"embed": embed_cfg.to_dict(), "train": train_cfg.to_dict(),
-              "colanet": params.to_dict(), "store": store.path}
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    if train_cfg.run is not None:
+        check_name(train_cfg.run, "--run")
+    path = open_or_embed(embed_cfg, cluster, data_given=data_given).path
+    with shared(path):
+        store = EmbeddingStore.open(path)
+        eval_split = train_cfg.eval_split or ("test" if "test" in store.splits else "val")
+        store.split(eval_split)  # refuse an unknown split before training, not after
+        check_split(store, "train", needs_positive=True)
+        check_split(store, eval_split)
+        run_dir = claim_folder(Path(train_cfg.runs_dir) / (train_cfg.run or store_name(path)), "run")
+        with exclusive(run_dir):
+            state, progress = start_or_resume(store, params, train_cfg, run_dir)
+            # What runs is now settled (a refused checkpoint wrote nothing): record it.
+            _write_json(run_dir / "config.json", {
+                "store": path, "embed": store.attrs["config"], "train": train_cfg.to_dict(),
+                "colanet": params.to_dict(), "coding": coding_config(train_cfg)})
+            state, progress, complete = train_from(store, params, train_cfg, run_dir, state,
+                                                   progress, stop_after_samples=stop_after_samples)
+            if not complete:
+                return None
+            return _evaluate_run(store, eval_split, params, train_cfg, cluster, state, progress,
+                                 run_dir)
 
-    with exclusive(run_dir):
-        state, progress, complete = train(store, params, train_cfg, run_dir,
-                                          stop_after_samples=stop_after_samples)
-    if not complete:
-        return None
+
+def _evaluate_run(store: EmbeddingStore, eval_split: str, params: ColanetParams,
+                  train_cfg: TrainConfig, cluster: ClusterConfig, state: ColanetState,
+                  progress: Progress, run_dir: Path) -> dict[str, Any]:
     seconds = {"train": round(progress.train_seconds, 3)}
     started = time.perf_counter()
     with connect(cluster, stores=(store.path,)) as client:
@@ -244,9 +331,12 @@ def run_train_snn(embed_cfg: EmbedConfig, train_cfg: TrainConfig, params: Colane
     seconds["snn_eval"] = round(time.perf_counter() - started, 3)
     classes = store.class_names
     snn = classification_metrics(y_test, pred, len(classes))
+    finite_sat = np.asarray(progress.sat, dtype=np.float64)
+    finite_sat = finite_sat[np.isfinite(finite_sat)]  # features never positive have no level
     metrics: dict[str, Any] = {
-        "store": store.path, "run_dir": str(run_dir), "eval_split": eval_split, "n_train": len(progress.online_correct),
-        "n_test": int(len(y_test)), "sat": float(np.median(progress.sat)),
+        "store": store.path, "run_dir": str(run_dir), "eval_split": eval_split,
+        "n_train": len(progress.online_correct), "n_test": int(len(y_test)),
+        "sat": float(np.median(finite_sat)) if finite_sat.size else None,
         "sat_scope": train_cfg.sat_scope,
         "snn_accuracy": snn["accuracy"], "no_answer_rate": snn["no_answer_rate"],
         "online_train_accuracy": float(progress.online_correct.mean()),
@@ -261,9 +351,12 @@ def run_train_snn(embed_cfg: EmbedConfig, train_cfg: TrainConfig, params: Colane
         metrics["ncm_accuracy"] = float((nearest_class_mean(x_train, y_train, x_test) == y_test).mean())
         seconds["baselines"] = round(time.perf_counter() - started, 3)
     metrics["seconds"] = seconds
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     _plot(run_dir, store, eval_split, params, state, progress, snn, classes)
-    return metrics
+    return write_metrics(run_dir, metrics)
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> None:
+    path.write_text(json.dumps(value, indent=2, allow_nan=False))
 
 
 def _plot(run_dir: Path, store: EmbeddingStore, split: str, params: ColanetParams,

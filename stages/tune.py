@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -21,45 +22,64 @@ from pipeline.colanet import ColanetParams
 from pipeline.cluster import connect
 from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig, TuneConfig
 from pipeline.errors import UserError
-from pipeline.lock import exclusive
+from pipeline.lock import exclusive, shared
+from pipeline.outputs import check_name, claim_folder
 from pipeline.store import EmbeddingStore, absolute_location, store_name
+from pipeline.streaming import check_split
 from pipeline.tuning import (SEARCH_SPACE, TrialLog, ask_batch, baseline_validation, joint_score,
                              run_trial, trial_params)
 from stages.train_snn import open_or_embed
 
 
 def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetParams,
-             cluster: ClusterConfig = ClusterConfig()) -> list[dict[str, Any]]:
+             cluster: ClusterConfig = ClusterConfig(), *, data_given: bool = True
+             ) -> list[dict[str, Any]]:
     """Run (or resume) the study; returns all finished trial rows, best first.
 
     With one store a trial's score is its validation accuracy. With ``cfg.stores`` (a joint
     study) every trial runs on every store and scores :func:`pipeline.tuning.joint_score`.
     """
-    if cfg.trials < 1 or cfg.batch < 1:
-        raise UserError("--trials and --batch must be positive")
-    stores = ([open_or_embed(embed_cfg, cluster)] if not cfg.stores else
-              [EmbeddingStore.open(p) for p in cfg.stores.split(",") if p])
+    if cfg.name is not None:
+        check_name(cfg.name, "--name")
+    paths = ([open_or_embed(embed_cfg, cluster, data_given=data_given).path] if not cfg.stores
+             else [p for p in cfg.stores.split(",") if p])
+    if not paths:
+        raise UserError(f"--stores {cfg.stores!r} names no store")
+    with ExitStack() as readers:
+        for p in paths:
+            readers.enter_context(shared(p))  # no store may be replaced while trials read it
+        stores = [EmbeddingStore.open(p) for p in paths]
+        for s in stores:
+            check_split(s, "train", needs_positive=True)
+        return _run_locked(cfg, base, cluster, stores)
+
+
+def _run_locked(cfg: TuneConfig, base: ColanetParams, cluster: ClusterConfig,
+                stores: list[EmbeddingStore]) -> list[dict[str, Any]]:
     dims = {s.attrs["encoder"]["feature_dim"] for s in stores}
     name = cfg.name or ("joint-" + "-".join(store_name(s.path) for s in stores)
                         if len(stores) > 1 else store_name(stores[0].path))
     study_dir = Path(cfg.tune_dir) / name
-    study_dir.mkdir(parents=True, exist_ok=True)
     study = {"stores": [s.path for s in stores], "identity": [s.attrs["identity"] for s in stores],
              "space": {k: asdict(v) for k, v in SEARCH_SPACE.items()}, "base": base.to_dict(),
              **{k: getattr(cfg, k) for k in ("batch", "val_fraction", "search_seed", "startup")}}
     study = json.loads(json.dumps(study))
     study_file = study_dir / "study.json"
-    if study_file.exists():
-        old = json.loads(study_file.read_text())
-        if {k: v for k, v in old.items() if k != "probe"} != study:
-            raise UserError(f"{study_file}: this study was started with other settings (stores, "
-                            f"space, base parameters, batch, val fraction, search seed or "
-                            f"startup); use --name NEW")
-        study["probe"] = old.get("probe")
-
-    with exclusive(study_dir), connect(cluster, default_local=2,
-                                       stores=tuple(s.path for s in stores)) as client:
-        return _run_study(cfg, base, stores, dims, study_dir, study, study_file, client)
+    claim_folder(study_dir, "study")
+    with exclusive(study_dir):
+        if study_file.exists():
+            try:
+                old = json.loads(study_file.read_text())
+            except ValueError:
+                raise UserError(f"{study_file}: damaged (not readable JSON); start the study "
+                                f"afresh under another --name") from None
+            if {k: v for k, v in old.items() if k != "probe"} != study:
+                raise UserError(f"{study_file}: this study was started with other settings "
+                                f"(stores, space, base parameters, batch, val fraction, search "
+                                f"seed or startup); use --name NEW")
+            study["probe"] = old.get("probe")
+        with connect(cluster, default_local=2, stores=tuple(s.path for s in stores)) as client:
+            return _run_study(cfg, base, stores, dims, study_dir, study, study_file, client)
 
 
 def _run_study(cfg: TuneConfig, base: ColanetParams, stores: list[EmbeddingStore], dims: set[int],

@@ -68,9 +68,10 @@ def assert_refused(argv: list[str], capsys, *patterns: str) -> str:
     return out
 
 
-def snapshot(root: Path) -> dict[str, tuple[str, int]]:
+def snapshot(root: Path, *, locks: bool = True) -> dict[str, tuple[str, int]]:
     """Every file and folder under ``root`` (itself included): relative path -> (content hash or
-    "dir" or a symlink's target, mode). Equal snapshots mean nothing was added, changed or deleted."""
+    "dir" or a symlink's target, mode). Equal snapshots mean nothing was added, changed or deleted.
+    ``locks=False`` leaves out our ``*.lock`` files: a reader records itself in the lock it holds."""
     import hashlib
     import os
 
@@ -79,6 +80,8 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
     if not root.exists() and not root.is_symlink():
         return out
     for path in [root, *sorted(root.rglob("*"))]:
+        if not locks and path.name.endswith(".lock") and path.is_file():
+            continue
         rel = str(path.relative_to(root))
         st = path.lstat()
         if path.is_symlink():
@@ -88,3 +91,21 @@ def snapshot(root: Path) -> dict[str, tuple[str, int]]:
         else:
             out[rel] = (hashlib.sha256(path.read_bytes()).hexdigest(), st.st_mode)
     return out
+
+
+def damage_zip_member(data: bytes, member: str) -> bytes:
+    """The bytes of a zip (an ``.npz``) with 16 bytes in the middle of ``member``'s own data
+    flipped: the directory stays intact, so only reading that member finds the damage."""
+    import io
+    import struct
+    import zipfile
+
+    data = bytearray(data)
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as z:
+        info = z.getinfo(member)
+    name_length, extra_length = struct.unpack_from("<HH", data, info.header_offset + 26)
+    start = info.header_offset + 30 + name_length + extra_length  # the member's own bytes
+    middle = start + info.compress_size // 2
+    for i in range(middle, middle + 16):
+        data[i] ^= 0xA5
+    return bytes(data)

@@ -79,8 +79,13 @@ def test_checkpoint_of_another_store_or_params_is_refused(tmp_path):
     other = separable_store(tmp_path / "o.zarr", dim=40, seed=1)
     with pytest.raises(UserError, match="another store.*feature_dim"):
         _run(tmp_path, other)
-    with pytest.raises(UserError, match="other parameters.*d_h"):
+    with pytest.raises(UserError, match="other settings.*d_h"):
         _run(tmp_path, store, params=ColanetParams(m=3, e=2, d_h=-0.2))
+    # The coding is part of the model: another saturation is refused like another parameter.
+    with pytest.raises(UserError, match="other settings.*sat_scope='feature'.*sat_scope='global'"):
+        _run(tmp_path, store, sat_scope="global")
+    with pytest.raises(UserError, match="other settings.*sat_percentile"):
+        _run(tmp_path, store, sat_percentile=97.0)
     assert _run(tmp_path, store, params=ColanetParams(m=3, e=2, d_h=-0.2), restart=True)
 
 
