@@ -26,29 +26,29 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline.cluster import connect  # noqa: E402
-from pipeline.colanet import ColanetParams  # noqa: E402
-from pipeline.config import ClusterConfig, TrainConfig  # noqa: E402
+from pipeline.colanet import ColanetConfig  # noqa: E402
+from pipeline.config import ClusterConfig  # noqa: E402
 from pipeline.store import EmbeddingStore  # noqa: E402
-from pipeline.tuning import (CODING_KEYS, SEARCH_SPACE, baseline_validation,  # noqa: E402
+from pipeline.tuning import (SEARCH_SPACE, baseline_validation,  # noqa: E402
                              joint_score, run_trial, trial_params)
 
 SPEC_DEFAULTS = {"d_h": -0.114, "dopamine": 0.227, "r_s": 0.159, "k_thr": 0.00107, "s_stim": 0.63,
                  "m": 10, "e": 15, "forcing": "most_depolarised", "blocking": "column",
                  "coder": "accumulator", "burst_scope": "continuous",
-                 "gain_scale": 640.0 / ColanetParams().gain_total,
+                 "gain_scale": 640.0 / ColanetConfig().gain_total,
                  "sat_percentile": 99.0, "sat_scope": "global"}
 SPEC_CODING = {"sat_percentile": 99.0, "sat_scope": "global"}  # the coding before it was searched
+CODING_KEYS = tuple(SPEC_CODING)
 FLIPS = {"forcing": ("most_depolarised", "all"), "blocking": ("column", "none"),
          "coder": ("accumulator", "bernoulli"), "burst_scope": ("sample", "continuous"),
          "sat_scope": ("global", "feature")}
 
 
 def shipped_values() -> dict:
-    p, t = ColanetParams(), TrainConfig()
+    p = ColanetConfig()
     keys = ("d_h", "dopamine", "r_s", "k_thr", "s_stim", "m", "e", "forcing", "blocking", "coder",
-            "burst_scope")
-    return {**{k: getattr(p, k) for k in keys}, "gain_scale": 1.0,
-            **{k: getattr(t, k) for k in CODING_KEYS}}
+            "burst_scope", *CODING_KEYS)
+    return {**{k: getattr(p, k) for k in keys}, "gain_scale": 1.0}
 
 
 def study_candidates(study: Path, rows: list[dict]) -> dict[str, dict]:
@@ -64,7 +64,7 @@ def study_candidates(study: Path, rows: list[dict]) -> dict[str, dict]:
     for r in rows:
         values = {**{k: base[k] for k in keys if k in base}, **SPEC_CODING, **r["values"]}
         values["gain_scale"] = (r["values"].get("gain_scale", 1.0) * base.get("gain_total", 640.0)
-                                / ColanetParams().gain_total)
+                                / ColanetConfig().gain_total)
         name = f"{study.name}#{r['number']}"
         missing = [k for k in SEARCH_SPACE if k not in meta["space"] and SEARCH_SPACE[k].choices]
         if not missing:
@@ -77,8 +77,8 @@ def study_candidates(study: Path, rows: list[dict]) -> dict[str, dict]:
 
 def score(store_path: str, values: dict, val_fraction: float) -> dict:
     store = EmbeddingStore.open(store_path)
-    params, coding = trial_params(ColanetParams(), values, store.attrs["encoder"]["feature_dim"])
-    return run_trial(store_path, params, coding, val_fraction, numba_threads=1)
+    config = trial_params(ColanetConfig(), values, store.attrs["encoder"]["feature_dim"])
+    return run_trial(store_path, config, val_fraction, numba_threads=1)
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.config import EmbedConfig  # noqa: E402
 from pipeline.data import open_dataset  # noqa: E402
 from pipeline.encoder import load_encoder  # noqa: E402
-from stages.embed import run_embed  # noqa: E402
+from pipeline.embedding import embed_store  # noqa: E402
 
 
 def bare_forward_images_per_s(cfg: EmbedConfig, n_images: int) -> float:
@@ -58,13 +58,13 @@ def main() -> None:
         cfg = EmbedConfig(data=a.data, model=a.model, limit=a.limit, batch_size=a.batch_size,
                           workers=a.workers, threads=a.threads, device=a.device,
                           out=str(Path(tmp) / "bench.zarr"))
-        run_embed(EmbedConfig(**{**cfg.to_dict(), "limit": a.batch_size,
+        embed_store(EmbedConfig(**{**cfg.to_dict(), "limit": a.batch_size,
                                  "out": str(Path(tmp) / "warm.zarr")}))  # warm caches and imports
         n = sum(min(a.limit, len(v)) for v in open_dataset(a.data).splits.values())
         # The bare pass runs before and after the stage; the faster one is the bound, so that a
         # busy moment on a shared machine cannot flatter the ratio.
         bare_before = bare_forward_images_per_s(cfg, n)
-        summary = run_embed(cfg)
+        summary = embed_store(cfg)
         stage = summary["images"] / summary["seconds"]
         bare = max(bare_before, bare_forward_images_per_s(cfg, n))
     result = {"data": a.data, "model": a.model, "images": summary["images"],

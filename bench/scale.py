@@ -3,7 +3,7 @@ store grows, and a 1000-class configuration.
 
 This one run, on this machine, measures:
 
-* **embed throughput** (images/s of ``run_embed`` on a LocalCluster of 1, then 2, worker processes
+* **embed throughput** (images/s of ``embed_store`` on a LocalCluster of 1, then 2, worker processes
   with one torch thread each, same data, model, batch and chunk size); workers are warmed up
   first (data listing and encoder loaded), so the figure is the steady embedding rate. Figure of
   merit: 2 workers / 1 worker. The single-process stage with all threads is printed beside it;
@@ -36,10 +36,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from snn import Synthetic, machine_info  # noqa: E402
 
 from pipeline.cluster import connect  # noqa: E402
-from pipeline.colanet import ColanetParams  # noqa: E402
+from pipeline.colanet import ColanetConfig  # noqa: E402
 from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig  # noqa: E402
 from pipeline.store import write_arrays  # noqa: E402
-from stages.train_snn import run_train_snn  # noqa: E402
+from pipeline.training import train_run  # noqa: E402
 
 TARGET_MEMORY = 1.1
 CHUNK = 256
@@ -48,7 +48,7 @@ CHUNK = 256
 # --- embedding on 1 and 2 workers ----------------------------------------------------------------
 def embed_scaling(limit: int, batch: int, log) -> dict:
     # Imported here: the stage-two child processes measure their memory without torch loaded.
-    from stages.embed import for_workers, run_embed, worker_inputs
+    from pipeline.embedding import embed_store, for_workers, worker_inputs
 
     cfg = EmbedConfig(data="digits", limit=limit, batch_size=batch, chunk_size=2 * batch, threads=1)
     runs = {}
@@ -57,12 +57,12 @@ def embed_scaling(limit: int, batch: int, log) -> dict:
             with connect(ClusterConfig(cluster=f"local:{workers}")) as client:
                 worker_cfg = for_workers(cfg)
                 client.run(lambda: worker_inputs(worker_cfg) and None)  # warm-up, not timed
-                summary = run_embed(EmbedConfig(**{**cfg.to_dict(), "out": f"{tmp}/w{workers}.zarr"}),
+                summary = embed_store(EmbedConfig(**{**cfg.to_dict(), "out": f"{tmp}/w{workers}.zarr"}),
                                     ClusterConfig(scheduler=client.scheduler.address))
             runs[f"{workers}_workers"] = summary["images_per_s"]
             log(f"[embed] {workers} worker(s), 1 thread each: {summary['images_per_s']:.1f} img/s "
                 f"({summary['images']} images, {summary['seconds']:.1f} s)")
-        single = run_embed(EmbedConfig(**{**cfg.to_dict(), "threads": None,
+        single = embed_store(EmbedConfig(**{**cfg.to_dict(), "threads": None,
                                           "out": f"{tmp}/single.zarr"}))
         runs["single_process_all_threads"] = single["images_per_s"]
         log(f"[embed] one process, all threads: {single['images_per_s']:.1f} img/s")
@@ -75,10 +75,9 @@ def embed_scaling(limit: int, batch: int, log) -> dict:
 def train_child(store: str, runs: str, m: int, e: int, checkpoint_every: int) -> None:
     """Run in a fresh process: the whole train-snn stage; print JSON with its peak RSS."""
     started = time.perf_counter()
-    metrics = run_train_snn(EmbedConfig(out=store),
-                            TrainConfig(runs_dir=runs, run="r", skip_baselines=True,
-                                        checkpoint_every=checkpoint_every),
-                            ColanetParams(m=m, e=e))
+    metrics = train_run(store, ColanetConfig(m=m, e=e),
+                        TrainConfig(runs_dir=runs, run="r", skip_baselines=True,
+                                    checkpoint_every=checkpoint_every))
     print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "wall_seconds": time.perf_counter() - started, "n_train": metrics["n_train"],
                       "n_test": metrics["n_test"], "seconds": metrics["seconds"],

@@ -49,7 +49,7 @@ from numba import njit, prange
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import colanet_reference  # noqa: E402
-from pipeline.colanet import (ColanetParams, encode_inputs, infer_chunk, init_state,  # noqa: E402
+from pipeline.colanet import (ColanetConfig, encode_inputs, infer_chunk, init_state,  # noqa: E402
                               readout, train_chunk)
 
 SIZES = {"paper": (1536, 64), "default": (1280, 10)}  # name: (D inputs, C classes)
@@ -180,9 +180,28 @@ def same_work(params, start_state, x, y, sid, sat, numba_repeats: int):
     return ref_s, ref_votes, best, nb_votes
 
 
+CHECKPOINT_EVERY = 1000  # train-snn's default
+
+
+def checkpoint_seconds(state) -> float:
+    """Seconds to write one checkpoint of ``state`` as train-snn does (the best of 2)."""
+    import tempfile
+
+    from pipeline.checkpoint import save_checkpoint
+    from pipeline.colanet import checkpoint_arrays
+
+    best = np.inf
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(2):
+            started = time.perf_counter()
+            save_checkpoint(Path(tmp) / "checkpoint.npz", checkpoint_arrays(state), {"bench": 1})
+            best = min(best, time.perf_counter() - started)
+    return best
+
+
 def bench_size(name: str, n_samples: int, n_ref: int, log) -> dict:
     D, C = SIZES[name]
-    params = ColanetParams(m=M, e=E, seed=SEED)
+    params = ColanetConfig(m=M, e=E, seed=SEED)
     N = C * M
     gen = Synthetic(D, C)
     x, y = gen.sample(n_samples, seed=1)
@@ -214,6 +233,11 @@ def bench_size(name: str, n_samples: int, n_ref: int, log) -> dict:
     bound_s.append(time_bound(state.w, ptr, idx, params.present_ticks))
     bound_best = min(bound_s)
     log(f"[{name}] numba train {n_samples / train_s:.1f}/s, bound {n_samples / bound_best:.1f}/s")
+
+    save_s = checkpoint_seconds(state)
+    with_saves = n_samples / (train_s + save_s * n_samples / CHECKPOINT_EVERY)
+    log(f"[{name}] checkpoint {save_s:.2f} s; training with a checkpoint every "
+        f"{CHECKPOINT_EVERY} samples {with_saves:.1f}/s")
 
     ivotes, infer_s = infer_timed(params, state, xt, sid_t, sat)
     ipred, ians = readout(ivotes)
@@ -251,6 +275,8 @@ def bench_size(name: str, n_samples: int, n_ref: int, log) -> dict:
         "input_spikes_per_sample": float(per_sample.mean()),
         "synaptic_events_per_sample": events / n_samples,
         "train": {"seconds": train_s, "samples_per_s": train_rate, "events_per_s": events / train_s,
+                  "checkpoint_seconds": save_s, "checkpoint_every": CHECKPOINT_EVERY,
+                  "samples_per_s_with_checkpoints": with_saves,
                   "votes_per_sample": float(votes.sum(axis=(1, 2)).mean()),
                   "accuracy_second_half": float(np.mean(tpred[half:] == y[half:])),
                   "answered_second_half": float(np.mean(tans[half:]))},
@@ -290,7 +316,7 @@ def memory_child(store_path: str, sat: float) -> None:
         return None
 
     store = EmbeddingStore.open(store_path)
-    params = ColanetParams(m=MEM_M, e=MEM_E, seed=SEED)
+    params = ColanetConfig(m=MEM_M, e=MEM_E, seed=SEED)
     state = init_state(params, MEM_D, MEM_C)
     warm = np.zeros((1, MEM_D), np.float32)
     train_chunk(params, state.copy(), warm, np.zeros(1, np.int64), np.zeros(1, np.int64), sat)
@@ -370,6 +396,10 @@ def print_table(result: dict) -> None:
               f"{r['infer']['accuracy']:5.2f}")
     print(f"targets: numba/reference >= {TARGET_REF:.0f}x, numba/bound >= {TARGET_BOUND}x "
           f"(Gev/s: synaptic events = input spikes x N x E; acc: held-out inference accuracy)")
+    for r in result["sizes"]:
+        t = r["train"]
+        print(f"  {r['size']}: one checkpoint {t['checkpoint_seconds']:.2f} s; training with a "
+              f"checkpoint every {t['checkpoint_every']} samples {t['samples_per_s_with_checkpoints']:.1f}/s")
     for r in result["sizes"]:
         for phase, q in r["reference"].items():
             print(f"  {r['size']}: reference on {phase} samples {q['rows'][0]}-{q['rows'][1]}: "

@@ -1,4 +1,4 @@
-"""`annsnn import`: a store from embeddings made elsewhere (an ``.npz`` of arrays).
+"""Embeddings made elsewhere: a store from an ``.npz`` of arrays (`annsnn import`).
 
 The file holds ``X_<split>`` (N, D) and ``y_<split>`` (N,) for splits among train/val/test, and
 ``classes`` (C,) names. Rows are stored in a seeded random order, as every source's are: the file
@@ -18,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data import SPLIT_NAMES
-from pipeline.config import MAX_SEED
+from pipeline.config import ImportConfig
 from pipeline.errors import UserError, short_reason
 from pipeline.lock import exclusive
-from pipeline.store import EmbeddingStore, is_url, location, write_arrays
+from pipeline.store import SPLIT_NAMES, EmbeddingStore, is_url, location, write_arrays
 
 # What a truncated or corrupt zip raises, on opening or (members are decoded lazily) on each read.
 READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError,
@@ -35,28 +34,23 @@ LAYOUT = ("an .npz of X_<split> (N, D), y_<split> (N,) integer labels (split: tr
 Splits = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def import_npz(path: str | Path, *, model: str, out: str | Path | None = None,
-               embeddings_dir: str = "data/embeddings", split_seed: int = 0,
-               chunk_size: int = 256, overwrite: bool = False) -> EmbeddingStore:
+def import_npz(path: str | Path, cfg: ImportConfig = ImportConfig()) -> EmbeddingStore:
     """A store of the file's splits; the whole file is checked first, so a refusal writes nothing."""
-    if chunk_size < 1:
-        raise UserError(f"--chunk-size {chunk_size}: must be positive")
-    if not 0 <= split_seed <= MAX_SEED:
-        raise UserError(f"--split-seed {split_seed}: must lie between 0 and {MAX_SEED}")
+    model, out, split_seed = cfg.model, cfg.out, cfg.split_seed
     path = Path(path)
     splits, class_names = read_npz(path)
     for name, (x, y) in splits.items():
         order = np.random.default_rng(split_seed).permutation(len(y))
         splits[name] = (x[order], y[order])
-    out = location(out) if out else str(Path(embeddings_dir) / f"{path.stem}.zarr")
+    out = location(out) if out else str(Path(cfg.embeddings_dir) / f"{path.stem}.zarr")
     EmbeddingStore.refuse_foreign(out)  # before the lock file: a refused import writes nothing
     if not is_url(out):
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     with exclusive(out):
         return write_arrays(out, splits, class_names,
                             encoder={"model": model, "weights": f"imported from {path.name}"},
-                            source=f"npz:{path.name}:seed{split_seed}", chunk_size=chunk_size,
-                            overwrite=overwrite)
+                            source=f"npz:{path.name}:seed{split_seed}", chunk_size=cfg.chunk_size,
+                            overwrite=cfg.overwrite)
 
 
 def read_npz(path: Path) -> tuple[Splits, list[str]]:

@@ -3,7 +3,8 @@
 The algorithm is ``shared/spec/colanet.md``; this module fixes every choice
 the spec leaves open so that the Numba kernels (:mod:`pipeline.colanet_kernels`)
 and the plain NumPy reference (:mod:`pipeline.colanet_reference`) compute the
-*same* thing: identical spikes and votes, weights equal to float rounding.
+*same* thing: identical spikes, votes and state arrays, bit for bit
+(``tests/test_differential.py``).
 
 Network
 -------
@@ -48,18 +49,24 @@ Per tick, per copy, in this order
    ascending ``j``, accumulated in float64.  Then ``u = max(u, 0)``.
 4. Unforced spikes: in each column, among neurons with
    ``u >= theta0 + theta_add`` only the most depolarised fires (ties: lowest
-   index); the others keep their ``u``.  A spike sets ``u = 0``, is one OUT
-   vote for its column (``t_out[c] = t``) and, with ``blocking="column"``,
-   sets ``block_until[c] = t + block_ticks`` with the spiker exempt.
+   index); the others keep their ``u``.  With ``firing="all_above_threshold"``
+   every one of them fires.  A spike sets ``u = 0``, is one OUT vote for its
+   column (``t_out[c] = t``) and, with ``blocking="column"``, sets
+   ``block_until[c] = t + block_ticks`` with the spiker exempt (the most
+   depolarised spiker, when several fire; ``block_span="block_ticks"``:
+   ``t + block_ticks + 1``, so that the ``block_ticks`` ticks after the spike
+   are gated, not ``block_ticks - 1``).
    Burst bookkeeping: the neuron is *in a burst* when ``t - t_spike < isi_max``
    and, with ``burst_scope="sample"`` (default), ``t_spike >= t0`` (its last
    spike was in this sample: bursts end with their sample, like ``u`` and the
    blocks).  In a burst the spike continues it (status 3, or stays 1 if the
    burst is forced), else a burst starts (status 2, ``t_first = t``);
-   ``t_spike = t_last_unforced = t``.
+   ``t_spike = t``.
    Training: anti-Hebbian step (below).
 5. Teacher (training only), label ``y``:
-   at ``label_tick`` GATE y fires unless ``t_out[y] > t - block_ticks``;
+   at ``label_tick`` GATE y fires unless ``t_out[y] > t - gate_ticks``
+   (``gate_ticks=None``: ``block_ticks``); with ``gate_scope="sample"``,
+   unless ``t_out[y] >= t0`` (column y answered in this sample);
    if it fired, at ``force_tick`` the most depolarised L neuron of column y
    (ties: lowest index; ``forcing="all"``: every one) that did not spike in
    step 4 of this tick is forced: ``u = 0``, ``t_spike = t``, burst status 1
@@ -75,14 +82,20 @@ Plasticity (training only)
 last 64 ticks: windows reaching further back are clipped to ``[t - 63, t]``.
 Every resource change is ``dr * min(2^-S, 1)`` and is mirrored into the
 neuron's free pool (``F -= dr * count``); touched weights are recomputed,
-``w = w(r)``, and ``theta_add = k_thr * (g * sum_j max(w_jn, 0))``.
+``w = w(r)``, and ``theta_add = k_thr * (g * sum_j max(w_jn, 0))`` after
+every change that moved a weight.  With ``theta_refresh="anti_hebbian"``
+``theta_add`` is set that way at every anti-Hebbian step (whether or not a
+weight moved) and nowhere else: dopamine and conservation leave it as it is.
+Contribution windows start ``L`` ticks before the burst's first spike, with
+``L = t_syn`` (``t_syn + 1`` ticks for a lone spike) or, with
+``syn_window="t_syn"``, ``L = t_syn - 1`` (``t_syn`` ticks).
 
 * Anti-Hebbian, at each unforced spike: inputs that arrived in
-  ``[t_first - t_syn, t]`` and not in ``[t_first - t_syn, last_ah_tick]``
+  ``[t_first - L, t]`` and not in ``[t_first - L, last_ah_tick]``
   (when ``last_ah_tick >= t_first``, i.e. already depressed in this burst) get
   ``dr = d_h``; then ``last_ah_tick = t``.
 * Dopamine: if ``t - t_spike <= t_dop`` the inputs that arrived in
-  ``[t_first - t_syn, t_spike]`` get ``dr = Dp``.  Then stability: if the
+  ``[t_first - L, t_spike]`` get ``dr = Dp``.  Then stability: if the
   neuron's last burst is forced ``S = max(0, S - r_s*Dp)``, else
   ``S = max(0, S + r_s*Dp*max(2 - |t - t_first - isi_max| / isi_max, -1))``.
 * Conservation, at the end of every tick: a neuron out of a burst (see
@@ -102,8 +115,10 @@ sample with no vote at all is "not answered".
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 from dataclasses import dataclass
+from typing import Annotated, NamedTuple
 
 import numpy as np
 
@@ -115,16 +130,41 @@ _CODERS = ("accumulator", "bernoulli")
 _FORCINGS = ("most_depolarised", "all")
 _BLOCKINGS = ("column", "none")
 _BURST_SCOPES = ("sample", "continuous")
+_SAT_SCOPES = ("feature", "global")
+_CODINGS = ("saturation", "centred")
+_FIRINGS = ("column_argmax", "all_above_threshold")
+_THETA_REFRESHES = ("every_change", "anti_hebbian")
+_GATE_SCOPES = ("window", "sample")
+_SYN_WINDOWS = ("t_syn+1", "t_syn")
+_BLOCK_SPANS = ("block_ticks-1", "block_ticks")
+
+#: The string fields and their allowed values (the first one of each tuple is not necessarily the
+#: default: see the fields).
+_CHOICES = {"coder": _CODERS, "forcing": _FORCINGS, "blocking": _BLOCKINGS,
+            "burst_scope": _BURST_SCOPES, "sat_scope": _SAT_SCOPES, "coding": _CODINGS,
+            "firing": _FIRINGS, "theta_refresh": _THETA_REFRESHES, "gate_scope": _GATE_SCOPES,
+            "syn_window": _SYN_WINDOWS, "block_span": _BLOCK_SPANS}
 
 _FLOAT_FIELDS = ("tau", "theta0", "k_thr", "s_stim", "w_min", "w_max", "gain_total", "d_h",
-                 "dopamine", "r_s", "f_thr")
+                 "dopamine", "r_s", "f_thr", "sat_percentile")
 _INT_FIELDS = ("t_syn", "isi_max", "t_dop", "n_silent", "m", "e", "present_ticks", "silent_ticks",
                "block_ticks", "label_tick", "force_tick", "dopamine_tick", "input_delay", "seed")
 
 
 @dataclass(frozen=True)
-class ColanetParams:
-    """Hyperparameters of a CoLaNET ensemble (defaults: the spec's table).
+class ColanetConfig:
+    """The whole model configuration of a CoLaNET ensemble: network, plasticity, the readings of
+    the spec as named choices, and the input coding. Frozen and validated on construction; its
+    ``to_dict`` is what a checkpoint stores and a resume compares whole. Each field's one-line
+    help is its ``Annotated`` metadata (the command line's option help).
+
+    Coding: the rate coder's saturation level ``sat`` is the ``sat_percentile`` of the positive
+    train features, one level per feature (``sat_scope="feature"``: ``d_j = clip(x_j / sat_j, 0,
+    1)``) or one for all (``"global"``, the spec); the resolved levels are stored beside the model.
+    ``coding`` says what is coded: ``"saturation"`` (the spec) codes the features as they are;
+    ``"centred"`` first subtracts each feature's train-split mean, so only above-average activity
+    spikes (the levels are then percentiles of the centred features). The kernels never read
+    ``coding``: the training engine centres the features before they reach them.
 
     Equations (details and the exact per-tick order: module docstring):
 
@@ -155,43 +195,104 @@ class ColanetParams:
     the potential and the blocks are reset there | "continuous": spikes less
     than ``isi_max`` apart chain across samples, as in the sources), ``seed``
     (key of all counter-based randomness).
+
+    Readings of the spec (docs/accuracy.md, "Readings of the spec, as named options"); each
+    default keeps the simulator's earlier behaviour, the spec's reading is the other value:
+
+    * ``firing``: ``"column_argmax"`` (default): per column and tick only the most depolarised
+      neuron above threshold fires (ties: lowest index), whatever ``blocking`` says |
+      ``"all_above_threshold"`` (spec: "fire when u >= theta"): every neuron above threshold
+      fires, each spike one vote; with ``blocking="column"`` the most depolarised of them sets
+      the block and is exempt from it.
+    * ``theta_refresh``: ``"every_change"`` (default): ``theta_add`` follows the weights after
+      every change (anti-Hebbian step, dopamine, conservation) | ``"anti_hebbian"`` (spec:
+      "Recompute theta_add" in the anti-Hebbian step only): it is recomputed from the current
+      weights at every unforced spike and left as it is after dopamine and conservation (it is
+      then state of its own, and a checkpoint stores it).
+    * ``gate_scope``: ``"window"`` (default): GATE y fires at ``label_tick`` unless column y's
+      OUT fired within the last ``gate_ticks`` ticks (``t_out[y] > t - gate_ticks``), so an
+      answer early in the sample does not silence it | ``"sample"`` (spec: "If column y has not
+      answered in this sample, GATE y fires"): any OUT spike of column y in this sample
+      silences it (``gate_ticks`` unused).
+    * ``gate_ticks``: the GATE's silence after an OUT spike with ``gate_scope="window"``;
+      ``None`` (default) reuses ``block_ticks``; the spec: 10 ("OUT c silences GATE c for 10
+      ticks").
+    * ``syn_window``: ``"t_syn+1"`` (default): a synapse contributed to a spike at t if its input
+      arrived in ``[t - t_syn, t]``, ``t_syn + 1`` ticks (bursts: ``[t_first - t_syn, ...]``) |
+      ``"t_syn"`` (spec: "within the last T_syn = 10 ticks"): ``[t - t_syn + 1, t]``.
+    * ``block_span``: ``"block_ticks-1"`` (default): an unforced spike at t sets
+      ``block_until = t + block_ticks``, gating the column's input on the ``block_ticks - 1``
+      ticks after it | ``"block_ticks"`` (spec: "blocks ... for 10 ticks"):
+      ``block_until = t + block_ticks + 1``, the ``block_ticks`` ticks after it.
     """
 
-    tau: float = 5.0
-    theta0: float = 8.531
-    k_thr: float = 0.002181
-    s_stim: float = 1.249
-    w_min: float = -1.634
-    w_max: float = 1.714
-    gain: float | None = None
-    gain_total: float = 746.6
-    d_h: float = -0.4686
-    dopamine: float = 0.6426
-    t_syn: int = 10
-    isi_max: int = 10
-    t_dop: int = 15
-    r_s: float = 0.0713
-    n_silent: int = 9
-    f_thr: float = 1.0
-    m: int = 19
-    e: int = 13
-    present_ticks: int = 10
-    silent_ticks: int = 5
-    block_ticks: int = 10
-    label_tick: int = 11
-    force_tick: int = 13
-    dopamine_tick: int = 14
-    input_delay: int = 1
-    coder: str = "accumulator"
-    carry_accumulator: bool = False
-    forcing: str = "all"
-    blocking: str = "none"
-    burst_scope: str = "sample"
-    seed: int = 0
+    tau: Annotated[float, "membrane time constant in ticks (leak 1 - 1/tau)"] = 5.0
+    theta0: Annotated[float, "base firing threshold of the L neurons"] = 8.531
+    k_thr: Annotated[float, "threshold growth: theta_add = k_thr * g * sum of positive weights"
+                     ] = 0.002181
+    s_stim: Annotated[float, "membrane noise: u += s_stim * U[0, 1) every tick"] = 1.249
+    w_min: Annotated[float, "lowest synaptic weight (resource <= 0)"] = -1.634
+    w_max: Annotated[float, "highest synaptic weight (approached as the resource grows)"] = 1.714
+    gain: Annotated[float | None,
+                    "input gain g of every synaptic current (default: gain_total / n_inputs)"
+                    ] = None
+    gain_total: Annotated[float, "g = gain_total / n_inputs when gain is not set"] = 746.6
+    d_h: Annotated[float, "anti-Hebbian resource step of contributed synapses (<= 0)"] = -0.4686
+    dopamine: Annotated[float, "dopamine resource step of the label column's recent spikers"
+                        ] = 0.6426
+    t_syn: Annotated[int, "contribution window: inputs that arrived this recently contributed"
+                     ] = 10
+    isi_max: Annotated[int, "spikes less than this many ticks apart form a burst"] = 10
+    t_dop: Annotated[int, "dopamine reaches a neuron that spiked within this many ticks"] = 15
+    r_s: Annotated[float, "stability rate (plasticity scales by min(2^-S, 1))"] = 0.0713
+    n_silent: Annotated[int, "fictitious synapses that absorb part of the conserved resource"] = 9
+    f_thr: Annotated[float, "the free resource pool F is spread back when |F| >= f_thr"] = 1.0
+    m: Annotated[int, "L neurons (microcolumns) per class"] = 19
+    e: Annotated[int, "ensemble copies (their votes are summed)"] = 13
+    present_ticks: Annotated[int, "ticks on which a sample's input spikes are emitted"] = 10
+    silent_ticks: Annotated[int, "silent ticks after the presentation"] = 5
+    block_ticks: Annotated[int, "lateral block of a column after an unforced spike (blocking "
+                                "column; see block_span)"] = 10
+    label_tick: Annotated[int, "local tick at which the label reaches the GATE"] = 11
+    force_tick: Annotated[int, "local tick at which a firing GATE forces the label column"] = 13
+    dopamine_tick: Annotated[int, "local tick at which the label column receives dopamine"] = 14
+    input_delay: Annotated[int, "ticks from an input spike to its arrival at the L neurons"] = 1
+    coder: Annotated[str, "rate coder: accumulator | bernoulli"] = "accumulator"
+    carry_accumulator: Annotated[bool, "keep the accumulator coder's state from sample to sample"
+                                 ] = False
+    forcing: Annotated[str, "the teacher forces the most_depolarised or all L neurons of the "
+                            "label column"] = "all"
+    blocking: Annotated[str, "an unforced spike blocks the input of its column's other neurons "
+                             "(column) or not (none)"] = "none"
+    burst_scope: Annotated[str, "a burst ends with its sample (sample) or chains across samples "
+                                "(continuous)"] = "sample"
+    seed: Annotated[int, "key of all counter-based randomness (noise, Bernoulli coder)"] = 0
+    # Coding (spec: 99 and one global level; chosen on validation data, see docs/accuracy.md).
+    sat_percentile: Annotated[float, "coder saturation: this percentile of the positive train "
+                                     "features"] = 99.88
+    sat_scope: Annotated[str, "one saturation level per feature (feature) or one for all "
+                              "(global)"] = "feature"
+    coding: Annotated[str, "code the features as they are (saturation) or minus their train-split "
+                           "mean (centred)"] = "saturation"
+    # Readings of the spec (see the docstring and docs/accuracy.md; defaults: the earlier
+    # behaviour, the other value: the spec's).
+    firing: Annotated[str, "per column and tick the most depolarised neuron above threshold fires "
+                           "(column_argmax) or every one (all_above_threshold: spec)"
+                      ] = "column_argmax"
+    theta_refresh: Annotated[str, "theta_add follows the weights after every_change or only at "
+                                  "the anti_hebbian step (spec)"] = "every_change"
+    gate_scope: Annotated[str, "the GATE is silenced by an OUT spike within gate_ticks (window) or "
+                               "any time in the sample (sample: spec)"] = "window"
+    gate_ticks: Annotated[int | None, "GATE silence after an OUT spike with gate_scope window "
+                                      "(default: block_ticks; spec: 10)"] = None
+    syn_window: Annotated[str, "the contribution window spans t_syn+1 ticks or t_syn (spec)"
+                          ] = "t_syn+1"
+    block_span: Annotated[str, "a block gates the block_ticks-1 ticks after its spike or "
+                               "block_ticks (spec)"] = "block_ticks-1"
 
     def __post_init__(self):
         def bad(name, why):
-            raise ValueError(f"ColanetParams.{name}={getattr(self, name)!r}: {why}")
+            raise ValueError(f"ColanetConfig.{name}={getattr(self, name)!r}: {why}")
 
         for name in _FLOAT_FIELDS:
             v = getattr(self, name)
@@ -211,6 +312,12 @@ class ColanetParams:
             if not (np.isfinite(self.gain) and self.gain > 0):
                 bad("gain", "must be a positive finite number or None")
             object.__setattr__(self, "gain", float(self.gain))
+        if self.gate_ticks is not None:
+            if isinstance(self.gate_ticks, bool) or not isinstance(self.gate_ticks, (int, np.integer)):
+                bad("gate_ticks", "must be an integer >= 0 or None (None: block_ticks)")
+            if self.gate_ticks < 0:
+                bad("gate_ticks", "must be >= 0 or None (None: block_ticks)")
+            object.__setattr__(self, "gate_ticks", int(self.gate_ticks))
         if not isinstance(self.carry_accumulator, (bool, np.bool_)):
             bad("carry_accumulator", "must be a bool")
         object.__setattr__(self, "carry_accumulator", bool(self.carry_accumulator))
@@ -254,19 +361,22 @@ class ColanetParams:
                 bad(name, f"must be a local tick in [0, {self.period})")
         if self.force_tick < self.label_tick:
             bad("force_tick", f"must be >= label_tick={self.label_tick} (GATE decides first)")
-        if self.coder not in _CODERS:
-            bad("coder", f"must be one of {_CODERS}")
-        if self.forcing not in _FORCINGS:
-            bad("forcing", f"must be one of {_FORCINGS}")
-        if self.blocking not in _BLOCKINGS:
-            bad("blocking", f"must be one of {_BLOCKINGS}")
-        if self.burst_scope not in _BURST_SCOPES:
-            bad("burst_scope", f"must be one of {_BURST_SCOPES}")
+        for name, allowed in _CHOICES.items():
+            if getattr(self, name) not in allowed:
+                bad(name, f"must be one of {allowed}")
+        if not 0.0 < self.sat_percentile <= 100.0:
+            bad("sat_percentile", "must lie in (0, 100]")
 
     @property
     def period(self) -> int:
         """Ticks per sample: ``present_ticks + silent_ticks``."""
         return self.present_ticks + self.silent_ticks
+
+    @property
+    def resolved_gate_ticks(self) -> int:
+        """The GATE's silence after an OUT spike (``gate_scope="window"``): ``gate_ticks``, or
+        ``block_ticks`` when it is None."""
+        return self.block_ticks if self.gate_ticks is None else self.gate_ticks
 
     def resolved_gain(self, n_inputs: int) -> float:
         """Input gain ``g``: ``gain`` if set, else ``gain_total / n_inputs``."""
@@ -279,17 +389,17 @@ class ColanetParams:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ColanetParams":
+    def from_dict(cls, d: dict) -> "ColanetConfig":
         """Inverse of :meth:`to_dict`; unknown keys are refused, missing keys
         take their defaults."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
-            raise ValueError(f"ColanetParams.from_dict: unknown keys {unknown}")
+            raise ValueError(f"ColanetConfig.from_dict: unknown keys {unknown}")
         return cls(**d)
 
 
-def weight_of(r, params: ColanetParams):
+def weight_of(r, params: ColanetConfig):
     """Weight of resource, ``w(r) = w_min + span r+ / (span + r+)``, computed in
     float64 and returned as float32 (array or scalar)."""
     span = params.w_max - params.w_min
@@ -297,7 +407,7 @@ def weight_of(r, params: ColanetParams):
     return (params.w_min + span * rp / (span + rp)).astype(np.float32)
 
 
-def resource_of(w, params: ColanetParams):
+def resource_of(w, params: ColanetConfig):
     """Resource of weight, ``r(w) = (w - w_min) span / (w_max - w)``, the
     inverse of :func:`weight_of` on ``w_min <= w < w_max`` (float32).
     Weights at or above ``w_max`` are refused."""
@@ -308,46 +418,68 @@ def resource_of(w, params: ColanetParams):
     return ((w - params.w_min) * span / (params.w_max - w)).astype(np.float32)
 
 
-@dataclass
-class ColanetState:
-    """All mutable state of an ensemble, as NumPy arrays (plus two int counters).
+class StateArray(NamedTuple):
+    """Declaration of one state array (an entry of :data:`STATE_ARRAYS`)."""
 
-    Shapes: ``E`` copies, ``D`` inputs, ``C`` classes, ``N = C*M`` neurons.
+    dtype: type
+    axes: str  # a key of AXES: its shape
+    rest: float | None  # value in a fresh state (None: the synapses, filled by init_state)
+    derived: bool  # rebuilt from r by sync_derived, so a checkpoint leaves it out
+    meaning: str
 
-    * ``r``, ``w`` (E, D, N) float32: resources and cached weights ``w(r)``,
-      input-major so that one input spike adds one contiguous row.
-    * per neuron (E, N): ``u`` potential, ``theta_add``, ``stability`` S,
-      ``free_pool`` F (float64); ``t_last_unforced``, ``t_first`` (start of the
-      current/last burst), ``t_spike`` (last spike of any kind),
-      ``last_ah_tick`` (previous anti-Hebbian step) int64; ``burst`` int8
-      (0 none, 1 forced, 2 started, 3 continued).
-    * per column (E, C): ``block_until`` int64, ``block_by`` int32 (the
-      neuron exempt from the block), ``t_out`` int64 (last OUT spike).
-    * per input (D,), shared by all copies: ``arrival_bits`` uint64 (bit p =
-      arrival p ticks before the next tick ``t``), ``acc`` float64.
-    * ``t``: next global tick; ``n_seen``: samples trained.
 
-    Time stamps that never happened hold ``NEVER`` (a large negative tick).
-    """
+#: Shape of each kind of state array: ``E`` copies, ``D`` inputs, ``C`` classes, ``N = C*M``
+#: neurons.  Synapses are input-major so that one input spike adds one contiguous row.
+AXES = {"synapse": ("E", "D", "N"), "neuron": ("E", "N"), "column": ("E", "C"), "input": ("D",)}
 
-    r: np.ndarray
-    w: np.ndarray
-    u: np.ndarray
-    theta_add: np.ndarray
-    stability: np.ndarray
-    free_pool: np.ndarray
-    t_last_unforced: np.ndarray
-    t_first: np.ndarray
-    t_spike: np.ndarray
-    last_ah_tick: np.ndarray
-    burst: np.ndarray
-    block_until: np.ndarray
-    block_by: np.ndarray
-    t_out: np.ndarray
-    arrival_bits: np.ndarray
-    acc: np.ndarray
-    t: int = 0
-    n_seen: int = 0
+#: Every array of a :class:`ColanetState`, in order: the one declaration that its fields, its
+#: docstring, :func:`init_state`, :func:`state_arrays` / :func:`state_from_arrays`, the shape
+#: checks, :func:`state_schema`, the checkpoint functions and the kernels' view
+#: (:func:`kernel_state`) are derived from.  Time stamps that never happened hold ``NEVER``.
+STATE_ARRAYS: dict[str, StateArray] = {
+    "r": StateArray(np.float32, "synapse", None, False, "synaptic resource (unbounded)"),
+    "w": StateArray(np.float32, "synapse", None, True, "cached weight w(r)"),
+    "u": StateArray(np.float64, "neuron", 0.0, False, "membrane potential"),
+    "theta_add": StateArray(np.float64, "neuron", 0.0, True,
+                            "extra threshold k_thr g sum_j max(w_jn, 0) (as of its last refresh "
+                            "with theta_refresh anti_hebbian, then checkpointed)"),
+    "stability": StateArray(np.float64, "neuron", 0.0, False, "stability S"),
+    "free_pool": StateArray(np.float64, "neuron", 0.0, False, "free resource pool F"),
+    "t_first": StateArray(np.int64, "neuron", NEVER, False,
+                          "first spike of the current/last burst"),
+    "t_spike": StateArray(np.int64, "neuron", NEVER, False, "last spike, forced or not"),
+    "last_ah_tick": StateArray(np.int64, "neuron", NEVER, False, "previous anti-Hebbian step"),
+    "burst": StateArray(np.int8, "neuron", 0, False,
+                        "burst status: 0 none, 1 forced, 2 started, 3 continued"),
+    "block_until": StateArray(np.int64, "column", NEVER, False,
+                              "the column's inputs are gated while t < block_until"),
+    "block_by": StateArray(np.int32, "column", -1, False, "the neuron exempt from the block"),
+    "t_out": StateArray(np.int64, "column", NEVER, False, "last OUT spike (vote) of the column"),
+    "arrival_bits": StateArray(np.uint64, "input", 0, False,
+                               "arrival history, shared by the copies: bit p = an arrival at "
+                               "tick t - 1 - p (t: the next tick)"),
+    "acc": StateArray(np.float64, "input", 0.0, False, "accumulator of the rate coder"),
+}
+
+#: The state's integer counters: the next global tick, the samples trained.
+COUNTERS = ("t", "n_seen")
+
+#: What a checkpoint holds: everything that cannot be rebuilt (not w, not theta_add; but see
+#: :func:`checkpointed`).
+CHECKPOINTED = tuple(name for name, array in STATE_ARRAYS.items() if not array.derived)
+
+
+def checkpointed(config: ColanetConfig | None) -> tuple[str, ...]:
+    """The arrays a checkpoint of this model holds: :data:`CHECKPOINTED`, and ``theta_add`` too
+    with ``theta_refresh="anti_hebbian"``, where it is no longer a function of ``r`` (dopamine
+    and conservation move the weights without refreshing it)."""
+    if config is None or config.theta_refresh != "anti_hebbian":
+        return CHECKPOINTED
+    return tuple(name for name in STATE_ARRAYS if name in CHECKPOINTED or name == "theta_add")
+
+
+class _StateMethods:
+    """Sizes and copying of a :class:`ColanetState` (its fields come from STATE_ARRAYS)."""
 
     @property
     def n_copies(self) -> int:
@@ -370,150 +502,192 @@ class ColanetState:
         return state_from_arrays({k: v.copy() for k, v in state_arrays(self).items()})
 
 
-_STATE_DTYPES = {
-    "r": np.float32, "w": np.float32, "u": np.float64, "theta_add": np.float64,
-    "stability": np.float64, "free_pool": np.float64, "t_last_unforced": np.int64,
-    "t_first": np.int64, "t_spike": np.int64, "last_ah_tick": np.int64, "burst": np.int8,
-    "block_until": np.int64, "block_by": np.int32, "t_out": np.int64,
-    "arrival_bits": np.uint64, "acc": np.float64,
-}
+ColanetState = dataclasses.make_dataclass(
+    "ColanetState",
+    [(name, np.ndarray) for name in STATE_ARRAYS] + [(name, int, 0) for name in COUNTERS],
+    bases=(_StateMethods,), namespace={"__module__": __name__})
+ColanetState.__doc__ = (
+    "All mutable state of an ensemble: one NumPy array per entry of STATE_ARRAYS, then the int "
+    "counters t (next global tick) and n_seen (samples trained).\n\n"
+    "Arrays (name, dtype, shape, meaning):\n\n"
+    + "\n".join(f"* ``{name}`` {np.dtype(a.dtype)} ({', '.join(AXES[a.axes])}): {a.meaning}"
+                + (" [derived from r]" if a.derived else "") for name, a in STATE_ARRAYS.items()))
+
+#: The kernels' view of a state: the arrays with a leading copy axis, by name.
+EnsembleArrays = collections.namedtuple(
+    "EnsembleArrays", [name for name, a in STATE_ARRAYS.items() if AXES[a.axes][0] == "E"])
 
 
-def state_schema(params: ColanetParams, n_inputs: int, n_classes: int
-                 ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Shape and dtype of every array :func:`state_arrays` gives for this model size (the
-    checkpoint's contract: a file that differs is refused before it is used)."""
+def kernel_state(state: ColanetState) -> EnsembleArrays:
+    """The arrays the training kernel updates in place (views, not copies)."""
+    return EnsembleArrays(**{name: getattr(state, name) for name in EnsembleArrays._fields})
+
+
+def _shape(axes: str, E: int, D: int, C: int, N: int) -> tuple[int, ...]:
+    sizes = {"E": E, "D": D, "C": C, "N": N}
+    return tuple(sizes[axis] for axis in AXES[axes])
+
+
+def _schema(names, params: ColanetConfig, n_inputs: int, n_classes: int
+            ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     E, D, C, N = params.e, n_inputs, n_classes, n_classes * params.m
-    shapes = {"r": (E, D, N), "w": (E, D, N), "block_until": (E, C), "block_by": (E, C),
-              "t_out": (E, C), "arrival_bits": (D,), "acc": (D,)}
-    schema = {name: (shapes.get(name, (E, N)), np.dtype(dt)) for name, dt in _STATE_DTYPES.items()}
-    return {**schema, "t": ((), np.dtype(np.int64)), "n_seen": ((), np.dtype(np.int64))}
+    declared = {name: STATE_ARRAYS[name] for name in names}
+    schema = {name: (_shape(a.axes, E, D, C, N), np.dtype(a.dtype)) for name, a in declared.items()}
+    return {**schema, **{name: ((), np.dtype(np.int64)) for name in COUNTERS}}
 
 
-def init_state(params: ColanetParams, n_inputs: int, n_classes: int) -> ColanetState:
+def state_schema(params: ColanetConfig, n_inputs: int, n_classes: int
+                 ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array :func:`state_arrays` gives for this model size."""
+    return _schema(STATE_ARRAYS, params, n_inputs, n_classes)
+
+
+def checkpoint_schema(config: ColanetConfig, n_inputs: int, n_classes: int
+                      ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array :func:`checkpoint_arrays` gives for this model size (the
+    checkpoint's contract: a file that differs is refused before it is used)."""
+    return _schema(checkpointed(config), config, n_inputs, n_classes)
+
+
+def init_state(params: ColanetConfig, n_inputs: int, n_classes: int) -> ColanetState:
     """Fresh ensemble: every synapse at ``r = r(0)`` (weight 0), all neuron
-    state zero, all time stamps ``NEVER``, ``t = 0``."""
+    state at rest (zero, time stamps ``NEVER``), ``t = 0``."""
     if n_inputs < 1:
         raise ValueError(f"n_inputs={n_inputs!r}: must be >= 1")
     if n_classes < 1:
         raise ValueError(f"n_classes={n_classes!r}: must be >= 1")
     E, D, C, N = params.e, n_inputs, n_classes, n_classes * params.m
     r0 = np.float32(resource_of(0.0, params))
-    # Every synapse alike: fill r, w and theta_add from one value each (no E x D x N float64
-    # temporaries: at 1000 classes and 15 copies the arrays hold 230 M synapses each).
-    r = np.full((E, D, N), r0, np.float32)
-    w = np.full((E, D, N), weight_of(r[:1, :1, :1], params)[0, 0, 0], np.float32)
-    st = ColanetState(r=r, w=w, **resting_dynamics(E, N, C, D))
-    st.theta_add[...] = K.theta_of_column(w[0], 0, params.k_thr, params.resolved_gain(D))
+    # Every synapse alike: fill r and w from one value each (no E x D x N float64 temporaries:
+    # at 1000 classes and 15 copies the arrays hold 230 M synapses each).
+    st = ColanetState(r=np.full((E, D, N), r0, np.float32),
+                      w=np.full((E, D, N), weight_of(r0, params), np.float32),
+                      **resting_arrays(E, D, C, N))
+    st.theta_add[...] = K.theta_of_weights(st.w[0], params.k_thr, params.resolved_gain(D))
     return st
 
 
-def resting_dynamics(E: int, N: int, C: int, D: int) -> dict[str, np.ndarray]:
-    """Every non-synaptic state array at rest: zero potentials, pools and stability, no burst, no
-    block, every time stamp ``NEVER``, an empty arrival history."""
-    return dict(
-        u=np.zeros((E, N)), theta_add=np.zeros((E, N)), stability=np.zeros((E, N)),
-        free_pool=np.zeros((E, N)),
-        t_last_unforced=np.full((E, N), NEVER, np.int64), t_first=np.full((E, N), NEVER, np.int64),
-        t_spike=np.full((E, N), NEVER, np.int64), last_ah_tick=np.full((E, N), NEVER, np.int64),
-        burst=np.zeros((E, N), np.int8),
-        block_until=np.full((E, C), NEVER, np.int64), block_by=np.full((E, C), -1, np.int32),
-        t_out=np.full((E, C), NEVER, np.int64),
-        arrival_bits=np.zeros(D, np.uint64), acc=np.zeros(D),
-    )
+def resting_arrays(E: int, D: int, C: int, N: int) -> dict[str, np.ndarray]:
+    """Every state array but the synapses, at rest: zero potentials, thresholds, pools and
+    stability, no burst, no block, every time stamp ``NEVER``, an empty arrival history."""
+    return {name: np.full(_shape(a.axes, E, D, C, N), a.rest, a.dtype)
+            for name, a in STATE_ARRAYS.items() if a.axes != "synapse"}
 
 
-def sync_derived(params: ColanetParams, state: ColanetState) -> None:
-    """Recompute the cached weights ``w = w(r)`` and ``theta_add`` from ``r``
-    (in place), e.g. after editing resources by hand."""
+def sync_derived(params: ColanetConfig, state: ColanetState, thresholds: bool = True) -> None:
+    """Recompute the cached weights ``w = w(r)`` and (unless ``thresholds=False``) ``theta_add``
+    from ``r`` (in place), e.g. after editing resources by hand.  (With
+    ``theta_refresh="anti_hebbian"`` training leaves ``theta_add`` behind the weights; this sets
+    it to the weights' value.)"""
     g = params.resolved_gain(state.n_inputs)
     for e in range(state.n_copies):  # one copy at a time bounds the float64 temporaries
         state.w[e] = weight_of(state.r[e], params)
-    for e in range(state.n_copies):
-        for n in range(state.n_neurons):
-            state.theta_add[e, n] = K.theta_of_column(state.w[e], n, params.k_thr, g)
+        if thresholds:
+            state.theta_add[e] = K.theta_of_weights(state.w[e], params.k_thr, g)
 
 
-def state_arrays(state: ColanetState) -> dict:
-    """The state as a dict of arrays (for ``np.savez``; counters as 0-d int64)."""
-    out = {name: getattr(state, name) for name in _STATE_DTYPES}
-    out["t"] = np.array(state.t, np.int64)
-    out["n_seen"] = np.array(state.n_seen, np.int64)
-    return out
+def _arrays(state: ColanetState, names) -> dict[str, np.ndarray]:
+    return {**{name: getattr(state, name) for name in names},
+            **{name: np.array(getattr(state, name), np.int64) for name in COUNTERS}}
+
+
+def state_arrays(state: ColanetState) -> dict[str, np.ndarray]:
+    """The whole state as a dict of arrays (for ``np.savez``; counters as 0-d int64)."""
+    return _arrays(state, STATE_ARRAYS)
+
+
+def checkpoint_arrays(state: ColanetState, config: ColanetConfig | None = None
+                      ) -> dict[str, np.ndarray]:
+    """What a checkpoint holds (:func:`checkpointed`): the arrays that cannot be rebuilt (``r``,
+    the neuron, column and input state) and the counters; not ``w``, nor ``theta_add``, which
+    :func:`state_from_checkpoint` rebuilds from ``r`` -- except with
+    ``theta_refresh="anti_hebbian"``, where ``theta_add`` is kept: pass the ``config``."""
+    return _arrays(state, checkpointed(config))
+
+
+def _read_arrays(arrays, names, caller: str) -> dict:
+    missing = sorted(set(names) - set(arrays.keys()))
+    if missing:
+        raise ValueError(f"{caller}: missing arrays {missing}")
+    return {name: np.asarray(arrays[name]) for name in names}
 
 
 def state_from_arrays(arrays) -> ColanetState:
     """Inverse of :func:`state_arrays` (accepts an ``np.load`` result); checks
     names, dtypes and that the shapes agree."""
-    names = set(_STATE_DTYPES) | {"t", "n_seen"}
-    missing = sorted(names - set(arrays.keys()))
-    if missing:
-        raise ValueError(f"state_from_arrays: missing arrays {missing}")
-    kw = {}
-    for name, dt in _STATE_DTYPES.items():
-        a = np.asarray(arrays[name])
-        if a.dtype != dt:
-            raise ValueError(f"state_from_arrays: {name} has dtype {a.dtype}, expected {np.dtype(dt)}")
-        kw[name] = np.ascontiguousarray(a)
-    st = ColanetState(**kw, t=int(arrays["t"]), n_seen=int(arrays["n_seen"]))
+    kw = _read_arrays(arrays, [*STATE_ARRAYS, *COUNTERS], "state_from_arrays")
+    st = ColanetState(**{name: np.ascontiguousarray(kw[name]) for name in STATE_ARRAYS},
+                      **{name: int(kw[name]) for name in COUNTERS})
     _check_state_shapes(st)
     return st
 
 
+def state_from_checkpoint(arrays, config: ColanetConfig, n_inputs: int, n_classes: int
+                          ) -> ColanetState:
+    """Inverse of :func:`checkpoint_arrays` (accepts an ``np.load`` result; other arrays in it
+    are ignored): every array must match :func:`checkpoint_schema`; ``w`` and ``theta_add`` are
+    rebuilt from ``r`` (:func:`sync_derived`), exactly as training left them (``theta_add`` is
+    read from the checkpoint with ``theta_refresh="anti_hebbian"``)."""
+    schema = checkpoint_schema(config, n_inputs, n_classes)
+    kw = _read_arrays(arrays, schema, "state_from_checkpoint")
+    for name, (shape, dtype) in schema.items():
+        if kw[name].shape != shape or kw[name].dtype != dtype:
+            raise ValueError(f"state_from_checkpoint: {name} is {kw[name].dtype} {kw[name].shape}, "
+                             f"expected {dtype} {shape}")
+    E, D, C, N = config.e, n_inputs, n_classes, n_classes * config.m
+    stored = checkpointed(config)
+    derived = {name: np.empty(_shape(a.axes, E, D, C, N), a.dtype)
+               for name, a in STATE_ARRAYS.items() if name not in stored}
+    st = ColanetState(**{name: np.ascontiguousarray(kw[name]) for name in stored}, **derived,
+                      **{name: int(kw[name]) for name in COUNTERS})
+    sync_derived(config, st, thresholds="theta_add" not in stored)
+    return st
+
+
 def _check_state_shapes(st: ColanetState) -> None:
-    if st.r.ndim != 3:
-        raise ValueError(f"state.r must be (E, D, N), got shape {st.r.shape}")
+    if st.r.ndim != 3 or st.block_until.ndim != 2:
+        raise ValueError(f"state.r must be (E, D, N) and state.block_until (E, C), got shapes "
+                         f"{st.r.shape} and {st.block_until.shape}")
     E, D, N = st.r.shape
-    C = st.block_until.shape[1] if st.block_until.ndim == 2 else -1
-    want = {"r": (E, D, N), "w": (E, D, N), "block_until": (E, C), "block_by": (E, C),
-            "t_out": (E, C), "arrival_bits": (D,), "acc": (D,)}
-    for name in ("u", "theta_add", "stability", "free_pool", "t_last_unforced", "t_first",
-                 "t_spike", "last_ah_tick", "burst"):
-        want[name] = (E, N)
-    for name, shape in want.items():
-        if getattr(st, name).shape != shape:
-            raise ValueError(f"state.{name} has shape {getattr(st, name).shape}, expected {shape}")
+    C = st.block_until.shape[1]
+    for name, a in STATE_ARRAYS.items():
+        array, shape = getattr(st, name), _shape(a.axes, E, D, C, N)
+        if array.dtype != a.dtype:
+            raise ValueError(f"state.{name} has dtype {array.dtype}, expected {np.dtype(a.dtype)}")
+        if array.shape != shape:
+            raise ValueError(f"state.{name} has shape {array.shape}, expected {shape}")
     if C < 1 or N % C:
         raise ValueError(f"state: {N} neurons do not split into {C} columns")
 
 
-def pack_params(params: ColanetParams, n_inputs: int):
-    """Hyperparameters as the kernels' flat arrays ``(fp float64, ip int64)``."""
-    fp = np.zeros(K.N_FP)
-    fp[K.F_LEAK] = 1.0 - 1.0 / params.tau
-    fp[K.F_THETA0] = params.theta0
-    fp[K.F_KTHR] = params.k_thr
-    fp[K.F_SSTIM] = params.s_stim
-    fp[K.F_WMIN] = params.w_min
-    fp[K.F_WMAX] = params.w_max
-    fp[K.F_GAIN] = params.resolved_gain(n_inputs)
-    fp[K.F_DH] = params.d_h
-    fp[K.F_DOPAMINE] = params.dopamine
-    fp[K.F_RS] = params.r_s
-    fp[K.F_FTHR] = params.f_thr
-    ip = np.zeros(K.N_IP, np.int64)
-    ip[K.I_TSYN] = params.t_syn
-    ip[K.I_ISI] = params.isi_max
-    ip[K.I_TDOP] = params.t_dop
-    ip[K.I_NSILENT] = params.n_silent
-    ip[K.I_M] = params.m
-    ip[K.I_PRESENT] = params.present_ticks
-    ip[K.I_PERIOD] = params.period
-    ip[K.I_BLOCK] = params.block_ticks
-    ip[K.I_LABEL] = params.label_tick
-    ip[K.I_FORCE] = params.force_tick
-    ip[K.I_DOPT] = params.dopamine_tick
-    ip[K.I_DELAY] = params.input_delay
-    ip[K.I_FORCE_ALL] = params.forcing == "all"
-    ip[K.I_BLOCK_COL] = params.blocking == "column"
-    ip[K.I_CODER] = _CODERS.index(params.coder)
-    ip[K.I_CARRY] = params.carry_accumulator
-    ip[K.I_SEED] = params.seed
-    ip[K.I_BURST_SAMPLE] = params.burst_scope == "sample"
-    return fp, ip
+def kernel_params(params: ColanetConfig, n_inputs: int) -> K.KernelParams:
+    """The hyperparameters as the kernels' one typed record, for ``n_inputs`` inputs: the
+    config's values, with ``leak = 1 - 1/tau``, ``span = w_max - w_min``, the resolved gain,
+    ``period``, the named choices as flags, and the readings' windows resolved:
+    ``gate_ticks`` (``block_ticks`` when None), ``syn_lookback`` (a contribution window starts
+    ``syn_lookback`` ticks before its first spike: ``t_syn``, or ``t_syn - 1`` with
+    ``syn_window="t_syn"``) and ``block_span`` (a block lasts until ``t + block_span``:
+    ``block_ticks``, or ``block_ticks + 1`` with ``block_span="block_ticks"``)."""
+    return K.KernelParams(
+        leak=1.0 - 1.0 / params.tau, theta0=params.theta0, k_thr=params.k_thr,
+        s_stim=params.s_stim, w_min=params.w_min, span=params.w_max - params.w_min,
+        gain=float(params.resolved_gain(n_inputs)), d_h=params.d_h, dopamine=params.dopamine,
+        r_s=params.r_s, f_thr=params.f_thr,
+        syn_lookback=params.t_syn - 1 if params.syn_window == "t_syn" else params.t_syn,
+        isi_max=params.isi_max, t_dop=params.t_dop, n_silent=params.n_silent, m=params.m,
+        present_ticks=params.present_ticks, period=params.period,
+        block_span=params.block_ticks + 1 if params.block_span == "block_ticks" else params.block_ticks,
+        label_tick=params.label_tick, force_tick=params.force_tick,
+        dopamine_tick=params.dopamine_tick, input_delay=params.input_delay, seed=params.seed,
+        bernoulli=params.coder == "bernoulli", carry_accumulator=params.carry_accumulator,
+        force_all=params.forcing == "all", block_column=params.blocking == "column",
+        bursts_end_with_sample=params.burst_scope == "sample",
+        fire_all=params.firing == "all_above_threshold",
+        theta_at_ah_only=params.theta_refresh == "anti_hebbian",
+        gate_in_sample=params.gate_scope == "sample", gate_ticks=params.resolved_gate_ticks)
 
 
-def check_batch(params: ColanetParams, state: ColanetState, x, sample_index, sat, y=None):
+def check_batch(params: ColanetConfig, state: ColanetState, x, sample_index, sat, y=None):
     """Validate and convert a chunk: returns ``(x float32 (B,D), y int64 (B,)
     or None, sample_index int64 (B,), sat float)``; raises ValueError with the
     offending value otherwise."""
@@ -561,7 +735,7 @@ def per_feature_coding(x: np.ndarray, sat) -> tuple[np.ndarray, float]:
     return (x / levels).astype(np.float32), 1.0
 
 
-def encode_inputs(params: ColanetParams, x, sample_index, sat) -> np.ndarray:
+def encode_inputs(params: ColanetConfig, x, sample_index, sat) -> np.ndarray:
     """Input spikes of each sample from a fresh accumulator, as emitted:
     (B, present_ticks, D) bool, index ``k`` = presentation tick (they arrive
     at the L neurons at ``k + input_delay``)."""
@@ -571,13 +745,12 @@ def encode_inputs(params: ColanetParams, x, sample_index, sat) -> np.ndarray:
     sample_index = np.ascontiguousarray(sample_index, dtype=np.int64)
     x, sat = per_feature_coding(x, sat)
     pat = K.encode_chunk(x, sat, sample_index, np.zeros(x.shape[1]),
-                         _CODERS.index(params.coder), 0, True, params.seed,
-                         params.present_ticks, params.input_delay)
+                         kernel_params(params, x.shape[1]), True)
     ks = np.arange(params.present_ticks, dtype=np.uint64) + np.uint64(params.input_delay)
     return ((pat[:, None, :] >> ks[None, :, None]) & np.uint64(1)).astype(bool)
 
 
-def train_chunk(params: ColanetParams, state: ColanetState, x, y, sample_index, sat, record=False):
+def train_chunk(params: ColanetConfig, state: ColanetState, x, y, sample_index, sat, record=False):
     """Train on a chunk of samples, in order, updating ``state`` in place.
 
     ``x`` (B, D) features, ``y`` (B,) labels in [0, C), ``sample_index`` (B,)
@@ -591,16 +764,12 @@ def train_chunk(params: ColanetParams, state: ColanetState, x, y, sample_index, 
     x, y, sample_index, sat = check_batch(params, state, x, sample_index, sat, y)
     B, D = x.shape
     E, N, P = state.n_copies, state.n_neurons, params.period
-    fp, ip = pack_params(params, D)
-    pat = K.encode_chunk(x, sat, sample_index, state.acc, ip[K.I_CODER], ip[K.I_CARRY], False,
-                         params.seed, params.present_ticks, params.input_delay)
+    hp = kernel_params(params, D)
+    pat = K.encode_chunk(x, sat, sample_index, state.acc, hp, False)
     bits0 = K.history_chunk(state.arrival_bits, pat, P)
-    rec = np.zeros((B, P, E, N) if record else (1, 1, 1, 1), bool)
-    votes = K.train_kernel(pat, bits0, y, sample_index, np.int64(state.t), fp, ip,
-                           state.r, state.w, state.u, state.theta_add, state.stability,
-                           state.free_pool, state.t_last_unforced, state.t_first, state.t_spike,
-                           state.burst, state.last_ah_tick, state.block_until, state.block_by,
-                           state.t_out, record, rec)
+    rec = np.zeros((B, P, E, N), bool) if record else None
+    votes = K.train_kernel(hp, kernel_state(state), pat, bits0, y, sample_index, np.int64(state.t),
+                           rec)
     state.t += B * P
     state.n_seen += B
     if record:
@@ -608,7 +777,7 @@ def train_chunk(params: ColanetParams, state: ColanetState, x, y, sample_index, 
     return votes, state
 
 
-def infer_chunk(params: ColanetParams, state: ColanetState, x, sample_index, sat, record=False):
+def infer_chunk(params: ColanetConfig, state: ColanetState, x, sample_index, sat, record=False):
     """Votes (B, E, C) int32 with plasticity frozen; ``state`` is not modified.
 
     Each sample starts from a fresh neuron state (u = 0, no burst, no block,
@@ -618,12 +787,10 @@ def infer_chunk(params: ColanetParams, state: ColanetState, x, sample_index, sat
     x, _, sample_index, sat = check_batch(params, state, x, sample_index, sat)
     B, D = x.shape
     E, N, P = state.n_copies, state.n_neurons, params.period
-    fp, ip = pack_params(params, D)
-    pat = K.encode_chunk(x, sat, sample_index, np.zeros(D), ip[K.I_CODER], 0, True,
-                         params.seed, params.present_ticks, params.input_delay)
-    rec = np.zeros((B, P, E, N) if record else (1, 1, 1, 1), bool)
-    votes = K.infer_kernel(pat, sample_index, fp, ip, state.w, state.theta_add,
-                           state.n_classes, record, rec)
+    hp = kernel_params(params, D)
+    pat = K.encode_chunk(x, sat, sample_index, np.zeros(D), hp, True)
+    rec = np.zeros((B, P, E, N), bool) if record else None
+    votes = K.infer_kernel(hp, state.w, state.theta_add, state.n_classes, pat, sample_index, rec)
     if record:
         return votes, rec
     return votes

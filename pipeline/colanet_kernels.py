@@ -3,9 +3,25 @@
 The model, its equations and the exact per-tick order are documented in
 :mod:`pipeline.colanet`; this module only makes them fast.  Nothing here is
 called directly by users: :func:`pipeline.colanet.train_chunk` and
-:func:`pipeline.colanet.infer_chunk` validate their inputs, pack the
-hyperparameters into two flat arrays (``fp`` floats, ``ip`` integers, indexed
-by the ``F_*`` / ``I_*`` constants below) and call these kernels.
+:func:`pipeline.colanet.infer_chunk` validate their inputs and call these
+kernels with two typed records:
+
+* ``hp``, a :class:`KernelParams`: every hyperparameter by name, built by
+  :func:`pipeline.colanet.kernel_params` from a ``ColanetConfig``;
+* ``s``, the ensemble's arrays with a leading copy axis (``r``, ``w`` (E, D, N),
+  per neuron (E, N), per column (E, C)) as a named tuple built by
+  :func:`pipeline.colanet.kernel_state`; their names, dtypes and layout are
+  declared once, in :data:`pipeline.colanet.STATE_ARRAYS`.
+
+A sample is simulated by small step functions, one per line of the model's
+per-tick order (each with its equation): :func:`reset_sample`,
+:func:`leak_and_noise`, :func:`add_input`, :func:`column_spiker`,
+:func:`fires_beside` and :func:`unforced_spike` (shared by training and
+inference), then, in training only, :func:`train_unforced_spike` with
+:func:`continue_or_start_burst` and :func:`anti_hebbian`,
+:func:`gate_fires`, :func:`force_label_column`, :func:`dopamine` (with
+:func:`stability_after_dopamine`) and :func:`conservation`.
+:func:`train_sample` and :func:`infer_sample` string them together.
 
 Design (see the cost model in ``shared/spec/colanet.md``):
 
@@ -36,6 +52,7 @@ point.  ``pipeline.colanet_reference`` reproduces the same hash with NumPy
 """
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
@@ -44,42 +61,74 @@ from numba import njit, prange
 #: fails, small enough that ``t - NEVER`` cannot overflow int64.
 NEVER = -(1 << 40)
 
-# --- packed hyperparameters ------------------------------------------------
-F_LEAK = 0  # 1 - 1/tau
-F_THETA0 = 1
-F_KTHR = 2
-F_SSTIM = 3
-F_WMIN = 4
-F_WMAX = 5
-F_GAIN = 6  # resolved gain g
-F_DH = 7
-F_DOPAMINE = 8
-F_RS = 9
-F_FTHR = 10
-N_FP = 11
-
-I_TSYN = 0
-I_ISI = 1
-I_TDOP = 2
-I_NSILENT = 3
-I_M = 4
-I_PRESENT = 5
-I_PERIOD = 6
-I_BLOCK = 7
-I_LABEL = 8
-I_FORCE = 9
-I_DOPT = 10
-I_DELAY = 11
-I_FORCE_ALL = 12  # 1: forcing == "all"
-I_BLOCK_COL = 13  # 1: blocking == "column"
-I_CODER = 14  # 0 accumulator, 1 bernoulli
-I_CARRY = 15
-I_SEED = 16
-I_BURST_SAMPLE = 17  # 1: burst_scope == "sample" (bursts end at the sample start)
-N_IP = 18
-
 #: Depth of the arrival history (bits of a uint64 word).
 HISTORY = 64
+
+#: Noise streams: training and inference draw different noise for the same sample.
+TRAIN_NOISE = 0
+INFER_NOISE = 1
+
+
+class KernelParams(NamedTuple):
+    """The hyperparameters as the kernels read them (one typed record; built by
+    :func:`pipeline.colanet.kernel_params`, which documents each field's source)."""
+
+    leak: float  # 1 - 1/tau
+    theta0: float
+    k_thr: float
+    s_stim: float
+    w_min: float
+    span: float  # w_max - w_min
+    gain: float  # the resolved input gain g
+    d_h: float
+    dopamine: float
+    r_s: float
+    f_thr: float
+    syn_lookback: int  # a contribution window starts this many ticks before t_first (syn_window)
+    isi_max: int
+    t_dop: int
+    n_silent: int
+    m: int  # L neurons per column
+    present_ticks: int
+    period: int  # present_ticks + silent_ticks
+    block_span: int  # an unforced spike at t blocks its column until t + block_span (block_span)
+    label_tick: int
+    force_tick: int
+    dopamine_tick: int
+    input_delay: int
+    seed: int
+    bernoulli: bool  # coder "bernoulli" (else the accumulator coder)
+    carry_accumulator: bool
+    force_all: bool  # forcing "all" (else the most depolarised neuron)
+    block_column: bool  # blocking "column" (else none)
+    bursts_end_with_sample: bool  # burst_scope "sample" (else "continuous")
+    fire_all: bool  # firing "all_above_threshold" (else the column's most depolarised neuron)
+    theta_at_ah_only: bool  # theta_refresh "anti_hebbian" (else after every weight change)
+    gate_in_sample: bool  # gate_scope "sample" (else the window of gate_ticks)
+    gate_ticks: int  # the GATE's silence after an OUT spike (gate_scope "window")
+
+
+class TrainScratch(NamedTuple):
+    """Per-copy work arrays of a training sample."""
+
+    current: np.ndarray  # (P, N) float64: buffered input current of every tick
+    row: np.ndarray  # (N,) float64: one weight row, converted once
+    stale: np.ndarray  # (N,) bool: weights changed in this sample, recompute the current
+    # Inputs arriving at each tick, ascending: tick k's are
+    # arrival_inputs[arrival_start[k]:arrival_start[k + 1]].
+    arrival_start: np.ndarray  # (P + 1,) int64
+    arrival_inputs: np.ndarray  # (P * D,) int64
+
+
+class InferScratch(NamedTuple):
+    """Per-work-item arrays of inference: a fresh neuron state for each sample."""
+
+    u: np.ndarray  # (N,) float64
+    block_until: np.ndarray  # (C,) int64
+    block_by: np.ndarray  # (C,) int32
+    current: np.ndarray  # (P, N) float64
+    row: np.ndarray  # (N,) float64
+
 
 # --- counter-based hash ----------------------------------------------------
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -147,6 +196,15 @@ def hash_uniforms(key, count):
     return out
 
 
+@njit(cache=True)
+def neuron_keys(N):
+    """``mix64(n + GOLDEN)`` for each neuron, the per-neuron half of the noise key."""
+    out = np.empty(N, np.uint64)
+    for n in range(N):
+        out[n] = mix64(np.uint64(n) + _GOLDEN)
+    return out
+
+
 # --- small helpers ----------------------------------------------------------
 @njit(cache=True)
 def weight_scalar(r, w_min, span):
@@ -160,14 +218,19 @@ def weight_scalar(r, w_min, span):
 
 
 @njit(cache=True)
-def theta_of_column(w, n, k_thr, gain):
-    """theta_add = k_thr * (g * sum_j max(w_jn, 0)), summed in ascending j."""
-    s = 0.0
-    for j in range(w.shape[0]):
-        v = np.float64(w[j, n])
-        if v > 0.0:
-            s += v
-    return k_thr * (gain * s)
+def theta_of_weights(w, k_thr, gain):
+    """theta_add_n = k_thr * (g * sum_j max(w_jn, 0)) for every column n of
+    ``w`` (D, N), each summed in ascending j (float64)."""
+    D, N = w.shape
+    total = np.zeros(N)
+    for j in range(D):
+        for n in range(N):
+            v = np.float64(w[j, n])
+            if v > 0.0:
+                total[n] += v
+    for n in range(N):
+        total[n] = k_thr * (gain * total[n])
+    return total
 
 
 @njit(cache=True)
@@ -206,16 +269,51 @@ def window_masks(t0, t, a, b):
     return hm, cm
 
 
+@njit(cache=True)
+def arrives(pattern, k):
+    """Whether bit ``k`` of an arrival word is set (an arrival at local tick k)."""
+    return (pattern >> np.uint64(k)) & _ONE != _ZERO
+
+
+@njit(cache=True)
+def in_burst(t, t_spike, isi_max, floor):
+    """A neuron whose last spike was at ``t_spike`` is in a burst at tick ``t``:
+    ``t - t_spike < isi_max`` and ``t_spike >= floor``, where ``floor`` is the
+    sample's first tick with burst_scope "sample" (bursts end with their sample)
+    and ``NEVER`` with "continuous" (see :func:`burst_floor`)."""
+    return t - t_spike < isi_max and t_spike >= floor
+
+
+@njit(cache=True)
+def burst_floor(hp, t0):
+    """Earliest last spike that a spike of the sample starting at ``t0`` can continue."""
+    return t0 if hp.bursts_end_with_sample else NEVER
+
+
+@njit(cache=True)
+def is_blocked(t, n, c, block_until, block_by):
+    """Neuron n of column c is blocked at tick t: ``t < block_until[c]`` and it
+    is not the neuron that set the block."""
+    return t < block_until[c] and n != block_by[c]
+
+
+@njit(cache=True)
+def record_spike(rec, b, k, e, n):
+    """``rec[b, k, e, n] = True`` when spikes are recorded (``rec`` not None)."""
+    if rec is not None:
+        rec[b, k, e, n] = True
+
+
 # --- input coding ------------------------------------------------------------
 @njit(cache=True)
-def encode_chunk(x, sat, sample_index, acc, coder, carry, fresh, seed, present, delay):
+def encode_chunk(x, sat, sample_index, acc, hp, fresh):
     """Input arrival patterns of a chunk.
 
-    Returns ``pat`` (B, D) uint64: bit ``k + delay`` of ``pat[b, j]`` is set
-    when input ``j`` spikes at presentation tick ``k`` of sample ``b``.
+    Returns ``pat`` (B, D) uint64: bit ``k + input_delay`` of ``pat[b, j]`` is
+    set when input ``j`` spikes at presentation tick ``k`` of sample ``b``.
     Drive ``d_j = clip(x_j / sat, 0, 1)``.  Accumulator coder: per tick
     ``acc += d; if acc >= 1: spike, acc -= 1``; ``acc`` is zeroed at each
-    sample start unless ``carry`` (and always when ``fresh``, as in
+    sample start unless ``carry_accumulator`` (and always when ``fresh``, as in
     inference); it is updated in place.  Bernoulli coder: spike when the
     counter-based uniform of (seed, sample, k, j) is below ``d_j``.
     """
@@ -230,21 +328,21 @@ def encode_chunk(x, sat, sample_index, acc, coder, carry, fresh, seed, present, 
             elif v > 1.0:
                 v = 1.0
             d[j] = v
-        if coder == 0:
-            if fresh or carry == 0:
+        if not hp.bernoulli:
+            if fresh or not hp.carry_accumulator:
                 for j in range(D):
                     acc[j] = 0.0
-            for k in range(present):
-                bit = _ONE << np.uint64(k + delay)
+            for k in range(hp.present_ticks):
+                bit = _ONE << np.uint64(k + hp.input_delay)
                 for j in range(D):
                     acc[j] += d[j]
                     if acc[j] >= 1.0:
                         acc[j] -= 1.0
                         pat[b, j] |= bit
         else:
-            for k in range(present):
-                bit = _ONE << np.uint64(k + delay)
-                key = coder_tick_key(seed, sample_index[b], k)
+            for k in range(hp.present_ticks):
+                bit = _ONE << np.uint64(k + hp.input_delay)
+                key = coder_tick_key(hp.seed, sample_index[b], k)
                 for j in range(D):
                     if unit_float(absorb(key, np.uint64(j))) < d[j]:
                         pat[b, j] |= bit
@@ -274,297 +372,428 @@ def history_chunk(bits, pat, period):
     return bits0
 
 
-# --- plasticity pieces (training only) ----------------------------------------
+# --- currents -------------------------------------------------------------------
 @njit(cache=True)
-def stability_scale(stab):
-    """min(2^-S, 1): stability makes a neuron less plastic."""
-    scale = math.pow(2.0, -stab)
-    return scale if scale < 1.0 else 1.0
+def sample_currents(w, pat, current, row):
+    """Buffered currents of a sample: ``I[k, n] = sum_j w_jn`` over the inputs
+    ``j`` arriving at local tick ``k``, summed in ascending j in float64, in one
+    pass over the active rows (each read once and converted once into ``row``).
 
-
-@njit(cache=True)
-def _update_column(n, dr, select_all, hm, cm, hm_not, cm_not, pat, bits0, r, w,
-                   w_min, span, k_thr, gain):
-    """One (strided) pass over neuron n's synapses, ascending j: add ``dr``
-    (already scaled) to the resource of every selected synapse (all of them
-    if ``select_all``, else those whose input arrived in the window (hm, cm)
-    and not in the window (hm_not, cm_not)), refresh its weight, and
-    recompute ``theta_add`` from the whole column.
-
-    Returns ``(count of changed synapses, theta_add)``.  The caller marks the
-    neuron's buffered currents stale when the count is positive.
-    """
-    s = 0.0
-    cnt = 0
-    for j in range(r.shape[0]):
-        if select_all or (((bits0[j] & hm) | (pat[j] & cm)) != _ZERO
-                          and ((bits0[j] & hm_not) | (pat[j] & cm_not)) == _ZERO):
-            rr = np.float32(np.float64(r[j, n]) + dr)
-            r[j, n] = rr
-            wv = weight_scalar(rr, w_min, span)
-            w[j, n] = wv
-            cnt += 1
-        else:
-            wv = w[j, n]
-        v = np.float64(wv)
-        if v > 0.0:
-            s += v
-    return cnt, k_thr * (gain * s)
-
-
-@njit(cache=True)
-def _force_spike(n, t, isi, floor, t_first, t_spike, burst, u):
-    """A teacher-forced spike: no vote, no block, no anti-Hebbian step; it
-    marks the (possibly new) burst as forced."""
-    if not (t - t_spike[n] < isi and t_spike[n] >= floor):
-        t_first[n] = t
-    burst[n] = 1
-    t_spike[n] = t
-    u[n] = 0.0
-
-
-@njit(cache=True)
-def _simulate_sample(train, e, b, pat, bits0, label, t0, sample_index, stream, fp, ip,
-                     r, w, u, theta, stab, pool, t_last, t_first, t_spike, burst, last_ah,
-                     block_until, block_by, t_out, cur, row64, stale, arr_ptr, arr_idx,
-                     nkey, votes, record, rec):
-    """One sample (P ticks) of one copy; see pipeline.colanet for the order.
-
-    All neuron arrays are this copy's 1-D views (length N or C); ``r``/``w``
-    are this copy's (D, N).  With ``train`` False no teacher, no dopamine and
-    no plasticity run, and ``r``, ``w``, ``theta`` are only read.
-    """
-    D = w.shape[0]
-    N = w.shape[1]
-    C = block_until.shape[0]
-    leak = fp[F_LEAK]
-    theta0 = fp[F_THETA0]
-    k_thr = fp[F_KTHR]
-    s_stim = fp[F_SSTIM]
-    w_min = fp[F_WMIN]
-    span = fp[F_WMAX] - fp[F_WMIN]
-    gain = fp[F_GAIN]
-    d_h = fp[F_DH]
-    dopamine = fp[F_DOPAMINE]
-    r_s = fp[F_RS]
-    f_thr = fp[F_FTHR]
-    t_syn = ip[I_TSYN]
-    isi = ip[I_ISI]
-    t_dop = ip[I_TDOP]
-    n_silent = ip[I_NSILENT]
-    M = ip[I_M]
-    P = ip[I_PERIOD]
-    block_ticks = ip[I_BLOCK]
-    label_tick = ip[I_LABEL]
-    force_tick = ip[I_FORCE]
-    dop_tick = ip[I_DOPT]
-    force_all = ip[I_FORCE_ALL] != 0
-    block_col = ip[I_BLOCK_COL] != 0
-    seed = ip[I_SEED]
-    # A spike continues a burst only if the previous one is recent and, with burst_scope
-    # "sample", in this same sample (floor = the sample's first tick).
-    floor = t0 if ip[I_BURST_SAMPLE] != 0 else NEVER
-
-    # (1) sample start: potentials and lateral blocking are reset.
-    for n in range(N):
-        u[n] = 0.0
-    for c in range(C):
-        block_until[c] = NEVER
-        block_by[c] = -1
-
-    # Currents of every tick, one pass over the active rows (each read once,
-    # converted once); per tick the inputs are summed in ascending order.
-    pat_any = _ZERO
+    Fills ``current`` (P, N) and returns the OR of the arrival words (bit k:
+    some input arrives at tick k)."""
+    D, N = w.shape
+    P = current.shape[0]
+    arriving = _ZERO
     for ka in range(P):
         for n in range(N):
-            cur[ka, n] = 0.0
+            current[ka, n] = 0.0
     for j in range(D):
         p = pat[j]
         if p == _ZERO:
             continue
-        pat_any |= p
+        arriving |= p
         for n in range(N):
-            row64[n] = w[j, n]
+            row[n] = w[j, n]
         for ka in range(P):
             if (p >> np.uint64(ka)) & _ONE:
                 for n in range(N):
-                    cur[ka, n] += row64[n]
-    # Neurons whose weights changed during this sample have stale buffered
-    # currents: they are recomputed tick by tick (only when used, i.e. not
-    # blocked) from the arrival lists, in the same ascending order.
-    for n in range(N):
-        stale[n] = False
-    if train:
-        pos = 0
-        for ka in range(P):
-            arr_ptr[ka] = pos
-            if (pat_any >> np.uint64(ka)) & _ONE:
-                for j in range(D):
-                    if (pat[j] >> np.uint64(ka)) & _ONE:
-                        arr_idx[pos] = j
-                        pos += 1
-        arr_ptr[P] = pos
-
-    gate = False
-    for k in range(P):
-        t = t0 + k
-        # (2) leak and noise
-        key = noise_tick_key(seed, e, stream, sample_index, k)
-        for n in range(N):
-            u[n] = u[n] * leak + s_stim * unit_float(mix64(key ^ nkey[n]))
-        # (3) input, gated by the column's block (the blocker is exempt)
-        if (pat_any >> np.uint64(k)) & _ONE:
-            for n in range(N):
-                c = n // M
-                if t < block_until[c] and n != block_by[c]:
-                    continue
-                if stale[n]:
-                    acc = 0.0
-                    for i in range(arr_ptr[k], arr_ptr[k + 1]):
-                        acc += w[arr_idx[i], n]
-                    cur[k, n] = acc
-                u[n] += gain * cur[k, n]
-        for n in range(N):
-            if u[n] < 0.0:
-                u[n] = 0.0
-        # (4) unforced spikes: per column the most depolarised crossing neuron
-        for c in range(C):
-            best = -1
-            best_u = -1.0
-            for m in range(M):
-                n = c * M + m
-                if u[n] >= theta0 + theta[n] and u[n] > best_u:
-                    best = n
-                    best_u = u[n]
-            if best < 0:
-                continue
-            n = best
-            if t - t_spike[n] < isi and t_spike[n] >= floor:
-                if burst[n] != 1:
-                    burst[n] = 3
-            else:
-                burst[n] = 2
-                t_first[n] = t
-            t_spike[n] = t
-            t_last[n] = t
-            u[n] = 0.0
-            votes[c] += 1
-            t_out[c] = t
-            if block_col:
-                block_until[c] = t + block_ticks
-                block_by[c] = n
-            if record:
-                rec[b, k, e, n] = True
-            if train:
-                # anti-Hebbian: synapses contributing now, not yet depressed
-                # in this burst
-                a = t_first[n] - t_syn
-                hm, cm = window_masks(t0, t, a, t)
-                hm_old = _ZERO
-                cm_old = _ZERO
-                if last_ah[n] >= t_first[n]:
-                    hm_old, cm_old = window_masks(t0, t, a, last_ah[n])
-                dr = d_h * stability_scale(stab[n])
-                cnt, theta[n] = _update_column(n, dr, False, hm, cm, hm_old, cm_old, pat, bits0,
-                                               r, w, w_min, span, k_thr, gain)
-                pool[n] -= dr * cnt
-                if cnt > 0:
-                    stale[n] = True
-                last_ah[n] = t
-        if not train:
-            continue
-        # (5) teacher: GATE decision, forcing, dopamine
-        if k == label_tick:
-            gate = not (t_out[label] > t - block_ticks)
-        if k == force_tick and gate:
-            if force_all:
-                for m in range(M):
-                    n = label * M + m
-                    if t_spike[n] != t:  # not if it spiked (unforced) this tick
-                        _force_spike(n, t, isi, floor, t_first, t_spike, burst, u)
-                        if record:
-                            rec[b, k, e, n] = True
-            else:
-                chosen = -1
-                chosen_u = -1.0
-                for m in range(M):
-                    n = label * M + m
-                    if t_spike[n] != t and u[n] > chosen_u:
-                        chosen_u = u[n]
-                        chosen = n
-                if chosen >= 0:
-                    _force_spike(chosen, t, isi, floor, t_first, t_spike, burst, u)
-                    if record:
-                        rec[b, k, e, chosen] = True
-        if k == dop_tick:
-            for m in range(M):
-                n = label * M + m
-                if t - t_spike[n] <= t_dop:
-                    hm, cm = window_masks(t0, t, t_first[n] - t_syn, t_spike[n])
-                    dr = dopamine * stability_scale(stab[n])
-                    cnt, th = _update_column(n, dr, False, hm, cm, _ZERO, _ZERO, pat, bits0,
-                                             r, w, w_min, span, k_thr, gain)
-                    pool[n] -= dr * cnt
-                    if cnt > 0:
-                        theta[n] = th
-                        stale[n] = True
-                if burst[n] == 1:
-                    s = stab[n] - r_s * dopamine
-                    stab[n] = s if s > 0.0 else 0.0
-                else:
-                    dev = abs(np.float64(t - t_first[n] - isi)) / isi
-                    factor = 2.0 - dev
-                    if factor < -1.0:
-                        factor = -1.0
-                    s = stab[n] + r_s * dopamine * factor
-                    stab[n] = s if s > 0.0 else 0.0
-        # (6) conservation: neurons outside a burst release their free pool
-        for n in range(N):
-            if not (t - t_spike[n] < isi and t_spike[n] >= floor) and abs(pool[n]) >= f_thr:
-                delta = pool[n] / (D + n_silent)
-                cnt, theta[n] = _update_column(n, delta, True, _ZERO, _ZERO, _ZERO, _ZERO, pat,
-                                               bits0, r, w, w_min, span, k_thr, gain)
-                pool[n] = 0.0
-                stale[n] = True
+                    current[ka, n] += row[n]
+    return arriving
 
 
 @njit(cache=True)
-def neuron_keys(N):
-    """mix64(n + GOLDEN) for each neuron, the per-neuron half of the noise key."""
-    out = np.empty(N, np.uint64)
+def arrival_lists(pat, arriving, arrival_start, arrival_inputs):
+    """Inputs arriving at each local tick, ascending: tick k's are
+    ``arrival_inputs[arrival_start[k]:arrival_start[k + 1]]`` (what a stale
+    neuron's current is recomputed from)."""
+    P = arrival_start.shape[0] - 1
+    pos = 0
+    for ka in range(P):
+        arrival_start[ka] = pos
+        if arrives(arriving, ka):
+            for j in range(pat.shape[0]):
+                if arrives(pat[j], ka):
+                    arrival_inputs[pos] = j
+                    pos += 1
+    arrival_start[P] = pos
+
+
+@njit(cache=True)
+def refresh_stale_currents(scratch, k, w, t, m, block_until, block_by):
+    """``I[k, n] = sum_j w_jn`` over tick k's arrival list (ascending j, float64)
+    for every neuron whose weights changed in this sample and whose current is
+    used at tick k (not blocked): the buffered value predates the change."""
+    current = scratch.current[k]
+    lo = scratch.arrival_start[k]
+    hi = scratch.arrival_start[k + 1]
+    for n in range(w.shape[1]):
+        if scratch.stale[n] and not is_blocked(t, n, n // m, block_until, block_by):
+            total = 0.0
+            for i in range(lo, hi):
+                total += w[scratch.arrival_inputs[i], n]
+            current[n] = total
+
+
+# --- the steps of a tick, shared by training and inference ----------------------
+@njit(cache=True)
+def reset_sample(u, block_until, block_by):
+    """Step 1, at a sample's first tick: ``u = 0``; every column block is cleared
+    (``block_until = NEVER``, ``block_by = -1``)."""
+    for n in range(u.shape[0]):
+        u[n] = 0.0
+    for c in range(block_until.shape[0]):
+        block_until[c] = NEVER
+        block_by[c] = -1
+
+
+@njit(cache=True)
+def leak_and_noise(u, hp, tick_key, neuron_key):
+    """Step 2: ``u_n <- u_n (1 - 1/tau) + s_stim U_n`` with ``U_n`` the
+    counter-based uniform of (tick_key, n)."""
+    for n in range(u.shape[0]):
+        u[n] = u[n] * hp.leak + hp.s_stim * unit_float(mix64(tick_key ^ neuron_key[n]))
+
+
+@njit(cache=True)
+def add_input(u, current, hp, t, block_until, block_by):
+    """Step 3, on a tick where inputs arrive: ``u_n <- max(u_n + g I_n, 0)`` for
+    every neuron not blocked (:func:`is_blocked`); a blocked neuron keeps its
+    ``u``.  (Without arrivals ``u >= 0`` already: leak and noise keep it so.)"""
+    for n in range(u.shape[0]):
+        if not is_blocked(t, n, n // hp.m, block_until, block_by):
+            u[n] += hp.gain * current[n]
+        if u[n] < 0.0:
+            u[n] = 0.0
+
+
+@njit(cache=True)
+def column_spiker(u, theta_add, hp, c):
+    """Step 4: the neuron of column c that fires unforced, among those with
+    ``u_n >= theta0 + theta_add_n`` the most depolarised (ties: lowest index);
+    -1 when none crosses.  With firing "all_above_threshold" the others above
+    threshold fire too (:func:`fires_beside`), and this one sets the block."""
+    best = -1
+    best_u = -1.0
+    for n in range(c * hp.m, (c + 1) * hp.m):
+        if u[n] >= hp.theta0 + theta_add[n] and u[n] > best_u:
+            best = n
+            best_u = u[n]
+    return best
+
+
+@njit(cache=True)
+def fires_beside(u, theta_add, hp, n, best):
+    """Step 4 with firing "all_above_threshold": neuron n, not the column's most
+    depolarised crossing neuron ``best``, fires too when ``u_n >= theta0 + theta_add_n``."""
+    return n != best and u[n] >= hp.theta0 + theta_add[n]
+
+
+@njit(cache=True)
+def unforced_spike(hp, n, c, t, u, block_until, block_by, votes):
+    """Step 4, what an unforced spike of neuron n (column c) does in training and
+    inference alike: ``u_n = 0``, one OUT vote for c, and with blocking "column"
+    ``block_until[c] = t + block_span``, ``block_by[c] = n`` (block_span:
+    ``block_ticks``, or ``block_ticks + 1`` with block_span "block_ticks").  When
+    several neurons of a column fire at one tick the most depolarised one fires
+    last, so that it is the one exempt from the block."""
+    u[n] = 0.0
+    votes[c] += 1
+    if hp.block_column:
+        block_until[c] = t + hp.block_span
+        block_by[c] = n
+
+
+# --- plasticity (training only) --------------------------------------------------
+@njit(cache=True)
+def stability_scale(stability):
+    """min(2^-S, 1): stability makes a neuron less plastic.  (LLVM evaluates this
+    ``pow(2, -S)`` as ``exp2(-S)``; the reference does the same.)"""
+    scale = math.pow(2.0, -stability)
+    return scale if scale < 1.0 else 1.0
+
+
+@njit(cache=True)
+def change_synapses(hp, r, w, n, dr, select_all, inside, outside, pat, bits0):
+    """``r_jn <- float32(r_jn + dr)`` and ``w_jn <- w(r_jn)`` on the selected
+    synapses of neuron n: all of them with ``select_all``, else those whose input
+    arrived in the window ``inside`` and not in ``outside`` (each a
+    ``(history_mask, sample_mask)`` pair of :func:`window_masks`).  One strided
+    pass, ascending j, that also sums the new threshold.
+
+    Returns ``(count of changed synapses, theta_add = k_thr g sum_j max(w_jn, 0))``.
+    """
+    total = 0.0
+    count = 0
+    for j in range(r.shape[0]):
+        if select_all or (((bits0[j] & inside[0]) | (pat[j] & inside[1])) != _ZERO
+                          and ((bits0[j] & outside[0]) | (pat[j] & outside[1])) == _ZERO):
+            rr = np.float32(np.float64(r[j, n]) + dr)
+            r[j, n] = rr
+            wv = weight_scalar(rr, hp.w_min, hp.span)
+            w[j, n] = wv
+            count += 1
+        else:
+            wv = w[j, n]
+        v = np.float64(wv)
+        if v > 0.0:
+            total += v
+    return count, hp.k_thr * (hp.gain * total)
+
+
+#: When :func:`plastic_change` sets ``theta_add`` from the weights.
+THETA_IF_CHANGED = 0  # when a synapse changed (theta_refresh "every_change")
+THETA_ALWAYS = 1  # at every anti-Hebbian step (theta_refresh "anti_hebbian")
+THETA_NEVER = 2  # never: dopamine with theta_refresh "anti_hebbian"
+
+
+@njit(cache=True)
+def plastic_change(hp, s, e, n, dr_base, inside, outside, pat, bits0, stale, theta_when):
+    """A resource change of neuron n on the synapses that arrived in ``inside``
+    and not in ``outside``: ``dr = dr_base min(2^-S_n, 1)``, mirrored in the free
+    pool ``F_n -= dr * count``; when any synapse changed the neuron's buffered
+    currents are stale.  ``theta_add_n`` is set from the weights as ``theta_when``
+    says (THETA_IF_CHANGED, THETA_ALWAYS or THETA_NEVER)."""
+    dr = dr_base * stability_scale(s.stability[e, n])
+    count, theta = change_synapses(hp, s.r[e], s.w[e], n, dr, False, inside, outside, pat, bits0)
+    s.free_pool[e, n] -= dr * count
+    if count > 0:
+        stale[n] = True
+    if theta_when == THETA_ALWAYS or (theta_when == THETA_IF_CHANGED and count > 0):
+        s.theta_add[e, n] = theta
+
+
+@njit(cache=True)
+def continue_or_start_burst(hp, s, e, n, t, floor):
+    """Burst bookkeeping of an unforced spike of neuron n at t: in a burst
+    (:func:`in_burst`) it continues it (status 3; a forced burst stays 1), else
+    it starts one (status 2, ``t_first = t``); ``t_spike = t``."""
+    if in_burst(t, s.t_spike[e, n], hp.isi_max, floor):
+        if s.burst[e, n] != 1:
+            s.burst[e, n] = 3
+    else:
+        s.burst[e, n] = 2
+        s.t_first[e, n] = t
+    s.t_spike[e, n] = t
+
+
+@njit(cache=True)
+def anti_hebbian(hp, s, e, n, t, t0, pat, bits0, stale):
+    """Anti-Hebbian step at an unforced spike of neuron n at t: ``dr = d_h`` on the
+    inputs that arrived in ``[t_first - L, t]`` and not in ``[t_first - L,
+    last_ah_tick]`` (already depressed in this burst, when ``last_ah_tick >=
+    t_first``), ``L = syn_lookback`` (``t_syn``, or ``t_syn - 1`` with syn_window
+    "t_syn"); then ``last_ah_tick = t``.  ``theta_add`` follows the weights when a
+    synapse changed, or always with theta_refresh "anti_hebbian"."""
+    start = s.t_first[e, n] - hp.syn_lookback
+    inside = window_masks(t0, t, start, t)
+    outside = (_ZERO, _ZERO)
+    if s.last_ah_tick[e, n] >= s.t_first[e, n]:
+        outside = window_masks(t0, t, start, s.last_ah_tick[e, n])
+    plastic_change(hp, s, e, n, hp.d_h, inside, outside, pat, bits0, stale,
+                   THETA_ALWAYS if hp.theta_at_ah_only else THETA_IF_CHANGED)
+    s.last_ah_tick[e, n] = t
+
+
+@njit(cache=True)
+def gate_fires(hp, t_out_label, t, t0):
+    """Step 5 at label_tick: GATE y fires unless column y's OUT fired within the
+    last gate_ticks ticks, i.e. unless ``t_out[y] > t - gate_ticks``; with
+    gate_scope "sample", unless it fired in this sample (``t_out[y] >= t0``)."""
+    if hp.gate_in_sample:
+        return t_out_label < t0
+    return not (t_out_label > t - hp.gate_ticks)
+
+
+@njit(cache=True)
+def force_spike(hp, s, e, n, t, floor):
+    """A teacher-forced spike of neuron n at t: ``u_n = 0``, ``t_spike = t``, burst
+    status 1 (forced), ``t_first = t`` unless it was in a burst; no vote, no
+    block, no anti-Hebbian step."""
+    if not in_burst(t, s.t_spike[e, n], hp.isi_max, floor):
+        s.t_first[e, n] = t
+    s.burst[e, n] = 1
+    s.t_spike[e, n] = t
+    s.u[e, n] = 0.0
+
+
+@njit(cache=True)
+def force_label_column(hp, s, e, label, t, floor, b, k, rec):
+    """Step 5 at force_tick, when the GATE fired: the L neurons of column ``label``
+    that did not spike at this tick (``t_spike != t``) are forced
+    (:func:`force_spike`): all of them with forcing "all", else the most
+    depolarised one (ties: lowest index)."""
+    chosen = -1
+    chosen_u = -1.0
+    for n in range(label * hp.m, (label + 1) * hp.m):
+        if s.t_spike[e, n] == t:
+            continue
+        if hp.force_all:
+            force_spike(hp, s, e, n, t, floor)
+            record_spike(rec, b, k, e, n)
+        elif s.u[e, n] > chosen_u:
+            chosen_u = s.u[e, n]
+            chosen = n
+    if chosen >= 0:
+        force_spike(hp, s, e, chosen, t, floor)
+        record_spike(rec, b, k, e, chosen)
+
+
+@njit(cache=True)
+def stability_after_dopamine(hp, s, e, n, t):
+    """Stability on dopamine ``Dp``: a forced last burst gives
+    ``S = max(0, S - r_s Dp)``, else
+    ``S = max(0, S + r_s Dp max(2 - |t - t_first - isi_max| / isi_max, -1))``."""
+    if s.burst[e, n] == 1:
+        value = s.stability[e, n] - hp.r_s * hp.dopamine
+    else:
+        deviation = abs(np.float64(t - s.t_first[e, n] - hp.isi_max)) / hp.isi_max
+        factor = 2.0 - deviation
+        if factor < -1.0:
+            factor = -1.0
+        value = s.stability[e, n] + hp.r_s * hp.dopamine * factor
+    s.stability[e, n] = value if value > 0.0 else 0.0
+
+
+@njit(cache=True)
+def dopamine(hp, s, e, label, t, t0, pat, bits0, stale):
+    """Step 5 at dopamine_tick: every L neuron of column ``label`` receives
+    ``Dp = dopamine``.  One that spiked within ``t_dop`` ticks
+    (``t - t_spike <= t_dop``) gets ``dr = Dp`` on the inputs that arrived in
+    ``[t_first - syn_lookback, t_spike]``; then its stability follows
+    (:func:`stability_after_dopamine`).  ``theta_add`` follows the weights, except
+    with theta_refresh "anti_hebbian"."""
+    theta_when = THETA_NEVER if hp.theta_at_ah_only else THETA_IF_CHANGED
+    for n in range(label * hp.m, (label + 1) * hp.m):
+        if t - s.t_spike[e, n] <= hp.t_dop:
+            inside = window_masks(t0, t, s.t_first[e, n] - hp.syn_lookback, s.t_spike[e, n])
+            plastic_change(hp, s, e, n, hp.dopamine, inside, (_ZERO, _ZERO), pat, bits0, stale,
+                           theta_when)
+        stability_after_dopamine(hp, s, e, n, t)
+
+
+@njit(cache=True)
+def conservation(hp, s, e, t, floor, pat, bits0, stale):
+    """Step 6, every tick: a neuron out of a burst with ``|F| >= f_thr`` spreads its
+    pool back, ``r_jn += F / (D + n_silent)`` on all its synapses (the share of the
+    ``n_silent`` fictitious synapses leaks away), and ``F = 0``; ``theta_add``
+    follows the weights, except with theta_refresh "anti_hebbian"."""
+    D, N = s.w.shape[1], s.w.shape[2]
     for n in range(N):
-        out[n] = mix64(np.uint64(n) + _GOLDEN)
-    return out
+        pool = s.free_pool[e, n]
+        if not in_burst(t, s.t_spike[e, n], hp.isi_max, floor) and abs(pool) >= hp.f_thr:
+            _, theta = change_synapses(hp, s.r[e], s.w[e], n, pool / (D + hp.n_silent), True,
+                                       (_ZERO, _ZERO), (_ZERO, _ZERO), pat, bits0)
+            if not hp.theta_at_ah_only:
+                s.theta_add[e, n] = theta
+            s.free_pool[e, n] = 0.0
+            stale[n] = True
 
 
+# --- one sample -------------------------------------------------------------------
+@njit(cache=True)
+def train_unforced_spike(hp, s, e, b, k, n, c, t, t0, floor, pat, bits0, scratch, votes, rec):
+    """Step 4 in training: an unforced spike of neuron n (column c) at tick t
+    (local k): :func:`unforced_spike`, recorded, burst bookkeeping, ``t_out[c] = t``
+    and the anti-Hebbian step."""
+    unforced_spike(hp, n, c, t, s.u[e], s.block_until[e], s.block_by[e], votes)
+    record_spike(rec, b, k, e, n)
+    continue_or_start_burst(hp, s, e, n, t, floor)
+    s.t_out[e, c] = t
+    anti_hebbian(hp, s, e, n, t, t0, pat, bits0, scratch.stale)
+
+
+@njit(cache=True)
+def train_sample(hp, s, e, b, pat, bits0, label, t0, sample_index, neuron_key, scratch, votes,
+                 rec):
+    """One training sample (P ticks from global tick ``t0``) of copy e, labelled
+    ``label``; the steps in the order of :mod:`pipeline.colanet`.  ``votes`` (C,)
+    counts its OUT spikes."""
+    u = s.u[e]
+    theta_add = s.theta_add[e]
+    block_until = s.block_until[e]
+    block_by = s.block_by[e]
+    w = s.w[e]
+    floor = burst_floor(hp, t0)
+    reset_sample(u, block_until, block_by)
+    arriving = sample_currents(w, pat, scratch.current, scratch.row)
+    arrival_lists(pat, arriving, scratch.arrival_start, scratch.arrival_inputs)
+    scratch.stale[:] = False
+    gate = False
+    for k in range(hp.period):
+        t = t0 + k
+        leak_and_noise(u, hp, noise_tick_key(hp.seed, e, TRAIN_NOISE, sample_index, k), neuron_key)
+        if arrives(arriving, k):
+            refresh_stale_currents(scratch, k, w, t, hp.m, block_until, block_by)
+            add_input(u, scratch.current[k], hp, t, block_until, block_by)
+        for c in range(block_until.shape[0]):
+            best = column_spiker(u, theta_add, hp, c)
+            if best < 0:
+                continue
+            if hp.fire_all:
+                for n in range(c * hp.m, (c + 1) * hp.m):
+                    if fires_beside(u, theta_add, hp, n, best):
+                        train_unforced_spike(hp, s, e, b, k, n, c, t, t0, floor, pat, bits0,
+                                             scratch, votes, rec)
+            train_unforced_spike(hp, s, e, b, k, best, c, t, t0, floor, pat, bits0, scratch,
+                                 votes, rec)
+        if k == hp.label_tick:
+            gate = gate_fires(hp, s.t_out[e, label], t, t0)
+        if k == hp.force_tick and gate:
+            force_label_column(hp, s, e, label, t, floor, b, k, rec)
+        if k == hp.dopamine_tick:
+            dopamine(hp, s, e, label, t, t0, pat, bits0, scratch.stale)
+        conservation(hp, s, e, t, floor, pat, bits0, scratch.stale)
+
+
+@njit(cache=True)
+def infer_sample(hp, w, theta_add, e, b, pat, sample_index, neuron_key, scratch, votes, rec):
+    """One sample of copy e with plasticity frozen, from a fresh neuron state at
+    local tick 0: leak and noise (stream 1), input, unforced spikes and their
+    blocks; no teacher, no plasticity.  ``w`` and ``theta_add`` are only read."""
+    u = scratch.u
+    block_until = scratch.block_until
+    block_by = scratch.block_by
+    reset_sample(u, block_until, block_by)
+    arriving = sample_currents(w, pat, scratch.current, scratch.row)
+    for k in range(hp.period):
+        t = k  # every sample starts at tick 0
+        leak_and_noise(u, hp, noise_tick_key(hp.seed, e, INFER_NOISE, sample_index, k), neuron_key)
+        if arrives(arriving, k):
+            add_input(u, scratch.current[k], hp, t, block_until, block_by)
+        for c in range(block_until.shape[0]):
+            best = column_spiker(u, theta_add, hp, c)
+            if best < 0:
+                continue
+            if hp.fire_all:
+                for n in range(c * hp.m, (c + 1) * hp.m):
+                    if fires_beside(u, theta_add, hp, n, best):
+                        unforced_spike(hp, n, c, t, u, block_until, block_by, votes)
+                        record_spike(rec, b, k, e, n)
+            unforced_spike(hp, best, c, t, u, block_until, block_by, votes)
+            record_spike(rec, b, k, e, best)
+
+
+# --- chunks -----------------------------------------------------------------------
 @njit(cache=True, parallel=True)
-def train_kernel(pat, bits0, y, sample_index, t_start, fp, ip,
-                 r, w, u, theta, stab, pool, t_last, t_first, t_spike, burst, last_ah,
-                 block_until, block_by, t_out, record, rec):
-    """Train all copies on a chunk (state arrays updated in place).
+def train_kernel(hp, s, pat, bits0, y, sample_index, t_start, rec):
+    """Train all copies on a chunk (the arrays of ``s`` updated in place); sample
+    b starts at global tick ``t_start + b * period``.  ``rec`` (B, P, E, N) bool
+    records every L spike, or is None.
 
     Returns votes (B, E, C) int32: unforced spikes per class per copy.
     """
     B, D = pat.shape
-    E = w.shape[0]
-    N = w.shape[2]
-    C = block_until.shape[1]
-    P = ip[I_PERIOD]
+    E, N = s.w.shape[0], s.w.shape[2]
+    C = s.block_until.shape[1]
+    P = hp.period
     votes = np.zeros((B, E, C), np.int32)
-    nkey = neuron_keys(N)
+    neuron_key = neuron_keys(N)
     for e in prange(E):
-        cur = np.empty((P, N))
-        row64 = np.empty(N)
-        stale = np.empty(N, np.bool_)
-        arr_ptr = np.empty(P + 1, np.int64)
-        arr_idx = np.empty(P * D, np.int64)
+        scratch = TrainScratch(np.empty((P, N)), np.empty(N), np.empty(N, np.bool_),
+                               np.empty(P + 1, np.int64), np.empty(P * D, np.int64))
         for b in range(B):
-            _simulate_sample(True, e, b, pat[b], bits0[b], y[b], t_start + b * P,
-                             sample_index[b], 0, fp, ip,
-                             r[e], w[e], u[e], theta[e], stab[e], pool[e], t_last[e],
-                             t_first[e], t_spike[e], burst[e], last_ah[e],
-                             block_until[e], block_by[e], t_out[e], cur, row64, stale, arr_ptr, arr_idx,
-                             nkey, votes[b, e], record, rec)
+            train_sample(hp, s, e, b, pat[b], bits0[b], y[b], t_start + b * P, sample_index[b],
+                         neuron_key, scratch, votes[b, e], rec)
     return votes
 
 
@@ -573,49 +802,23 @@ INFER_BLOCK = 8
 
 
 @njit(cache=True, parallel=True)
-def infer_kernel(pat, sample_index, fp, ip, w, theta, n_classes, record, rec):
-    """Frozen-plasticity votes (B, E, C); every sample starts from a fresh
-    neuron state (local ticks, t0 = 0), noise stream 1.  Reads ``w`` and
-    ``theta`` only."""
-    B, D = pat.shape
-    E = w.shape[0]
-    N = w.shape[2]
-    C = n_classes
-    P = ip[I_PERIOD]
-    votes = np.zeros((B, E, C), np.int32)
-    nkey = neuron_keys(N)
+def infer_kernel(hp, w, theta_add, n_classes, pat, sample_index, rec):
+    """Frozen-plasticity votes (B, E, C) int32 of the weights ``w`` (E, D, N) and
+    thresholds ``theta_add`` (E, N), which are only read; every sample starts from
+    a fresh neuron state.  ``rec`` (B, P, E, N) bool records every L spike, or is
+    None."""
+    B = pat.shape[0]
+    E, N = w.shape[0], w.shape[2]
+    P = hp.period
+    votes = np.zeros((B, E, n_classes), np.int32)
+    neuron_key = neuron_keys(N)
     n_blocks = (B + INFER_BLOCK - 1) // INFER_BLOCK
-    bits0 = np.zeros(D, np.uint64)
     for item in prange(E * n_blocks):
         e = item // n_blocks
-        blk = item % n_blocks
-        cur = np.empty((P, N))
-        row64 = np.empty(N)
-        stale = np.empty(N, np.bool_)
-        arr_ptr = np.zeros(P + 1, np.int64)  # arrival lists: training only
-        arr_idx = np.zeros(1, np.int64)
-        u = np.empty(N)
-        theta_e = theta[e].copy()
-        stab = np.zeros(N)
-        pool = np.zeros(N)
-        t_last = np.empty(N, np.int64)
-        t_first = np.empty(N, np.int64)
-        t_spike = np.empty(N, np.int64)
-        last_ah = np.empty(N, np.int64)
-        burst = np.empty(N, np.int8)
-        block_until = np.empty(C, np.int64)
-        block_by = np.empty(C, np.int32)
-        t_out = np.empty(C, np.int64)
-        we = w[e]
-        for b in range(blk * INFER_BLOCK, min(B, (blk + 1) * INFER_BLOCK)):
-            t_last[:] = NEVER
-            t_first[:] = NEVER
-            t_spike[:] = NEVER
-            last_ah[:] = NEVER
-            burst[:] = 0
-            t_out[:] = NEVER
-            _simulate_sample(False, e, b, pat[b], bits0, 0, 0, sample_index[b], 1, fp, ip,
-                             we, we, u, theta_e, stab, pool, t_last, t_first, t_spike,
-                             burst, last_ah, block_until, block_by, t_out, cur, row64,
-                             stale, arr_ptr, arr_idx, nkey, votes[b, e], record, rec)
+        block = item % n_blocks
+        scratch = InferScratch(np.empty(N), np.empty(n_classes, np.int64),
+                               np.empty(n_classes, np.int32), np.empty((P, N)), np.empty(N))
+        for b in range(block * INFER_BLOCK, min(B, (block + 1) * INFER_BLOCK)):
+            infer_sample(hp, w[e], theta_add[e], e, b, pat[b], sample_index[b], neuron_key,
+                         scratch, votes[b, e], rec)
     return votes

@@ -2,7 +2,7 @@
 
 Same model, same signatures and same results as the Numba kernels behind
 :func:`pipeline.colanet.train_chunk` / :func:`pipeline.colanet.infer_chunk`
-(identical spikes and votes; weights to float rounding).  It exists for
+(identical spikes, votes and state arrays, bit for bit).  It exists for
 differential tests and for reading: it simulates tick by tick, copy by copy,
 and keeps the arrival history literally as the spec states it (one uint64 per
 input, shifted left every global tick), whereas the kernels precompute
@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .colanet import (NEVER, ColanetParams, ColanetState, check_batch, resting_dynamics,
+from .colanet import (NEVER, ColanetConfig, ColanetState, check_batch, resting_arrays,
                       weight_of)
 
 HISTORY = 64
@@ -76,7 +76,7 @@ def drive(x_row, sat):
     return np.clip(x_row.astype(np.float64) / sat, 0.0, 1.0)
 
 
-def encode_sample(p: ColanetParams, x_row, sat, sample_index, acc):
+def encode_sample(p: ColanetConfig, x_row, sat, sample_index, acc):
     """Input spikes of one sample, (present_ticks, D) bool, index = emission
     tick.  The accumulator ``acc`` is updated in place (the caller decides
     whether it starts at zero)."""
@@ -108,6 +108,13 @@ def arrived_in(bits, t, a, b):
 
 
 # --- plasticity helpers ---------------------------------------------------------
+def two_to_the(x: float) -> float:
+    """``2^x`` evaluated as the kernels do, by ``exp2``: LLVM compiles their
+    ``math.pow(2.0, x)`` into ``exp2(x)``, and libm's ``pow`` and ``exp2`` round
+    differently (by one ulp) for about 0.1 % of arguments."""
+    return math.exp2(x) if hasattr(math, "exp2") else float(np.exp2(x))  # math.exp2: Python 3.11+
+
+
 def _theta_add(p, w_col, gain):
     """k_thr * (g * sum_j max(w_j, 0)), summed sequentially in ascending j."""
     s = np.cumsum(np.maximum(w_col.astype(np.float64), 0.0))[-1] if w_col.size else 0.0
@@ -117,7 +124,7 @@ def _theta_add(p, w_col, gain):
 def _change_resources(p, st, e, n, selected, dr_base, gain):
     """dr = dr_base * min(2^-S, 1) on the selected synapses of neuron n,
     mirrored into the free pool; weights and theta_add follow."""
-    scale = min(math.pow(2.0, -st.stability[e, n]), 1.0)
+    scale = min(two_to_the(-st.stability[e, n]), 1.0)
     dr = dr_base * scale
     idx = np.flatnonzero(selected)
     r_new = (st.r[e, idx, n].astype(np.float64) + dr).astype(np.float32)
@@ -142,12 +149,46 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
     arrivals[p.input_delay:p.input_delay + p.present_ticks] = spikes
     t0 = st.t
     gate = np.zeros(E, bool)
+    # Readings of the spec (ColanetConfig's docstring): a contribution window starts `lookback`
+    # ticks before the burst's first spike; a block lasts until t + block_span; the GATE's window.
+    lookback = p.t_syn - 1 if p.syn_window == "t_syn" else p.t_syn
+    block_span = p.block_ticks + 1 if p.block_span == "block_ticks" else p.block_ticks
+    theta_at_ah_only = p.theta_refresh == "anti_hebbian"
     # A spike continues a burst only if the previous one is recent and, with burst_scope
     # "sample", in this same sample.
     floor = t0 if p.burst_scope == "sample" else NEVER
 
     def in_burst(e, n, t):
         return t - st.t_spike[e, n] < p.isi_max and st.t_spike[e, n] >= floor
+
+    def fire(e, u, n, c, t, k):
+        """An unforced spike of neuron n (column c) at tick t (local k)."""
+        if in_burst(e, n, t):
+            if st.burst[e, n] != 1:
+                st.burst[e, n] = 3
+        else:
+            st.burst[e, n] = 2
+            st.t_first[e, n] = t
+        st.t_spike[e, n] = t
+        u[n] = 0.0
+        votes[e, c] += 1
+        st.t_out[e, c] = t
+        if p.blocking == "column":
+            st.block_until[e, c] = t + block_span
+            st.block_by[e, c] = n
+        if rec is not None:
+            rec[k, e, n] = True
+        if train:
+            # anti-Hebbian: contributed now, not yet depressed in this burst
+            a = st.t_first[e, n] - lookback
+            contributed = arrived_in(st.arrival_bits, t, a, t)
+            if st.last_ah_tick[e, n] >= st.t_first[e, n]:
+                contributed &= ~arrived_in(st.arrival_bits, t, a, st.last_ah_tick[e, n])
+            # theta_add follows the weights if one moved (theta_refresh "every_change") or
+            # is recomputed here in any case ("anti_hebbian")
+            if _change_resources(p, st, e, n, contributed, p.d_h, gain) or theta_at_ah_only:
+                st.theta_add[e, n] = _theta_add(p, st.w[e, :, n], gain)
+            st.last_ah_tick[e, n] = t
 
     for k in range(P):
         t = t0 + k
@@ -172,45 +213,30 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
                     if not blocked:
                         u[n] += current[n]
             np.maximum(u, 0.0, out=u)
-            # (4) unforced spikes: the most depolarised crossing neuron per column
+            # (4) unforced spikes: the most depolarised crossing neuron per column (firing
+            # "all_above_threshold": every crossing neuron, the most depolarised one last, so
+            # that it sets the block)
             for c in range(C):
                 cols = np.arange(c * M, (c + 1) * M)
                 crossing = cols[u[cols] >= p.theta0 + st.theta_add[e, cols]]
                 if crossing.size == 0:
                     continue
-                n = crossing[np.argmax(u[crossing])]  # argmax: first of ties
-                if in_burst(e, n, t):
-                    if st.burst[e, n] != 1:
-                        st.burst[e, n] = 3
-                else:
-                    st.burst[e, n] = 2
-                    st.t_first[e, n] = t
-                st.t_spike[e, n] = t
-                st.t_last_unforced[e, n] = t
-                u[n] = 0.0
-                votes[e, c] += 1
-                st.t_out[e, c] = t
-                if p.blocking == "column":
-                    st.block_until[e, c] = t + p.block_ticks
-                    st.block_by[e, c] = n
-                if rec is not None:
-                    rec[k, e, n] = True
-                if train:
-                    # anti-Hebbian: contributed now, not yet depressed in this burst
-                    a = st.t_first[e, n] - p.t_syn
-                    contributed = arrived_in(st.arrival_bits, t, a, t)
-                    if st.last_ah_tick[e, n] >= st.t_first[e, n]:
-                        contributed &= ~arrived_in(st.arrival_bits, t, a, st.last_ah_tick[e, n])
-                    _change_resources(p, st, e, n, contributed, p.d_h, gain)
-                    st.last_ah_tick[e, n] = t
-                    st.theta_add[e, n] = _theta_add(p, st.w[e, :, n], gain)
+                best = crossing[np.argmax(u[crossing])]  # argmax: first of ties
+                spikers = [best]
+                if p.firing == "all_above_threshold":
+                    spikers = [n for n in crossing if n != best] + [best]
+                for n in spikers:
+                    fire(e, u, n, c, t, k)
             if not train:
                 continue
             # (5) teacher
             y = label
             column_y = np.arange(y * M, (y + 1) * M)
             if k == p.label_tick:
-                gate[e] = not (st.t_out[e, y] > t - p.block_ticks)
+                if p.gate_scope == "sample":  # silenced by any answer of this sample
+                    gate[e] = st.t_out[e, y] < t0
+                else:  # silenced by an answer within the last gate_ticks ticks
+                    gate[e] = not (st.t_out[e, y] > t - p.resolved_gate_ticks)
             if k == p.force_tick and gate[e]:
                 eligible = column_y[st.t_spike[e, column_y] != t]
                 if eligible.size:
@@ -229,9 +255,10 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
             if k == p.dopamine_tick:
                 for n in column_y:
                     if t - st.t_spike[e, n] <= p.t_dop:
-                        contributed = arrived_in(st.arrival_bits, t, st.t_first[e, n] - p.t_syn,
+                        contributed = arrived_in(st.arrival_bits, t, st.t_first[e, n] - lookback,
                                                  st.t_spike[e, n])
-                        if _change_resources(p, st, e, n, contributed, p.dopamine, gain):
+                        moved = _change_resources(p, st, e, n, contributed, p.dopamine, gain)
+                        if moved and not theta_at_ah_only:
                             st.theta_add[e, n] = _theta_add(p, st.w[e, :, n], gain)
                     if st.burst[e, n] == 1:
                         st.stability[e, n] = max(0.0, st.stability[e, n] - p.r_s * p.dopamine)
@@ -246,11 +273,12 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
                     st.r[e, :, n] = (st.r[e, :, n].astype(np.float64) + delta).astype(np.float32)
                     st.w[e, :, n] = weight_of(st.r[e, :, n], p)
                     st.free_pool[e, n] = 0.0
-                    st.theta_add[e, n] = _theta_add(p, st.w[e, :, n], gain)
+                    if not theta_at_ah_only:
+                        st.theta_add[e, n] = _theta_add(p, st.w[e, :, n], gain)
     st.t = t0 + P
 
 
-def train_chunk(params: ColanetParams, state: ColanetState, x, y, sample_index, sat, record=False):
+def train_chunk(params: ColanetConfig, state: ColanetState, x, y, sample_index, sat, record=False):
     """Reference twin of :func:`pipeline.colanet.train_chunk` (state updated in
     place).  Returns ``(votes, state)`` or, with ``record``, ``(votes, state,
     spikes)`` with spikes (B, P, E, N) bool (forced spikes included)."""
@@ -272,7 +300,7 @@ def train_chunk(params: ColanetParams, state: ColanetState, x, y, sample_index, 
     return votes, state
 
 
-def infer_chunk(params: ColanetParams, state: ColanetState, x, sample_index, sat, record=False):
+def infer_chunk(params: ColanetConfig, state: ColanetState, x, sample_index, sat, record=False):
     """Reference twin of :func:`pipeline.colanet.infer_chunk`: frozen
     plasticity, a fresh neuron state per sample (local ticks from 0), noise
     stream 1; ``state`` is not modified (the weights are shared read-only)."""
@@ -283,10 +311,10 @@ def infer_chunk(params: ColanetParams, state: ColanetState, x, sample_index, sat
     votes = np.zeros((B, E, C), np.int32)
     rec = np.zeros((B, P, E, N), bool) if record else None
     for b in range(B):
-        scratch = ColanetState(
-            r=state.r, w=state.w,  # read only: no plasticity in inference
-            **{**resting_dynamics(E, N, C, D), "theta_add": state.theta_add.copy()},
-            t=0, n_seen=0)
+        scratch = ColanetState(**{
+            **resting_arrays(E, D, C, N),
+            "r": state.r, "w": state.w, "theta_add": state.theta_add,  # read only: no plasticity
+        })
         spikes = encode_sample(params, x[b], sat, sample_index[b], scratch.acc)
         _run_sample(params, scratch, spikes, 0, int(sample_index[b]), gain, False, 1,
                     votes[b], None if rec is None else rec[b])

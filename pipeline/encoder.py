@@ -78,14 +78,35 @@ class Encoder:
         return y.float().cpu().numpy()
 
 
+_LOADED: dict[tuple, Encoder] = {}  # this process's encoders: built (and their weights hashed) once
+
+
 def load_encoder(model_name: str = "tf_efficientnet_lite0", weights: str = "package", *,
                  image_size: int | None = None, device: str = "auto",
                  num_classes: int = 0) -> Encoder:
     """Build ``model_name`` with ``weights`` and timm's preprocessing for it.
 
     ``num_classes=0`` gives pooled features; pass 1000 to keep an ImageNet head (used to prove the
-    weights are real). ``image_size`` overrides the model's input resolution (square).
+    weights are real). ``image_size`` overrides the model's input resolution (square). An encoder
+    is built once per process for the same arguments (and the same checkpoint file, by size and
+    modification time): it is only ever used for inference, so it is shared.
     """
+    key = (model_name, weights, image_size, device, num_classes, _file_stamp(weights))
+    if key not in _LOADED:
+        _LOADED[key] = _build_encoder(model_name, weights, image_size, device, num_classes)
+    return _LOADED[key]
+
+
+def _file_stamp(weights: str) -> tuple[int, int] | None:
+    try:
+        st = Path(weights).stat()
+    except (OSError, ValueError):
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _build_encoder(model_name: str, weights: str, image_size: int | None, device: str,
+                   num_classes: int) -> Encoder:
     import timm
 
     if not timm.is_model(model_name):

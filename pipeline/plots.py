@@ -11,8 +11,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def running_accuracy(correct: np.ndarray, path: Path, window: int = 100) -> None:
-    """Online accuracy during the training pass: each sample was answered before it was learned."""
+def running_accuracy(correct: np.ndarray, path: Path, window: int = 100,
+                     pass_length: int | None = None) -> None:
+    """Online accuracy during the training passes: each sample was answered before it was learned
+    (a dotted line where each later pass begins)."""
     correct = np.asarray(correct, dtype=float)
     fig, ax = plt.subplots(figsize=(7, 3.5))
     if len(correct):
@@ -25,6 +27,8 @@ def running_accuracy(correct: np.ndarray, path: Path, window: int = 100) -> None
         step = max(1, len(correct) // 4000)
         ax.plot(seen[w - 1::step], moving[::step], label=f"last {w} samples")
         ax.plot(seen[::step], cumulative[::step], label="cumulative", alpha=0.7)
+        for start in range(pass_length or len(correct), len(correct), pass_length or len(correct)):
+            ax.axvline(start, color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="training samples seen", ylabel="online accuracy", ylim=(0, 1),
            title="CoLaNET online pass")
     ax.grid(alpha=0.3)

@@ -33,11 +33,10 @@ from typing import Any
 import numpy as np
 import zarr
 
-from pipeline.config import EmbedConfig
-from pipeline.data import SPLIT_NAMES, source_name
 from pipeline.errors import UserError
 
 STORE_FORMAT = 1
+SPLIT_NAMES = ("train", "val", "test")  # the splits a store may hold, in this order
 # Every chunk is written even when it equals the fill value (zarr skips those by default; the
 # setting is per process, not stored in the array): a finished chunk without its file is then
 # damage, never a legitimate chunk of zeros (see EmbeddingStore.chunk_problems).
@@ -49,12 +48,6 @@ REQUIRED_ATTRS = ("dataset", "encoder", "identity", "layout")  # dicts every fin
 def default_store_path(root: str | Path, dataset_name: str, model_name: str) -> str:
     """``data/embeddings/<data set>-<model>.zarr``: one store per (data set, encoder)."""
     return location(f"{str(root).rstrip('/')}/{dataset_name}-{model_name}.zarr")
-
-
-def store_path_for(cfg: EmbedConfig) -> str:
-    """Where the store of an embed config lives (``--out``, else named after data set and model)."""
-    return location(cfg.out) if cfg.out else default_store_path(cfg.embeddings_dir,
-                                                                source_name(cfg.data), cfg.model)
 
 
 def location(path: str | Path) -> str:

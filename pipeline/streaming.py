@@ -129,9 +129,28 @@ def read_rows(store: EmbeddingStore, split: str, start: int = 0,
     return np.concatenate([b.features for b in parts]), np.concatenate([b.labels for b in parts])
 
 
+def feature_means(store: EmbeddingStore, split: str, stop: int | None = None) -> np.ndarray:
+    """Per-feature mean of the usable rows ``:stop`` of a split, streamed a chunk at a time in
+    store order (float64 sums: deterministic whatever the chunking); float32 (D,)."""
+    total, n = None, 0
+    for batch in iter_batches(store, split, stop=stop):
+        part = batch.features.astype(np.float64).sum(axis=0)
+        total = part if total is None else total + part
+        n += len(batch.labels)
+    if total is None or n == 0:
+        raise UserError(f"{store.path}: split {split!r} has no usable rows to centre the features on")
+    return (total / n).astype(np.float32)
+
+
+def _centred(store: EmbeddingStore, split: str, stop: int | None, centre: np.ndarray | None):
+    x = store.features(split)[:stop]
+    return x if centre is None else x - np.asarray(centre, dtype=np.float32)[None, :]
+
+
 def saturation_level(store: EmbeddingStore, split: str, percentile: float,
-                     stop: int | None = None) -> float:
-    """``sat``: the ``percentile`` of the positive activations of rows ``:stop`` of ``split``.
+                     stop: int | None = None, centre: np.ndarray | None = None) -> float:
+    """``sat``: the ``percentile`` of the positive activations of rows ``:stop`` of ``split``
+    (after subtracting ``centre``, when the coding centres the features).
 
     Two streaming passes with dask (max, then a 65,536-bin histogram of the positive values), so
     the answer is deterministic and exact to max/65536 whatever the data size.
@@ -139,7 +158,7 @@ def saturation_level(store: EmbeddingStore, split: str, percentile: float,
     if not 0.0 < percentile <= 100.0:
         raise UserError(f"--sat-percentile {percentile} must lie in (0, 100]")
     require_complete(store, split)
-    x = store.features(split)[:stop]
+    x = _centred(store, split, stop, centre)
     top = float(x.max().compute())
     if not np.isfinite(top) or top <= 0.0:
         raise UserError(f"{store.path}: split {split!r} has no positive finite feature "
@@ -156,7 +175,8 @@ def saturation_level(store: EmbeddingStore, split: str, percentile: float,
 
 
 def feature_saturation_levels(store: EmbeddingStore, split: str, percentile: float,
-                              stop: int | None = None) -> np.ndarray:
+                              stop: int | None = None, centre: np.ndarray | None = None
+                              ) -> np.ndarray:
     """Per-feature ``sat_j``: the ``percentile`` of feature j's positive values in rows ``:stop``.
 
     Streaming (one chunk at a time, a D x 1024 histogram), deterministic, exact to max_j / 1024.
@@ -165,7 +185,7 @@ def feature_saturation_levels(store: EmbeddingStore, split: str, percentile: flo
     if not 0.0 < percentile <= 100.0:
         raise UserError(f"--sat-percentile {percentile} must lie in (0, 100]")
     require_complete(store, split)
-    x = store.features(split)[:stop]
+    x = _centred(store, split, stop, centre)
     top = np.asarray(x.max(axis=0).compute(), dtype=np.float64)
     d = len(top)
     scale = np.where(top > 0, FEATURE_SAT_BINS / np.where(top > 0, top, 1), 0)
@@ -189,10 +209,12 @@ def feature_saturation_levels(store: EmbeddingStore, split: str, percentile: flo
 
 
 def coding_levels(store: EmbeddingStore, split: str, percentile: float, scope: str = "global",
-                  stop: int | None = None) -> float | np.ndarray:
-    """The coder's ``sat``: one level (``scope="global"``) or one per feature (``"feature"``)."""
+                  stop: int | None = None, centre: np.ndarray | None = None
+                  ) -> float | np.ndarray:
+    """The coder's ``sat``: one level (``scope="global"``) or one per feature (``"feature"``), of
+    the features less ``centre`` when given."""
     if scope == "global":
-        return saturation_level(store, split, percentile, stop=stop)
+        return saturation_level(store, split, percentile, stop=stop, centre=centre)
     if scope == "feature":
-        return feature_saturation_levels(store, split, percentile, stop=stop)
+        return feature_saturation_levels(store, split, percentile, stop=stop, centre=centre)
     raise UserError(f"--sat-scope {scope!r} must be 'global' or 'feature'")

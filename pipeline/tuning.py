@@ -1,5 +1,10 @@
 """Hyperparameter search for CoLaNET on a validation split carved from the training split.
 
+A study (:func:`run_tune`) runs its trials as dask tasks on worker processes (a LocalCluster of 2
+by default, or ``--cluster``/``--scheduler``). One row per finished trial is appended to
+``<tune dir>/<name>/trials.jsonl`` as it finishes, and a rerun resumes: finished trials are kept,
+the rest are asked again and get the same parameters.
+
 The test split is never read here. A trial trains one online pass on the first
 ``1 - val_fraction`` of the (seeded, shuffled) train rows and scores the rest with plasticity
 frozen. The strategy is Optuna's TPE sampler, asked for a batch of trials at a time; its seed is
@@ -10,17 +15,26 @@ exactly what an uninterrupted one would have asked.
 from __future__ import annotations
 
 import json
+import math
 import time
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from distributed import as_completed
+from tqdm import tqdm
 
-from pipeline.colanet import ColanetParams, infer_chunk, init_state, readout, train_chunk
+from pipeline.cluster import connect
+from pipeline.colanet import ColanetConfig
+from pipeline.config import ClusterConfig, EmbedConfig, TuneConfig
 from pipeline.errors import UserError
-from pipeline.store import EmbeddingStore
-from pipeline.streaming import coding_levels, iter_batches, read_rows
+from pipeline.lock import exclusive, shared
+from pipeline.outputs import check_name, claim_folder
+from pipeline.store import EmbeddingStore, absolute_location, store_name
+from pipeline.streaming import check_split, read_rows
+from pipeline.training import ensure_store, fit_stream, new_model, predict_stream
 
 
 @dataclass(frozen=True)
@@ -34,9 +48,8 @@ class Knob:
     choices: tuple = ()
 
 
-# The spec's open parameters. gain_scale multiplies the base gain gain_total / D; sat_percentile and
-# sat_scope set the coder's saturation level (TrainConfig); the rest are ColanetParams fields.
-CODING_KEYS = ("sat_percentile", "sat_scope")
+# The spec's open parameters. gain_scale multiplies the base gain gain_total / D; the rest are
+# ColanetConfig fields (sat_percentile and sat_scope: the coder's saturation level).
 SEARCH_SPACE: dict[str, Knob] = {
     "gain_scale": Knob("float", 0.25, 4.0, log=True),
     "sat_percentile": Knob("float", 90.0, 99.9),
@@ -54,21 +67,12 @@ SEARCH_SPACE: dict[str, Knob] = {
 }
 
 
-def trial_params(base: ColanetParams, values: dict[str, Any], n_inputs: int,
-                 base_coding: dict[str, Any] | None = None) -> tuple[ColanetParams, dict[str, Any]]:
-    """ColanetParams and coding (sat_percentile, sat_scope) of one trial: ``base`` and
-    ``base_coding`` with ``values`` applied."""
-    fields = {k: v for k, v in values.items() if k != "gain_scale" and k not in CODING_KEYS}
+def trial_params(base: ColanetConfig, values: dict[str, Any], n_inputs: int) -> ColanetConfig:
+    """The model configuration of one trial: ``base`` with ``values`` applied."""
+    fields = {k: v for k, v in values.items() if k != "gain_scale"}
     if "gain_scale" in values:
         fields["gain"] = values["gain_scale"] * base.resolved_gain(n_inputs)
-    params = ColanetParams.from_dict({**base.to_dict(), **fields})
-    from pipeline.config import TrainConfig
-
-    default = TrainConfig()
-    coding = {"sat_percentile": default.sat_percentile, "sat_scope": default.sat_scope,
-              **(base_coding or {})}
-    coding.update({k: values[k] for k in CODING_KEYS if k in values})
-    return params, coding
+    return ColanetConfig.from_dict({**base.to_dict(), **fields})
 
 
 def validation_rows(store: EmbeddingStore, val_fraction: float) -> int:
@@ -79,9 +83,10 @@ def validation_rows(store: EmbeddingStore, val_fraction: float) -> int:
     return int(round(n * (1.0 - val_fraction)))
 
 
-def run_trial(store_path: str, params: ColanetParams, coding: dict[str, Any],
-              val_fraction: float, numba_threads: int | None = None) -> dict[str, Any]:
-    """Train on the fit rows, score the validation rows; a plain function for dask workers."""
+def run_trial(store_path: str, config: ColanetConfig, val_fraction: float,
+              numba_threads: int | None = None, passes: int = 1) -> dict[str, Any]:
+    """Train on the fit rows (``passes`` times), score the validation rows; a plain function for
+    dask workers."""
     if numba_threads:
         import numba
 
@@ -89,19 +94,14 @@ def run_trial(store_path: str, params: ColanetParams, coding: dict[str, Any],
     started = time.perf_counter()
     store = EmbeddingStore.open(store_path)
     first_val = validation_rows(store, val_fraction)
-    sat = coding_levels(store, "train", coding["sat_percentile"], coding["sat_scope"],
-                        stop=first_val)
-    state = init_state(params, store.attrs["encoder"]["feature_dim"], len(store.class_names))
-    for b in iter_batches(store, "train", stop=first_val):
-        _, state = train_chunk(params, state, b.features, b.labels, b.sample_id, sat)
-    correct = answered = total = 0
-    for b in iter_batches(store, "train", start=first_val):
-        pred, ok = readout(infer_chunk(params, state, b.features, b.sample_id, sat))
-        correct += int((pred == b.labels).sum())
-        answered += int(ok.sum())
-        total += len(pred)
-    return {"val_accuracy": correct / max(total, 1), "no_answer_rate": 1 - answered / max(total, 1),
-            "n_fit": first_val, "n_val": total, "sat": float(np.median(sat)),
+    state, progress = new_model(store, config, stop=first_val)
+    for _ in fit_stream(store, config, state, progress, stop=first_val, passes=passes):
+        pass
+    pred, labels = predict_stream(store, "train", config, state, progress.coding, start=first_val)
+    total = max(len(pred), 1)
+    return {"val_accuracy": int((pred == labels).sum()) / total,
+            "no_answer_rate": 1 - int((pred >= 0).sum()) / total,
+            "n_fit": first_val, "n_val": len(pred), "sat": float(np.median(progress.coding.sat)),
             "seconds": round(time.perf_counter() - started, 3)}
 
 
@@ -195,3 +195,133 @@ def ask_batch(history: list[dict[str, Any]], space: dict[str, Knob], batch: int,
         trial = study.ask(dists)
         asked.append(dict(trial.params))
     return asked
+
+
+# --- a study ---------------------------------------------------------------------------------
+
+def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetConfig,
+             cluster: ClusterConfig = ClusterConfig(), *, data_given: bool = True
+             ) -> list[dict[str, Any]]:
+    """Run (or resume) the study; returns all finished trial rows, best first.
+
+    With one store a trial's score is its validation accuracy. With ``cfg.stores`` (a joint
+    study) every trial runs on every store and scores :func:`pipeline.tuning.joint_score`.
+    """
+    if cfg.name is not None:
+        check_name(cfg.name, "--name")
+    paths = ([ensure_store(embed_cfg, cluster, data_given=data_given)] if not cfg.stores
+             else [p for p in cfg.stores.split(",") if p])
+    if not paths:
+        raise UserError(f"--stores {cfg.stores!r} names no store")
+    with ExitStack() as readers:
+        for p in paths:
+            readers.enter_context(shared(p))  # no store may be replaced while trials read it
+        stores = [EmbeddingStore.open(p) for p in paths]
+        for s in stores:
+            check_split(s, "train", needs_positive=True)
+        return _run_locked(cfg, base, cluster, stores)
+
+
+def _run_locked(cfg: TuneConfig, base: ColanetConfig, cluster: ClusterConfig,
+                stores: list[EmbeddingStore]) -> list[dict[str, Any]]:
+    dims = {s.attrs["encoder"]["feature_dim"] for s in stores}
+    name = cfg.name or ("joint-" + "-".join(store_name(s.path) for s in stores)
+                        if len(stores) > 1 else store_name(stores[0].path))
+    study_dir = Path(cfg.tune_dir) / name
+    study = {"stores": [s.path for s in stores], "identity": [s.attrs["identity"] for s in stores],
+             "space": {k: asdict(v) for k, v in SEARCH_SPACE.items()}, "base": base.to_dict(),
+             **{k: getattr(cfg, k) for k in ("batch", "val_fraction", "search_seed", "startup")}}
+    study = json.loads(json.dumps(study))
+    study_file = study_dir / "study.json"
+    claim_folder(study_dir, "study")
+    with exclusive(study_dir):
+        if study_file.exists():
+            try:
+                old = json.loads(study_file.read_text())
+            except ValueError:
+                raise UserError(f"{study_file}: damaged (not readable JSON); start the study "
+                                f"afresh under another --name") from None
+            if {k: v for k, v in old.items() if k != "probe"} != study:
+                raise UserError(f"{study_file}: this study was started with other settings "
+                                f"(stores, space, base parameters, batch, val fraction, search "
+                                f"seed or startup); use --name NEW")
+            study["probe"] = old.get("probe")
+        with connect(cluster, default_local=2, stores=tuple(s.path for s in stores)) as client:
+            return _run_study(cfg, base, stores, dims, study_dir, study, study_file, client)
+
+
+def _run_study(cfg: TuneConfig, base: ColanetConfig, stores: list[EmbeddingStore], dims: set[int],
+               study_dir: Path, study: dict[str, Any], study_file: Path,
+               client) -> list[dict[str, Any]]:
+    log = TrialLog(study_dir / "trials.jsonl")
+    done = log.read()
+    joint = len(stores) > 1
+    if joint and not study.get("probe"):
+        found = client.gather([client.submit(baseline_validation, absolute_location(s.path),
+                                             cfg.val_fraction) for s in stores])
+        study["probe"] = {s.path: b["probe"] for s, b in zip(stores, found)}
+    study_file.write_text(json.dumps(study, indent=2))
+    with tqdm(total=cfg.trials, initial=sum(n < cfg.trials for n in done), unit="trial",
+              desc=f"tune {study_dir.name}", dynamic_ncols=True) as bar:
+        for batch in range(math.ceil(cfg.trials / cfg.batch)):
+            numbers = [n for n in range(batch * cfg.batch, (batch + 1) * cfg.batch)
+                       if n < cfg.trials]
+            if all(n in done for n in numbers):
+                continue
+            history = [done[n] for n in sorted(done) if n < batch * cfg.batch]
+            asked = ask_batch(history, SEARCH_SPACE, batch, len(numbers), cfg.search_seed,
+                              cfg.startup)
+            futures, parts = {}, {}
+            for n, values in zip(numbers, asked):
+                if n in done:
+                    continue
+                parts[n] = {}
+                for s in stores:
+                    config = trial_params(base, values, s.attrs["encoder"]["feature_dim"])
+                    futures[client.submit(run_trial, absolute_location(s.path), config,
+                                          cfg.val_fraction, cfg.numba_threads,
+                                          pure=False)] = (n, values, s.path)
+            for future in as_completed(list(futures)):
+                n, values, path = futures[future]
+                parts[n][path] = future.result()
+                if len(parts[n]) < len(stores):
+                    continue
+                row = _trial_row(n, batch, values, parts[n], study.get("probe"))
+                log.append(row)
+                done[n] = row
+                bar.update(1)
+                bar.set_postfix(best=f"{max(r['score'] for r in done.values()):.4f}")
+    rows = sorted(done.values(), key=lambda r: (-r["score"], r["number"]))
+    if len(dims) == 1:
+        best = trial_params(base, rows[0]["values"], dims.pop())
+        (study_dir / "best.json").write_text(json.dumps(
+            {"trial": rows[0]["number"], "score": rows[0]["score"],
+             "val_accuracy": rows[0]["val_accuracy"], "colanet": best.to_dict(),
+             "train_snn_args": train_snn_args(best)}, indent=2))
+    return rows
+
+
+def _trial_row(number: int, batch: int, values: dict[str, Any], results: dict[str, dict],
+               probe: dict[str, float] | None) -> dict[str, Any]:
+    """One trials.jsonl row: a single store's result, or per-store results and the joint score."""
+    if len(results) == 1:
+        (result,) = results.values()
+        return {"number": number, "batch": batch, "values": values, **result,
+                "score": result["val_accuracy"]}
+    acc = {p: r["val_accuracy"] for p, r in results.items()}
+    return {"number": number, "batch": batch, "values": values, "per_store": results,
+            "val_accuracy": float(sum(acc.values()) / len(acc)),
+            "no_answer_rate": float(sum(r["no_answer_rate"] for r in results.values()) / len(acc)),
+            "seconds": round(sum(r["seconds"] for r in results.values()), 3),
+            "score": joint_score(acc, probe)}
+
+
+def train_snn_args(config: ColanetConfig) -> str:
+    """The train-snn options that reproduce ``config`` (those off the defaults)."""
+    default = ColanetConfig().to_dict()
+    parts = []
+    for k, v in config.to_dict().items():
+        if v != default[k]:
+            flag = "--" + k.replace("_", "-")
+            parts.append(flag if v is True else f"{flag} {v:.6g}" if isinstance(v, float) else f"{flag} {v}")
+    return " ".join(parts)

@@ -12,26 +12,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from pipeline.colanet import ColanetParams
+from pipeline.colanet import ColanetConfig
 from pipeline.config import EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.store import store_exists, store_name
-from stages.train_snn import run_train_snn
+from pipeline.training import ensure_store, train_run
 
 
-def run_name(store: str | Path, params: ColanetParams, train_cfg: TrainConfig) -> str:
-    key = json.dumps([params.to_dict(), train_cfg.sat_percentile, train_cfg.sat_scope],
-                     sort_keys=True)
+def run_name(store: str | Path, config: ColanetConfig) -> str:
+    """The store's name and a hash of the whole model configuration (its coding included)."""
+    key = json.dumps(config.to_dict(), sort_keys=True)
     return f"{store_name(store)}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
-def run_report(stores: list[str], train_cfg: TrainConfig, params: ColanetParams) -> list[dict[str, Any]]:
+def run_report(stores: list[str], train_cfg: TrainConfig, params: ColanetConfig) -> list[dict[str, Any]]:
     rows = []
     for store in stores:
         if not store_exists(store):
             raise UserError(f"{store}: no store here; make it with `annsnn embed` or `annsnn import`")
-        cfg = replace(train_cfg, run=run_name(store, params, train_cfg))
-        rows.append(run_train_snn(EmbedConfig(out=store), cfg, params))
+        path = ensure_store(EmbedConfig(out=store), data_given=False)  # finished as it records
+        rows.append(train_run(path, params, replace(train_cfg, run=run_name(store, params))))
     return rows
 
 

@@ -9,6 +9,8 @@ import pytest
 import zarr
 from PIL import Image
 
+from pipeline.store import write_arrays
+
 
 def make_image_folder(root: Path, classes=("cat", "dog", "owl"), per_class: int = 6,
                       size: int = 40, splits: tuple[str, ...] = ()) -> Path:
@@ -25,6 +27,25 @@ def make_image_folder(root: Path, classes=("cat", "dog", "owl"), per_class: int 
                 ext = "png" if i % 2 else "jpg"
                 Image.fromarray(base + noise).save(folder / f"img{i}.{ext}")
     return root
+
+
+def separable_store(path, n_train=120, n_test=60, dim=48, classes=4, seed=0, chunk=32,
+                    transform=None):
+    """Classes are distinct non-negative prototypes plus noise, like pooled ReLU features."""
+    rng = np.random.default_rng(seed)
+    protos = rng.random((classes, dim)) * (rng.random((classes, dim)) < 0.3) * 3.0
+
+    def draw(n):
+        y = rng.integers(0, classes, n)
+        x = np.maximum(protos[y] + rng.normal(0, 0.3, (n, dim)), 0).astype(np.float32)
+        return x, y
+
+    splits = {"train": draw(n_train), "test": draw(n_test)}
+    if transform is not None:  # e.g. garbage written into a split: transform(split, x) -> x
+        splits = {k: (transform(k, x.copy()), y) for k, (x, y) in splits.items()}
+    return write_arrays(path, splits,
+                        [f"c{i}" for i in range(classes)], encoder={"model": "synthetic"},
+                        source=f"synthetic:{seed}", chunk_size=chunk)
 
 
 @pytest.fixture

@@ -13,7 +13,8 @@ from PIL import Image
 
 from pipeline.config import EmbedConfig
 from pipeline.store import EmbeddingStore
-from stages.embed import print_summary, run_embed
+from pipeline.embedding import embed_store
+from stages.embed import print_summary
 from tests.conftest import make_image_folder
 
 NON_UTF8 = os.fsdecode(b"caf\xe9.png")
@@ -64,7 +65,7 @@ def corpus(tmp_path: Path) -> Path:
 
 def test_each_bad_image_is_recorded_or_embedded_as_documented(corpus, tmp_path, capsys):
     out = tmp_path / "c.zarr"
-    summary = run_embed(EmbedConfig(data=f"imagefolder:{corpus}", out=str(out), image_size=32,
+    summary = embed_store(EmbedConfig(data=f"imagefolder:{corpus}", out=str(out), image_size=32,
                                     chunk_size=8, batch_size=4, test_fraction=0.5))
     assert summary["complete"]
     recorded = {Path(p).name for p, _ in summary["failed"]}
@@ -102,7 +103,7 @@ def test_an_unreadable_file_is_recorded(tmp_path, monkeypatch):
         return real(path)
 
     monkeypatch.setattr(data, "read_image_file", deny)
-    summary = run_embed(EmbedConfig(data=f"imagefolder:{root}", out=str(tmp_path / "u.zarr"),
+    summary = embed_store(EmbedConfig(data=f"imagefolder:{root}", out=str(tmp_path / "u.zarr"),
                                     image_size=32, test_fraction=0.5))
     assert [(p, r.split(":")[0]) for p, r in summary["failed"]] == [("dog/img2.jpg", "PermissionError")]
 
@@ -114,7 +115,7 @@ def test_a_full_disk_stops_with_a_message_and_loses_nothing(tmp_path, monkeypatc
 
     whole = tmp_path / "whole.zarr"
     cfg = EmbedConfig(data="digits", limit=24, image_size=32, chunk_size=8, batch_size=8)
-    run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(whole)}))
+    embed_store(EmbedConfig(**{**cfg.to_dict(), "out": str(whole)}))
     out = tmp_path / "full.zarr"
     real = EmbeddingStore.write_chunk
     calls = {"n": 0}
@@ -127,10 +128,10 @@ def test_a_full_disk_stops_with_a_message_and_loses_nothing(tmp_path, monkeypatc
 
     monkeypatch.setattr(EmbeddingStore, "write_chunk", fill_up)
     with pytest.raises(UserError, match="No space left on device.*finished chunks are kept"):
-        run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(out)}))
+        embed_store(EmbedConfig(**{**cfg.to_dict(), "out": str(out)}))
     assert EmbeddingStore.open(out).done_chunks("train").tolist() == [True, True, False]
     monkeypatch.setattr(EmbeddingStore, "write_chunk", real)
-    run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(out)}))
+    embed_store(EmbedConfig(**{**cfg.to_dict(), "out": str(out)}))
     for s in ("train", "test"):
         np.testing.assert_array_equal(EmbeddingStore.open(out).split(s)["features"][:],
                                       EmbeddingStore.open(whole).split(s)["features"][:])
@@ -152,6 +153,6 @@ def test_a_csv_listing_a_missing_file_records_it(tmp_path):
     rows = ["path,label,split", "cat/img0.jpg,cat,train", "dog/img0.jpg,dog,train",
             "cat/img1.png,cat,test", "dog/gone.png,dog,test"]
     (root / "list.csv").write_text("\n".join(rows) + "\n")
-    summary = run_embed(EmbedConfig(data=f"csv:{root / 'list.csv'}", out=str(tmp_path / "c.zarr"),
+    summary = embed_store(EmbedConfig(data=f"csv:{root / 'list.csv'}", out=str(tmp_path / "c.zarr"),
                                     image_size=32))
     assert [(p, r.split(":")[0]) for p, r in summary["failed"]] == [("dog/gone.png", "FileNotFoundError")]

@@ -16,16 +16,16 @@ from pipeline.config import EmbedConfig
 from pipeline.data import open_dataset
 from pipeline.errors import UserError
 from pipeline.store import EmbeddingStore
-from stages.embed import run_embed
+from pipeline.embedding import embed_store
 from stages.inspect import describe
-from tests.conftest import assert_same_store, make_image_folder
+from tests.conftest import assert_refused, assert_same_store, make_image_folder
 
 SMALL = dict(image_size=32, chunk_size=16, batch_size=8)
 
 
 def test_digits_end_to_end(tmp_path):
     cfg = EmbedConfig(data="digits", limit=40, out=str(tmp_path / "d.zarr"), **SMALL)
-    summary = run_embed(cfg)
+    summary = embed_store(cfg)
     assert summary["images"] == 80 and summary["failures"] == 0 and summary["complete"]
     store = EmbeddingStore.open(cfg.out)
     assert store.splits == ["train", "test"]
@@ -52,7 +52,7 @@ def test_digits_split_is_stratified_and_seeded():
 
 def test_store_is_plain_zarr_dask_and_xarray(tmp_path):
     out = tmp_path / "d.zarr"
-    run_embed(EmbedConfig(data="digits", limit=20, out=str(out), **SMALL))
+    embed_store(EmbedConfig(data="digits", limit=20, out=str(out), **SMALL))
     g = zarr.open_group(str(out), mode="r")
     x = da.from_zarr(str(out), component="train/features")
     assert x.shape == (20, 1280) and x.chunks[0] == (16, 4)
@@ -63,12 +63,12 @@ def test_store_is_plain_zarr_dask_and_xarray(tmp_path):
 
 def test_resume_after_interruption_equals_uninterrupted(tmp_path):
     once = EmbedConfig(data="digits", limit=40, out=str(tmp_path / "once.zarr"), **SMALL)
-    run_embed(once)
+    embed_store(once)
     twice = EmbedConfig(data="digits", limit=40, out=str(tmp_path / "twice.zarr"), **SMALL)
-    first = run_embed(twice, stop_after_chunks=2)
+    first = embed_store(twice, stop_after_chunks=2)
     assert not first["complete"] and first["images"] == 32
     assert EmbeddingStore.open(twice.out).done_chunks("train").tolist() == [True, True, False]
-    second = run_embed(twice)
+    second = embed_store(twice)
     assert second["complete"] and second["images"] == 80 - 32  # finished chunks were skipped
     assert_same_store(once.out, twice.out)
 
@@ -77,7 +77,7 @@ def test_image_folder_with_a_corrupt_image(tmp_path):
     root = make_image_folder(tmp_path / "imgs")
     (root / "dog" / "broken.jpg").write_text("this is not a JPEG")
     out = tmp_path / "f.zarr"
-    summary = run_embed(EmbedConfig(data=f"imagefolder:{root}", out=str(out), test_fraction=0.5,
+    summary = embed_store(EmbedConfig(data=f"imagefolder:{root}", out=str(out), test_fraction=0.5,
                                     **SMALL))
     assert summary["failures"] == 1 and summary["failed"][0][0] == str(Path("dog", "broken.jpg"))
     store = EmbeddingStore.open(out)
@@ -91,14 +91,14 @@ def test_image_folder_with_a_corrupt_image(tmp_path):
     assert not store.split(s)["features"][i].any()
     assert store.finished_rows(s).sum() == len(errors[s]) - 1
     with pytest.raises(UserError, match="broken.jpg"):
-        run_embed(EmbedConfig(data=f"imagefolder:{root}", out=str(tmp_path / "g.zarr"),
+        embed_store(EmbedConfig(data=f"imagefolder:{root}", out=str(tmp_path / "g.zarr"),
                               strict=True, **SMALL))
 
 
 def test_image_folder_with_split_folders(tmp_path):
     root = make_image_folder(tmp_path / "imgs", splits=("train", "val"), per_class=4)
     out = tmp_path / "s.zarr"
-    run_embed(EmbedConfig(data=f"imagefolder:{root}", out=str(out), **SMALL))
+    embed_store(EmbedConfig(data=f"imagefolder:{root}", out=str(out), **SMALL))
     store = EmbeddingStore.open(out)
     assert store.splits == ["train", "val"]
     ids = np.asarray(store.split("val")["ids"][:]).astype(object)
@@ -123,13 +123,13 @@ def test_csv_source(tmp_path):
 def test_mismatched_store_is_refused_then_overwritten(tmp_path, image_folder):
     out = str(tmp_path / "m.zarr")
     base = EmbedConfig(data=f"imagefolder:{image_folder}", out=out, test_fraction=0.5, **SMALL)
-    run_embed(base)
+    embed_store(base)
     with pytest.raises(UserError, match="encoder.*--overwrite"):
-        run_embed(EmbedConfig(**{**base.to_dict(), "image_size": 48}))
+        embed_store(EmbedConfig(**{**base.to_dict(), "image_size": 48}))
     make_image_folder(image_folder, per_class=7)  # one more image per class: other data
     with pytest.raises(UserError, match="other data.*--overwrite"):
-        run_embed(base)
-    summary = run_embed(EmbedConfig(**{**base.to_dict(), "overwrite": True}))
+        embed_store(base)
+    summary = embed_store(EmbedConfig(**{**base.to_dict(), "overwrite": True}))
     assert summary["complete"] and summary["images"] == 21
 
 
@@ -138,11 +138,18 @@ def test_mismatched_store_is_refused_then_overwritten(tmp_path, image_folder):
     ("imagefolder:/no/such/folder", "no such folder"),
     ("csv:/no/such.csv", "no such CSV"),
 ])
-def test_cli_bad_source_is_one_line(spec, message, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "stages", "embed", "--data", spec,
+def test_cli_bad_source_is_one_line(spec, message, tmp_path, capsys):
+    out = assert_refused(["embed", "--data", spec, "--out", tmp_path / "x.zarr"], capsys, message)
+    assert out.count("\n") == 1 and not (tmp_path / "x.zarr").exists()
+
+
+def test_python_m_stages_prints_one_line_and_no_traceback(tmp_path):
+    """The module entry point (a fresh interpreter, as a user runs it) says the same one line."""
+    r = subprocess.run([sys.executable, "-m", "stages", "embed", "--data", "nonsense",
                         "--out", str(tmp_path / "x.zarr")], capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.count("\n") == 1 and message in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.count("\n") == 1 and "unknown data source" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_empty_class_folder_is_refused(tmp_path):
@@ -154,7 +161,7 @@ def test_empty_class_folder_is_refused(tmp_path):
 
 def test_inspect_reports_layout_classes_and_statistics(tmp_path):
     out = tmp_path / "d.zarr"
-    run_embed(EmbedConfig(data="digits", limit=20, out=str(out), **SMALL), stop_after_chunks=1)
+    embed_store(EmbedConfig(data="digits", limit=20, out=str(out), **SMALL), stop_after_chunks=1)
     text = describe(out)
     assert "tf_efficientnet_lite0" in text and "input_size=[3, 32, 32]" in text
     assert "train       20  1280 float32" in text
@@ -171,5 +178,5 @@ def test_a_second_run_on_the_same_store_is_refused_naming_the_holder(tmp_path):
     cfg = EmbedConfig(data="digits", limit=10, out=str(out), **SMALL)
     with exclusive(out):  # as if another run held it
         with pytest.raises(UserError, match=f"in use by pid {os.getpid()}"):
-            run_embed(cfg)
-    assert run_embed(cfg)["complete"]  # released: the next run goes ahead
+            embed_store(cfg)
+    assert embed_store(cfg)["complete"]  # released: the next run goes ahead

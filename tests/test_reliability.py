@@ -19,29 +19,12 @@ import zarr
 from pipeline.checkpoint import load_checkpoint
 from pipeline.lock import exclusive, shared
 from pipeline.store import EmbeddingStore, write_arrays
-from tests.conftest import assert_refused, assert_same_store, make_image_folder, run_cli, snapshot
+from tests.conftest import (assert_refused, assert_same_store, make_image_folder, run_cli,
+                            separable_store, snapshot)
 
 EMBED = ["--limit", "24", "--image-size", "32", "--chunk-size", "8", "--batch-size", "8",
          "--threads", "1"]
 SNN = ["--m", "2", "--e", "1", "--numba-threads", "1", "--skip-baselines"]
-
-
-def features_store(path: Path, *, n_train: int = 60, n_test: int = 20, dim: int = 16,
-                   chunk: int = 16, transform=None) -> EmbeddingStore:
-    """A small imported store of separable non-negative features (``transform`` edits X first)."""
-    rng = np.random.default_rng(0)
-    protos = rng.random((3, dim)) * 3
-
-    def draw(n):
-        y = np.arange(n) % 3
-        x = np.maximum(protos[y] + rng.normal(0, 0.2, (n, dim)), 0).astype(np.float32)
-        return x, y
-
-    splits = {"train": draw(n_train), "test": draw(n_test)}
-    if transform is not None:
-        splits = {k: (transform(k, x.copy()), y) for k, (x, y) in splits.items()}
-    return write_arrays(path, splits, ["a", "b", "c"], encoder={"model": "synthetic"},
-                        source="synthetic", chunk_size=chunk)
 
 
 def user_folder(root: Path) -> Path:
@@ -113,10 +96,10 @@ def test_import_and_train_snn_refuse_a_user_folder_too(tmp_path, capsys):
 
 
 def test_overwrite_replaces_only_what_the_store_holds_of_ours(tmp_path):
-    store = features_store(tmp_path / "s.zarr")
+    store = separable_store(tmp_path / "s.zarr")
     (tmp_path / "s.zarr" / "README.txt").write_text("the user's note inside the store folder")
     x = np.ones((6, 16), np.float32)
-    write_arrays(store.path, {"train": (x, np.arange(6) % 3)}, ["a", "b", "c"],
+    write_arrays(store.path, {"train": (x, np.arange(6) % 4)}, ["a", "b", "c", "d"],
                  encoder={"model": "other"}, source="other", overwrite=True)
     assert (tmp_path / "s.zarr" / "README.txt").read_text().startswith("the user's note")
     assert EmbeddingStore.open(store.path).splits == ["train"]  # the old test split is gone
@@ -127,14 +110,14 @@ def test_a_half_created_store_of_ours_is_created_again(tmp_path):
     path = tmp_path / "s.zarr"
     g = zarr.open_group(str(path), mode="w-", attributes={"created_by": "annsnn"})
     g.create_group("train")
-    store = features_store(path)
+    store = separable_store(path)
     assert store.is_complete() and store.attrs["format"] == 1
 
 
 @pytest.mark.parametrize("option,value", [("--run", "../escape"), ("--run", "a/b"), ("--run", ".."),
                                           ("--run", "/tmp/abs")])
 def test_run_names_are_names_not_paths(tmp_path, capsys, option, value):
-    store = features_store(tmp_path / "s.zarr")
+    store = separable_store(tmp_path / "s.zarr")
     before = snapshot(tmp_path)
     assert_refused(["train-snn", "--out", store.path, "--runs-dir", tmp_path / "runs", option,
                     value, *SNN], capsys, r"plain folder name")
@@ -142,7 +125,7 @@ def test_run_names_are_names_not_paths(tmp_path, capsys, option, value):
 
 
 def test_tune_names_are_names_not_paths(tmp_path, capsys):
-    store = features_store(tmp_path / "s.zarr")
+    store = separable_store(tmp_path / "s.zarr")
     before = snapshot(tmp_path)
     assert_refused(["tune", "--out", store.path, "--tune-dir", tmp_path / "t", "--name",
                     "../../x", "--trials", "1"], capsys, r"plain folder name")
@@ -150,7 +133,7 @@ def test_tune_names_are_names_not_paths(tmp_path, capsys):
 
 
 def test_a_run_folder_that_is_a_user_folder_is_refused_untouched(tmp_path, capsys):
-    store = features_store(tmp_path / "s.zarr")
+    store = separable_store(tmp_path / "s.zarr")
     user_folder(tmp_path / "runs" / "notes")
     before = snapshot(tmp_path, locks=False)
     assert_refused(["train-snn", "--out", store.path, "--runs-dir", tmp_path / "runs", "--run",
@@ -159,7 +142,7 @@ def test_a_run_folder_that_is_a_user_folder_is_refused_untouched(tmp_path, capsy
 
 
 def test_a_study_folder_that_is_a_user_folder_is_refused_untouched(tmp_path, capsys):
-    store = features_store(tmp_path / "s.zarr")
+    store = separable_store(tmp_path / "s.zarr")
     user_folder(tmp_path / "t" / "mine")
     before = snapshot(tmp_path, locks=False)
     assert_refused(["tune", "--out", store.path, "--tune-dir", tmp_path / "t", "--name", "mine",
@@ -170,7 +153,7 @@ def test_a_study_folder_that_is_a_user_folder_is_refused_untouched(tmp_path, cap
 # --- one lock per real path, readers included --------------------------------------------------
 
 def test_one_store_under_any_spelling_has_one_lock(tmp_path, in_tmp, capsys):
-    store = features_store(in_tmp / "s.zarr")
+    store = separable_store(in_tmp / "s.zarr")
     os.symlink(in_tmp / "s.zarr", in_tmp / "link.zarr")
     before = snapshot(in_tmp / "s.zarr")
     with exclusive(store.path):
@@ -181,7 +164,7 @@ def test_one_store_under_any_spelling_has_one_lock(tmp_path, in_tmp, capsys):
 
 
 def test_readers_share_a_store_and_keep_writers_out(tmp_path, capsys):
-    store = features_store(tmp_path / "s.zarr")
+    store = separable_store(tmp_path / "s.zarr")
     before = snapshot(tmp_path / "s.zarr")
     with shared(store.path):  # as a running train-snn holds it
         with shared(store.path):
@@ -203,13 +186,14 @@ def test_readers_share_a_store_and_keep_writers_out(tmp_path, capsys):
 # --- what a run records is what it did -------------------------------------------------------
 
 def test_a_refused_resume_writes_nothing(tmp_path, capsys):
-    store = features_store(tmp_path / "s.zarr")
+    store = separable_store(tmp_path / "s.zarr")
     runs = tmp_path / "runs"
     args = ["train-snn", "--out", store.path, "--runs-dir", runs, "--run", "r", *SNN]
     code, out = run_cli(args + ["--checkpoint-every", "20"], capsys)
     assert code == 0, out
     config = json.loads((runs / "r" / "config.json").read_text())
-    assert config["coding"] == {"sat_percentile": 99.88, "sat_scope": "feature"}
+    assert (config["colanet"]["sat_scope"], config["colanet"]["sat_percentile"]) == ("feature", 99.88)
+    assert len(config["coding"]["sat"]) == 48  # the resolved coding: one level per feature
     before = snapshot(runs, locks=False)
     assert_refused(args + ["--sat-scope", "global"], capsys, r"other settings.*sat_scope")
     assert_refused(args + ["--sat-percentile", "90"], capsys, r"other settings.*sat_percentile")
@@ -241,12 +225,12 @@ def test_a_missing_out_store_is_an_error_not_an_embed_of_the_digits(tmp_path, in
 
 def test_an_unfinished_store_is_finished_with_its_own_config(tmp_path, capsys):
     from pipeline.config import EmbedConfig
-    from stages.embed import run_embed
+    from pipeline.embedding import embed_store
 
     whole, cut = tmp_path / "whole.zarr", tmp_path / "cut.zarr"
     cfg = dict(data="digits", limit=24, image_size=32, chunk_size=8, batch_size=8, threads=1)
-    run_embed(EmbedConfig(**cfg, out=str(whole)))
-    run_embed(EmbedConfig(**cfg, out=str(cut)), stop_after_chunks=2)
+    embed_store(EmbedConfig(**cfg, out=str(whole)))
+    embed_store(EmbedConfig(**cfg, out=str(cut)), stop_after_chunks=2)
     # No embed options on this command line: the store's own (image size 32, limit 24) finish it.
     code, out = run_cli(["train-snn", "--out", cut, "--runs-dir", tmp_path / "runs", *SNN], capsys)
     assert code == 0, out
@@ -283,7 +267,7 @@ def test_a_damaged_chunk_is_named_and_embed_redoes_exactly_it(tmp_path, capsys, 
 
 
 def test_a_damaged_zarr_json_or_attributes_are_named(tmp_path, capsys):
-    store = features_store(tmp_path / "s.zarr")
+    store = separable_store(tmp_path / "s.zarr")
     meta = Path(store.path, "zarr.json")
     good = meta.read_text()
     meta.write_text(good[: len(good) // 2])
@@ -299,7 +283,7 @@ def test_a_damaged_zarr_json_or_attributes_are_named(tmp_path, capsys):
 
 @pytest.mark.parametrize("damage", ["truncated", "wrong shape", "bad meta"])
 def test_a_damaged_checkpoint_is_named_with_restart(tmp_path, capsys, damage):
-    store = features_store(tmp_path / "s.zarr")
+    store = separable_store(tmp_path / "s.zarr")
     runs = tmp_path / "runs"
     args = ["train-snn", "--out", store.path, "--runs-dir", runs, "--run", "r", *SNN]
     assert run_cli(args, capsys)[0] == 0
@@ -352,16 +336,17 @@ def _negative(split, x):
     (_negative, r"split 'train' has no positive feature"),
 ])
 def test_garbage_features_are_refused_before_training(tmp_path, capsys, edit, pattern, scope):
-    store = features_store(tmp_path / "s.zarr", transform=edit)
+    store = separable_store(tmp_path / "s.zarr", transform=edit)
     assert_refused(["train-snn", "--out", store.path, "--runs-dir", tmp_path / "runs",
                     "--sat-scope", scope, *SNN], capsys, pattern)
     assert not (tmp_path / "runs").exists()
 
 
 def test_a_split_with_no_usable_rows_is_refused(tmp_path, capsys):
-    store = features_store(tmp_path / "s.zarr")
+    store = separable_store(tmp_path / "s.zarr")
     g = zarr.open_group(store.path, mode="r+")
-    g["test"]["errors"][:] = np.full(20, "UnidentifiedImageError: cannot identify image")
+    n_test = g["test"]["errors"].shape[0]
+    g["test"]["errors"][:] = np.full(n_test, "UnidentifiedImageError: cannot identify image")
     assert_refused(["train-snn", "--out", store.path, "--runs-dir", tmp_path / "runs", *SNN],
                    capsys, r"split 'test' has no usable rows")
     assert not (tmp_path / "runs").exists()
@@ -390,8 +375,9 @@ BAD_OPTIONS = [
     (["train-snn", "--sat-percentile", "0"], r"--sat-percentile 0"),
     (["train-snn", "--sat-scope", "row"], r"--sat-scope row"),
     (["train-snn", "--eval-split", "holdout"], r"--eval-split holdout"),
-    (["train-snn", "--m", "0"], r"m=0"),
-    (["train-snn", "--tau", "nan"], r"tau=nan"),
+    (["train-snn", "--m", "0"], r"--m 0: must be >= 1"),
+    (["train-snn", "--tau", "nan"], r"--tau nan: must be finite"),
+    (["train-snn", "--coding", "zscore"], r"--coding zscore"),
     (["tune", "--val-fraction", "0"], r"--val-fraction 0"),
     (["tune", "--val-fraction", "1"], r"--val-fraction 1"),
     (["tune", "--trials", "0"], r"--trials 0"),
@@ -441,7 +427,7 @@ def test_metrics_are_strict_json_and_a_big_confusion_goes_to_npy(tmp_path):
 
 
 def test_a_killed_writers_temporary_is_removed_and_modes_are_consistent(tmp_path, capsys):
-    store = features_store(tmp_path / "s.zarr")
+    store = separable_store(tmp_path / "s.zarr")
     runs = tmp_path / "runs"
     args = ["train-snn", "--out", store.path, "--runs-dir", runs, "--run", "r", *SNN]
     assert run_cli(args + ["--checkpoint-every", "20"], capsys)[0] == 0

@@ -12,15 +12,16 @@ import pytest
 from distributed import LocalCluster
 
 from pipeline.cluster import connect
-from pipeline.colanet import ColanetParams
+from pipeline.colanet import ColanetConfig
 from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.store import EmbeddingStore, store_exists
-from stages.embed import run_embed
+from pipeline.embedding import embed_store
 from stages.inspect import describe
-from stages.train_snn import evaluate, run_train_snn, train
+from pipeline.training import evaluate, fit_stream, new_model
+from stages.train_snn import run_train_snn
 from tests.conftest import assert_same_store, make_image_folder
-from tests.test_train_snn import separable_store
+from tests.conftest import separable_store
 
 SMALL = dict(image_size=32, chunk_size=8, batch_size=4)
 
@@ -36,8 +37,8 @@ def test_cluster_embed_equals_single_process(tmp_path, scheduler):
     root = make_image_folder(tmp_path / "imgs", per_class=10)
     (root / "dog" / "broken.jpg").write_text("not an image")
     cfg = EmbedConfig(data=f"imagefolder:{root}", threads=1, **SMALL)
-    serial = run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "one.zarr")}))
-    spread = run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "two.zarr")}), scheduler)
+    serial = embed_store(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "one.zarr")}))
+    spread = embed_store(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "two.zarr")}), scheduler)
     assert spread["complete"] and spread["images"] == serial["images"] == 31
     assert spread["failures"] == serial["failures"] == 1
     assert_same_store(tmp_path / "one.zarr", tmp_path / "two.zarr")
@@ -55,7 +56,7 @@ def test_relative_paths_reach_workers_with_another_working_folder(tmp_path, sche
     with connect(scheduler) as client:
         client.run(os.chdir, "/")
         try:
-            summary = run_embed(cfg, scheduler)
+            summary = embed_store(cfg, scheduler)
         finally:
             client.run(os.chdir, str(tmp_path))
     assert summary["complete"] and summary["images"] == 12
@@ -65,14 +66,14 @@ def test_relative_paths_reach_workers_with_another_working_folder(tmp_path, sche
         try:  # the cluster evaluation reads the relative store too
             metrics = run_train_snn(EmbedConfig(out="rel.zarr"),
                                     TrainConfig(runs_dir="runs", skip_baselines=True),
-                                    ColanetParams(m=2, e=1), scheduler)
+                                    ColanetConfig(m=2, e=1), scheduler)
         finally:
             client.run(os.chdir, str(tmp_path))
     assert metrics["n_test"] == 3  # a quarter of the 12 images
 
 
 def test_config_sent_to_workers_names_absolute_paths(tmp_path, monkeypatch):
-    from stages.embed import for_workers
+    from pipeline.embedding import for_workers
 
     monkeypatch.chdir(tmp_path)
     sent = [for_workers(EmbedConfig(data=d, weights=w)) for d, w in
@@ -87,21 +88,23 @@ def test_store_started_here_is_finished_on_the_cluster_identically(tmp_path, sch
     """The store records the batch size and torch thread count its chunks are computed with, so
     workers (one thread each by default) still compute a chunk exactly as the first run did."""
     cfg = EmbedConfig(data="digits", limit=24, **SMALL)  # threads: torch's default here
-    run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "whole.zarr")}))
+    embed_store(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "whole.zarr")}))
     mixed = EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "mixed.zarr")})
-    assert not run_embed(mixed, stop_after_chunks=2)["complete"]
-    assert run_embed(mixed, scheduler)["images"] == 48 - 16
+    assert not embed_store(mixed, stop_after_chunks=2)["complete"]
+    assert embed_store(mixed, scheduler)["images"] == 48 - 16
     assert_same_store(tmp_path / "whole.zarr", tmp_path / "mixed.zarr")
 
 
 def test_cluster_inference_equals_serial(tmp_path, scheduler):
     store = separable_store(tmp_path / "s.zarr", n_train=150, n_test=90, chunk=16)
-    params = ColanetParams(m=3, e=3)
-    state, progress, complete = train(store, params, TrainConfig(), tmp_path / "run")
-    assert complete
-    serial = evaluate(store, "test", params, state, progress.sat)
+    params = ColanetConfig(m=3, e=3)
+    state, progress = new_model(store, params)
+    for _ in fit_stream(store, params, state, progress):
+        pass
+    assert progress.cursor == 150
+    serial = evaluate(store, "test", params, state, progress.coding)
     with connect(scheduler) as client:
-        spread = evaluate(store, "test", params, state, progress.sat, client)
+        spread = evaluate(store, "test", params, state, progress.coding, client)
     np.testing.assert_array_equal(serial[0], spread[0])
     np.testing.assert_array_equal(serial[1], spread[1])
     assert len(spread[0]) == 90 and (serial[0] == serial[1]).mean() > 0.8
@@ -109,7 +112,7 @@ def test_cluster_inference_equals_serial(tmp_path, scheduler):
 
 def test_train_snn_with_a_cluster_writes_the_same_metrics(tmp_path, scheduler):
     store = separable_store(tmp_path / "s.zarr", n_train=100, n_test=40)
-    params = ColanetParams(m=3, e=2)
+    params = ColanetConfig(m=3, e=2)
     here = run_train_snn(EmbedConfig(out=store.path), TrainConfig(runs_dir=str(tmp_path / "a")),
                          params)
     there = run_train_snn(EmbedConfig(out=store.path), TrainConfig(runs_dir=str(tmp_path / "b")),
@@ -122,26 +125,26 @@ def test_store_on_a_memory_fsspec_url_embeds_trains_and_matches_local(tmp_path):
     url = "memory://annsnn-test/digits.zarr"
     cfg = EmbedConfig(data="digits", limit=16, threads=1, **SMALL)
     assert not store_exists(url)
-    run_embed(EmbedConfig(**{**cfg.to_dict(), "out": url}))
-    run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "local.zarr")}))
+    embed_store(EmbedConfig(**{**cfg.to_dict(), "out": url}))
+    embed_store(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "local.zarr")}))
     assert store_exists(url) and EmbeddingStore.open(url).is_complete()
     assert "torch_threads=1" in describe(url)  # inspect reads a URL store too
     assert_same_store(url, tmp_path / "local.zarr")
-    assert run_embed(EmbedConfig(**{**cfg.to_dict(), "out": url}))["images"] == 0  # resumes: done
+    assert embed_store(EmbedConfig(**{**cfg.to_dict(), "out": url}))["images"] == 0  # resumes: done
     metrics = run_train_snn(EmbedConfig(out=url), TrainConfig(runs_dir=str(tmp_path / "runs"),
                                                               skip_baselines=True),
-                            ColanetParams(m=2, e=1))
+                            ColanetConfig(m=2, e=1))
     assert metrics["store"] == url and metrics["run_dir"].endswith("digits")
     with pytest.raises(UserError, match="memory:// store lives inside one process"):
-        run_embed(EmbedConfig(**{**cfg.to_dict(), "out": "memory://annsnn-test/other.zarr"}),
+        embed_store(EmbedConfig(**{**cfg.to_dict(), "out": "memory://annsnn-test/other.zarr"}),
                   ClusterConfig(cluster="local:1"))
 
 
 def test_file_url_is_the_local_path(tmp_path):
     cfg = EmbedConfig(data="digits", limit=8, threads=1, **SMALL)
-    run_embed(EmbedConfig(**{**cfg.to_dict(), "out": f"file://{tmp_path}/u.zarr"}))
+    embed_store(EmbedConfig(**{**cfg.to_dict(), "out": f"file://{tmp_path}/u.zarr"}))
     assert EmbeddingStore.open(tmp_path / "u.zarr").is_complete()
-    assert run_embed(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "u.zarr")}))["images"] == 0
+    assert embed_store(EmbedConfig(**{**cfg.to_dict(), "out": str(tmp_path / "u.zarr")}))["images"] == 0
 
 
 @pytest.mark.parametrize("options, message", [
@@ -155,7 +158,7 @@ def test_bad_cluster_options_are_refused(tmp_path, options, message):
     """A malformed option is refused when the config is made (before anything runs); an
     unreachable scheduler when the run connects."""
     with pytest.raises((UserError, ValueError), match=message):
-        run_embed(EmbedConfig(data="digits", limit=8, out=str(tmp_path / "x.zarr"), **SMALL),
+        embed_store(EmbedConfig(data="digits", limit=8, out=str(tmp_path / "x.zarr"), **SMALL),
                   ClusterConfig(**options))
     assert not store_exists(tmp_path / "x.zarr")
 
@@ -173,11 +176,11 @@ def test_confusion_plot_of_1000_classes_stays_small(tmp_path):
 
 def test_a_worker_that_sees_other_images_refuses(tmp_path):
     """What a worker on another host does when its copy of the data differs from the store's."""
-    from stages.embed import embed_chunks_task, for_workers
+    from pipeline.embedding import embed_chunks_task, for_workers
 
     here = make_image_folder(tmp_path / "here", per_class=4)
     cfg = EmbedConfig(data=f"imagefolder:{here}", out=str(tmp_path / "s.zarr"), threads=1, **SMALL)
-    run_embed(cfg, stop_after_chunks=0)  # the coordinator creates the store
+    embed_store(cfg, stop_after_chunks=0)  # the coordinator creates the store
     (here / "cat" / "img0.jpg").write_bytes(b"changed on this worker's disk")
     with pytest.raises(UserError, match="sees other images or weights"):
         embed_chunks_task(for_workers(cfg), cfg.out, [("train", 0)], 4, 1)

@@ -10,30 +10,15 @@ import numpy as np
 import pytest
 
 from pipeline.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.colanet import ColanetParams, encode_inputs
+from pipeline.colanet import ColanetConfig, encode_inputs
 from pipeline.config import EmbedConfig, TrainConfig
 from pipeline.errors import UserError
-from pipeline.store import EmbeddingStore, write_arrays
+from pipeline.store import EmbeddingStore
 from pipeline.streaming import feature_saturation_levels, iter_batches, saturation_level
-from stages import train_snn
 from stages.train_snn import run_train_snn
+from tests.conftest import separable_store
 
-SMALL = ColanetParams(m=3, e=2)
-
-
-def separable_store(path, n_train=120, n_test=60, dim=48, classes=4, seed=0, chunk=32):
-    """Classes are distinct non-negative prototypes plus noise, like pooled ReLU features."""
-    rng = np.random.default_rng(seed)
-    protos = rng.random((classes, dim)) * (rng.random((classes, dim)) < 0.3) * 3.0
-
-    def draw(n):
-        y = rng.integers(0, classes, n)
-        x = np.maximum(protos[y] + rng.normal(0, 0.3, (n, dim)), 0).astype(np.float32)
-        return x, y
-
-    return write_arrays(path, {"train": draw(n_train), "test": draw(n_test)},
-                        [f"c{i}" for i in range(classes)], encoder={"model": "synthetic"},
-                        source=f"synthetic:{seed}", chunk_size=chunk)
+SMALL = ColanetConfig(m=3, e=2)
 
 
 def _run(tmp_path, store, params=SMALL, **train):
@@ -80,13 +65,15 @@ def test_checkpoint_of_another_store_or_params_is_refused(tmp_path):
     with pytest.raises(UserError, match="another store.*feature_dim"):
         _run(tmp_path, other)
     with pytest.raises(UserError, match="other settings.*d_h"):
-        _run(tmp_path, store, params=ColanetParams(m=3, e=2, d_h=-0.2))
+        _run(tmp_path, store, params=ColanetConfig(m=3, e=2, d_h=-0.2))
     # The coding is part of the model: another saturation is refused like another parameter.
     with pytest.raises(UserError, match="other settings.*sat_scope='feature'.*sat_scope='global'"):
-        _run(tmp_path, store, sat_scope="global")
+        _run(tmp_path, store, params=ColanetConfig(m=3, e=2, sat_scope="global"))
     with pytest.raises(UserError, match="other settings.*sat_percentile"):
-        _run(tmp_path, store, sat_percentile=97.0)
-    assert _run(tmp_path, store, params=ColanetParams(m=3, e=2, d_h=-0.2), restart=True)
+        _run(tmp_path, store, params=ColanetConfig(m=3, e=2, sat_percentile=97.0))
+    with pytest.raises(UserError, match="other settings.*coding"):
+        _run(tmp_path, store, params=ColanetConfig(m=3, e=2, coding="centred"))
+    assert _run(tmp_path, store, params=ColanetConfig(m=3, e=2, d_h=-0.2), restart=True)
 
 
 def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
@@ -128,7 +115,9 @@ def test_signal_checkpoints_then_stops_and_rerun_resumes_exactly(tmp_path, monke
     store = separable_store(tmp_path / "s.zarr")
     _run(tmp_path / "whole", store)
     calls = {"n": 0}
-    real = train_snn.train_chunk
+    import pipeline.training as training
+
+    real = training.train_chunk
 
     def signalling_train_chunk(*args, **kwargs):
         calls["n"] += 1
@@ -136,13 +125,13 @@ def test_signal_checkpoints_then_stops_and_rerun_resumes_exactly(tmp_path, monke
             os.kill(os.getpid(), signum)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(train_snn, "train_chunk", signalling_train_chunk)
+    monkeypatch.setattr(training, "train_chunk", signalling_train_chunk)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path / "cut", store)
     ckpt = tmp_path / "cut" / "runs" / "r" / "checkpoint.npz"
     _, meta = load_checkpoint(ckpt)
     assert meta["cursor"] == 57  # the stretch in flight was finished and saved
-    monkeypatch.setattr(train_snn, "train_chunk", real)
+    monkeypatch.setattr(training, "train_chunk", real)
     _run(tmp_path / "cut", store)
     a, _ = load_checkpoint(tmp_path / "whole" / "runs" / "r" / "checkpoint.npz")
     b, _ = load_checkpoint(ckpt)
@@ -168,14 +157,14 @@ def test_feature_saturation_levels_and_their_coding(tmp_path):
         pos = np.sort(x[:, j][x[:, j] > 0])
         width, k = float(pos[-1]) / 1024, 0.9 * len(pos)
         assert pos[int(np.floor(k)) - 1] - width <= levels[j] <= pos[int(np.ceil(k))] + width
-    params = ColanetParams(m=2, e=1)
+    params = ColanetConfig(m=2, e=1)
     spikes = encode_inputs(params, x[:5], np.arange(5), levels)
     finite = np.where(np.isinf(levels), 1.0, levels)
     same = encode_inputs(params, np.where(np.isinf(levels), 0, x[:5] / finite).astype(np.float32),
                          np.arange(5), 1.0)
     np.testing.assert_array_equal(spikes, same)
     assert not spikes[:, :, 7].any()
-    m = _run(tmp_path, store, sat_scope="feature")
+    m = _run(tmp_path, store, params=ColanetConfig(m=3, e=2, sat_scope="feature"))
     assert m["sat_scope"] == "feature" and m["snn_accuracy"] >= 0.9
 
 
@@ -189,7 +178,7 @@ def test_report_runs_each_store_once_per_parameter_set(tmp_path, capsys):
     assert [r["snn_accuracy"] for r in rows] == [r["snn_accuracy"] for r in again]
     run_folders = lambda: [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]  # noqa: E731
     assert len(run_folders()) == 2
-    run_report(stores[:1], cfg, ColanetParams(m=3, e=1))
+    run_report(stores[:1], cfg, ColanetConfig(m=3, e=1))
     assert len(run_folders()) == 3
     print_report(rows)
     assert "a  " in capsys.readouterr().out
@@ -199,7 +188,7 @@ def test_train_snn_embeds_a_missing_store_first(tmp_path):
     embed = EmbedConfig(data="digits", limit=30, image_size=32, chunk_size=16, batch_size=8,
                         out=str(tmp_path / "d.zarr"))
     m = run_train_snn(embed, TrainConfig(runs_dir=str(tmp_path / "runs"), skip_baselines=True),
-                      ColanetParams(m=2, e=1))
+                      ColanetConfig(m=2, e=1))
     assert EmbeddingStore.open(embed.out).is_complete()
     assert m["n_train"] == 30 and m["n_test"] == 30 and "probe_accuracy" not in m
 
@@ -232,3 +221,40 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path,
         run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
     assert ckpt.read_bytes() == before
     assert [p.name for p in ckpt.parent.iterdir() if p.suffix == ".tmp"] == []
+
+
+def test_a_second_pass_resumes_mid_pass_to_the_uninterrupted_weights(tmp_path):
+    """Two passes: the second in a seeded order with new sample ids; killed in the middle of the
+    second pass and resumed, the weights equal an uninterrupted run's; and they differ from one
+    pass's."""
+    store = separable_store(tmp_path / "s.zarr")
+    one = _run(tmp_path / "one", store)
+    whole = _run(tmp_path / "whole", store, passes=2)
+    cfg = TrainConfig(runs_dir=str(tmp_path / "cut" / "runs"), run="r", checkpoint_every=25,
+                      passes=2)
+    assert run_train_snn(EmbedConfig(out=store.path), cfg, SMALL, stop_after_samples=170) is None
+    _, meta = load_checkpoint(tmp_path / "cut" / "runs" / "r" / "checkpoint.npz")
+    assert meta["pass_index"] == 1 and 0 < meta["cursor"] < 120  # stopped inside pass two
+    resumed = run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
+    a, _ = load_checkpoint(tmp_path / "whole" / "runs" / "r" / "checkpoint.npz")
+    b, _ = load_checkpoint(tmp_path / "cut" / "runs" / "r" / "checkpoint.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    c, _ = load_checkpoint(tmp_path / "one" / "runs" / "r" / "checkpoint.npz")
+    assert not np.array_equal(a["r"], c["r"])
+    assert whole["passes"] == resumed["passes"] == 2 and whole["n_train"] == one["n_train"] == 120
+    assert len(a["online_correct"]) == 240
+
+
+def test_centred_coding_subtracts_the_train_mean_and_is_stored_with_the_model(tmp_path):
+    store = separable_store(tmp_path / "s.zarr")
+    config = ColanetConfig(m=3, e=2, coding="centred")
+    m = _run(tmp_path, store, params=config)
+    _, meta = load_checkpoint(tmp_path / "runs" / "r" / "checkpoint.npz")
+    x = store.split("train")["features"][:]
+    np.testing.assert_allclose(meta["centre"], x.astype(np.float64).mean(axis=0), rtol=1e-6)
+    recorded = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    assert recorded["colanet"]["coding"] == "centred" and len(recorded["coding"]["centre"]) == 48
+    assert m["snn_accuracy"] >= 0.9  # separable data stays separable above the mean
+    again = _run(tmp_path, store, params=config)  # resumed from the stored coding: same answers
+    assert again["snn_accuracy"] == m["snn_accuracy"]

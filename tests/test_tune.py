@@ -7,35 +7,47 @@ import json
 import numpy as np
 import pytest
 
-from pipeline.colanet import ColanetParams
-from pipeline.config import EmbedConfig, TrainConfig, TuneConfig
+from pipeline.colanet import ColanetConfig
+from pipeline.config import ClusterConfig, EmbedConfig, TuneConfig
 from pipeline.errors import UserError
-from pipeline.tuning import TrialLog, joint_score, run_trial, trial_params
-from stages.tune import run_tune
-from tests.test_train_snn import separable_store
+from pipeline.tuning import TrialLog, joint_score, run_trial, run_tune, trial_params
+from tests.conftest import separable_store
 
-BASE = ColanetParams(m=3, e=1)
+BASE = ColanetConfig(m=3, e=1)
 
 
-def _tune(tmp_path, store, name="s", **kw):
-    cfg = TuneConfig(tune_dir=str(tmp_path / "tune"), name=name, batch=2,
-                     startup=2, **kw)
-    return run_tune(EmbedConfig(out=store.path), cfg, BASE)
+@pytest.fixture(scope="module")
+def scheduler():
+    """One LocalCluster of 2 worker processes for the module's studies (each study would start
+    its own otherwise)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster:
+        yield ClusterConfig(scheduler=cluster.scheduler_address)
+
+
+@pytest.fixture
+def _tune(tmp_path, scheduler):
+    def run(tmp_path, store, name="s", **kw):
+        cfg = TuneConfig(tune_dir=str(tmp_path / "tune"), name=name, batch=2, startup=2, **kw)
+        return run_tune(EmbedConfig(out=store.path), cfg, BASE, scheduler)
+    return run
 
 
 def test_trial_scores_only_the_validation_tail_of_train(tmp_path):
     store = separable_store(tmp_path / "s.zarr", n_train=100)
-    params, coding = trial_params(BASE, {"gain_scale": 1.0, "sat_percentile": 98.0, "m": 4}, 48)
+    params = trial_params(BASE, {"gain_scale": 1.0, "sat_percentile": 98.0, "m": 4}, 48)
     assert params.m == 4 and params.gain == pytest.approx(BASE.gain_total / 48)
-    assert coding == {"sat_percentile": 98.0, "sat_scope": TrainConfig().sat_scope}
-    row = run_trial(store.path, params, coding, 0.25)
+    assert (params.sat_percentile, params.sat_scope) == (98.0, BASE.sat_scope)
+    row = run_trial(store.path, params, 0.25)
     assert row["n_fit"] == 75 and row["n_val"] == 25
     assert row["val_accuracy"] >= 0.9  # separable data, default dynamics
-    again = run_trial(store.path, params, coding, 0.25)
+    again = run_trial(store.path, params, 0.25)
     assert {**again, "seconds": 0} == {**row, "seconds": 0}  # deterministic
 
 
-def test_study_records_trials_and_resumes_to_the_same_result(tmp_path):
+def test_study_records_trials_and_resumes_to_the_same_result(tmp_path, _tune):
     store = separable_store(tmp_path / "s.zarr", n_train=80, n_test=20)
     whole = _tune(tmp_path, store, name="whole", trials=4)
     assert len(whole) == 4 and whole[0]["val_accuracy"] >= whole[-1]["val_accuracy"]
@@ -53,14 +65,14 @@ def test_study_records_trials_and_resumes_to_the_same_result(tmp_path):
     assert best["trial"] == whole[0]["number"] and "--m" in best["train_snn_args"]
 
 
-def test_study_with_other_settings_is_refused(tmp_path):
+def test_study_with_other_settings_is_refused(tmp_path, _tune):
     store = separable_store(tmp_path / "s.zarr", n_train=60, n_test=20)
     _tune(tmp_path, store, trials=2)
     with pytest.raises(UserError, match="other settings"):
         _tune(tmp_path, store, trials=2, val_fraction=0.3)
 
 
-def test_joint_study_scores_every_trial_on_every_store(tmp_path):
+def test_joint_study_scores_every_trial_on_every_store(tmp_path, _tune):
     a = separable_store(tmp_path / "a.zarr", n_train=60, n_test=10)
     b = separable_store(tmp_path / "b.zarr", n_train=60, n_test=10, dim=40, seed=3)
     rows = _tune(tmp_path, a, name="joint", trials=2, stores=f"{a.path},{b.path}")

@@ -1,0 +1,441 @@
+"""Stage two's engine: the online pass, its checkpoints, frozen evaluation and the run folder.
+
+One loop learns (:func:`fit_stream`) and one predicts (:func:`predict_stream`); train-snn, tune,
+report and the benchmarks all go through them. :func:`train_run` is a whole run: it checks the
+store, claims the run folder, resumes from the checkpoint (the whole resumable state: resources,
+neuron state, counters, cursor, the resolved model configuration), learns, checkpoints every
+``checkpoint_every`` samples and on SIGINT/SIGTERM, evaluates with plasticity frozen beside the
+baselines, and writes ``config.json``, ``metrics.json`` and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numba
+import numpy as np
+from tqdm import tqdm
+
+from pipeline import plots
+from pipeline.baselines import linear_probe, nearest_class_mean
+from pipeline.checkpoint import (check_arrays, load_checkpoint, remove_stale_temporaries,
+                                 save_checkpoint)
+from pipeline.cluster import connect
+from pipeline.colanet import (ColanetConfig, ColanetState, checkpoint_arrays, checkpoint_schema,
+                              infer_chunk, init_state, readout, state_from_checkpoint, train_chunk)
+from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
+from pipeline.errors import UserError
+from pipeline.lock import exclusive, shared
+from pipeline.metrics import classification_metrics, write_metrics
+from pipeline.outputs import check_name, claim_folder
+from pipeline.store import EmbeddingStore, absolute_location, store_exists, store_name
+from pipeline.streaming import (Batch, check_split, coding_levels, feature_means, iter_batches,
+                                read_rows, require_complete)
+
+CHECKPOINT = "checkpoint.npz"
+
+
+@dataclass(frozen=True)
+class Coding:
+    """The input coding as measured on the train split (part of the model, stored with it):
+    ``d_j = clip((x_j - centre_j) / sat_j, 0, 1)``, the spike rate of feature j."""
+
+    sat: float | np.ndarray  # one saturation level, or one per feature (inf: never spikes)
+    centre: np.ndarray | None = None  # per-feature train mean (coding="centred"), else None
+
+    def inputs(self, x: np.ndarray) -> np.ndarray:
+        """The features the coder sees: centred when the coding centres them."""
+        return x if self.centre is None else x - self.centre
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"sat": np.asarray(self.sat).tolist(),
+                "centre": None if self.centre is None else self.centre.tolist()}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any]) -> "Coding":
+        sat = meta["sat"]
+        sat = np.asarray(sat, dtype=np.float64) if isinstance(sat, list) else float(sat)
+        centre = meta.get("centre")
+        return cls(sat, None if centre is None else np.asarray(centre, dtype=np.float32))
+
+
+@dataclass
+class Progress:
+    """The run's own resumable state beside the model's."""
+
+    cursor: int  # next train-split row to learn in the current pass
+    coding: Coding  # the resolved input coding
+    online_correct: np.ndarray  # (samples seen,) bool: answered right before learning
+    online_answered: np.ndarray  # (samples seen,) bool
+    train_seconds: float  # learning and checkpointing, compile time excluded
+    pass_index: int = 0  # passes over the train split completed before the current one
+
+
+# --- the two loops ------------------------------------------------------------------------------
+
+def new_model(store: EmbeddingStore, config: ColanetConfig, *, stop: int | None = None
+              ) -> tuple[ColanetState, Progress]:
+    """A fresh ensemble for ``store`` and its input coding, measured on train rows ``:stop``."""
+    started = time.perf_counter()
+    centre = feature_means(store, "train", stop=stop) if config.coding == "centred" else None
+    coding = Coding(coding_levels(store, "train", config.sat_percentile, config.sat_scope,
+                                  stop=stop, centre=centre), centre)
+    state = init_state(config, store.attrs["encoder"]["feature_dim"], len(store.class_names))
+    return state, Progress(cursor=0, coding=coding, online_correct=np.zeros(0, bool),
+                           online_answered=np.zeros(0, bool),
+                           train_seconds=time.perf_counter() - started)
+
+
+def fit_stream(store: EmbeddingStore, config: ColanetConfig, state: ColanetState,
+               progress: Progress, *, stop: int | None = None, max_rows: int | None = None,
+               passes: int = 1) -> Iterator[Batch]:
+    """Learn train rows ``progress.cursor:stop`` online, a stretch at a time (``max_rows`` at most),
+    ``passes`` times; after each stretch ``state`` (in place) and ``progress`` hold it, and the
+    stretch is yielded (the caller may checkpoint or stop there).
+
+    The first pass goes in store order. Each later pass ``p`` shuffles every stretch with a seeded
+    order (key: model seed, pass, first row) and gives its samples new ids (``id + p * rows of the
+    store``), so the simulator's noise differs from the earlier passes'; a resumed run repeats
+    exactly what an uninterrupted one does.
+    """
+    while True:
+        for batch in iter_batches(store, "train", progress.cursor, max_rows=max_rows, stop=stop):
+            yield _learn(store, config, state, progress, _for_pass(store, config, batch,
+                                                                   progress.pass_index))
+        if progress.pass_index + 1 >= passes:
+            return
+        progress.pass_index += 1
+        progress.cursor = 0
+
+
+def _for_pass(store: EmbeddingStore, config: ColanetConfig, batch: Batch, pass_index: int) -> Batch:
+    if pass_index == 0:
+        return batch
+    # Keyed by where the stretch ends (stretches end at the same rows on a resumed run).
+    order = np.random.default_rng([config.seed, pass_index, batch.stop]).permutation(len(batch.labels))
+    total_rows = sum(store.split(s)["features"].shape[0] for s in store.splits)
+    return Batch(features=batch.features[order], labels=batch.labels[order],
+                 sample_id=batch.sample_id[order] + pass_index * total_rows, stop=batch.stop)
+
+
+def _learn(store: EmbeddingStore, config: ColanetConfig, state: ColanetState, progress: Progress,
+           batch: Batch) -> Batch:
+    """One stretch of the online pass: answer each sample, then learn it (in place)."""
+    started = time.perf_counter()
+    votes, _ = train_chunk(config, state, progress.coding.inputs(batch.features), batch.labels,
+                           batch.sample_id, progress.coding.sat)
+    pred, answered = readout(votes)
+    progress.online_correct = np.concatenate([progress.online_correct, pred == batch.labels])
+    progress.online_answered = np.concatenate([progress.online_answered, answered])
+    progress.cursor = batch.stop
+    progress.train_seconds += time.perf_counter() - started
+    return batch
+
+
+def predict_stream(store: EmbeddingStore, split: str, config: ColanetConfig, state: ColanetState,
+                   coding: Coding, *, start: int = 0, stop: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Frozen-plasticity predictions (-1: no answer) and labels of the usable rows
+    ``start:stop`` of a split, streamed a chunk at a time; ``state`` is not changed."""
+    preds, labels = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for batch in iter_batches(store, split, start, stop=stop):
+        pred, _ = readout(infer_chunk(config, state, coding.inputs(batch.features),
+                                      batch.sample_id, coding.sat))
+        preds.append(pred)
+        labels.append(batch.labels)
+    return np.concatenate(preds), np.concatenate(labels)
+
+
+def predict_task(path: str, split: str, start: int, stop: int | None, config: ColanetConfig,
+                 state: ColanetState, coding: Coding, numba_threads: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_stream` as a dask task on a worker running one task per core."""
+    if numba_threads:
+        numba.set_num_threads(numba_threads)
+    return predict_stream(EmbeddingStore.open(path), split, config, state, coding, start=start,
+                          stop=stop)
+
+
+def evaluate(store: EmbeddingStore, split: str, config: ColanetConfig, state: ColanetState,
+             coding: Coding, client=None) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions and labels of a whole split: here, or with a dask ``client`` one task per
+    stored chunk (the state is sent to every worker once). The answers are the same either way:
+    a sample's noise is keyed by its id and nothing is learned."""
+    if client is None:
+        return predict_stream(store, split, config, state, coding)
+    require_complete(store, split)  # once here, not in every task
+    n_chunks = store.split(split)["done"].shape[0]
+    state_on_workers = client.scatter(state, broadcast=True)
+    path = absolute_location(store.path)
+    futures = [client.submit(predict_task, path, split, rows.start, rows.stop, config,
+                             state_on_workers, coding, 1, pure=False)
+               for rows in (store.chunk_slice(split, c) for c in range(n_chunks))]
+    parts = client.gather(futures) or [(np.zeros(0, np.int64), np.zeros(0, np.int64))]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts])
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+def checkpoint_identity(store: EmbeddingStore) -> dict[str, Any]:
+    """What a checkpoint must share with the store it resumes on."""
+    a = store.attrs
+    return {"encoder": a["identity"]["encoder"]["model"],
+            "weights_sha256": a["identity"]["encoder"]["weights_sha256"],
+            "data_fingerprint": a["identity"]["data_fingerprint"],
+            "feature_dim": a["encoder"]["feature_dim"], "class_names": a["dataset"]["class_names"]}
+
+
+def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
+                  ) -> tuple[ColanetState, Progress] | None:
+    """The run's state from its checkpoint (None when there is none). A checkpoint of another
+    store or model configuration, or a damaged one, is refused naming the file."""
+    if not path.exists():
+        return None
+    arrays, meta = load_checkpoint(path)
+    want = checkpoint_identity(store)
+    if meta.get("identity") != want:
+        diff = [k for k in want if (meta.get("identity") or {}).get(k) != want[k]]
+        raise UserError(f"{path}: checkpoint was trained on another store ({', '.join(diff)} "
+                        f"differ from {store.path}); use --run NAME for a new run or --restart")
+    stored, current = meta.get("config") or {}, config.to_dict()
+    if stored != current:
+        diff = sorted(k for k in {*current, *stored} if stored.get(k) != current.get(k))
+        raise UserError(f"{path}: checkpoint was trained with other settings "
+                        f"({', '.join(f'{k}={stored.get(k)!r}' for k in diff)}; this run: "
+                        f"{', '.join(f'{k}={current.get(k)!r}' for k in diff)}); pass the same "
+                        f"options, --run NAME for a new run, or --restart to discard it")
+    d, c = store.attrs["encoder"]["feature_dim"], len(store.class_names)
+    n_rows = store.split("train")["features"].shape[0]
+    try:
+        cursor, seconds = int(meta["cursor"]), float(meta["train_seconds"])
+        pass_index = int(meta.get("pass_index", 0))
+        coding = Coding.from_meta(meta)
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path}: checkpoint metadata is damaged (cursor, coding or seconds); rerun "
+                        f"with --restart to discard it and train afresh") from None
+    n_online = len(arrays.get("online_correct", ()))
+    check_arrays(path, arrays, {**checkpoint_schema(config, d, c),
+                                "online_correct": ((n_online,), np.bool_),
+                                "online_answered": ((n_online,), np.bool_)})
+    centre_ok = coding.centre is None or np.shape(coding.centre) == (d,)
+    if (not 0 <= cursor <= n_rows or pass_index < 0 or np.shape(coding.sat) not in ((), (d,))
+            or not centre_ok):
+        raise UserError(f"{path}: checkpoint is inconsistent (cursor {cursor} of {n_rows} rows, "
+                        f"{n_online} online results, sat of shape {np.shape(coding.sat)}); rerun with "
+                        f"--restart to discard it")
+    online = {k: arrays.pop(k) for k in ("online_correct", "online_answered")}
+    state = state_from_checkpoint(arrays, config, d, c)
+    return state, Progress(cursor=cursor, coding=coding, train_seconds=seconds,
+                           pass_index=pass_index, **online)
+
+
+def save_progress(path: Path, store: EmbeddingStore, config: ColanetConfig, state: ColanetState,
+                  progress: Progress) -> None:
+    """Checkpoint atomically; derived arrays (weights, thresholds) are rebuilt on load."""
+    try:
+        save_checkpoint(path, {**checkpoint_arrays(state), "online_correct": progress.online_correct,
+                               "online_answered": progress.online_answered},
+                        {"identity": checkpoint_identity(store), "config": config.to_dict(),
+                         "store": store.path, "cursor": progress.cursor,
+                         "pass_index": progress.pass_index,
+                         **progress.coding.to_meta(), "train_seconds": progress.train_seconds})
+    except OSError as e:
+        raise UserError(f"{path}: writing the checkpoint failed ({e.strerror or e}); the previous "
+                        f"checkpoint is intact: free space or fix the disk, then rerun") from None
+
+
+def start_or_resume(store: EmbeddingStore, config: ColanetConfig, run_cfg: TrainConfig,
+                    run_dir: Path) -> tuple[ColanetState, Progress]:
+    """The state the online pass continues from: the run's checkpoint, or a fresh model."""
+    ckpt = run_dir / CHECKPOINT
+    remove_stale_temporaries(ckpt)  # left by a writer killed mid-save; we hold the run's lock
+    if run_cfg.restart:
+        ckpt.unlink(missing_ok=True)
+    resumed = load_progress(ckpt, store, config)
+    return resumed if resumed is not None else new_model(store, config)
+
+
+class _StopRequested:
+    """SIGINT/SIGTERM set a flag; the loop checkpoints at the next stretch boundary and stops."""
+
+    def __init__(self):
+        self.signal: int | None = None
+
+    def __enter__(self):
+        self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        self.signal = signum
+
+    def __exit__(self, *exc):
+        for s, h in self.previous.items():
+            signal.signal(s, h)
+
+
+def train_from(store: EmbeddingStore, config: ColanetConfig, run_cfg: TrainConfig, run_dir: Path,
+               state: ColanetState, progress: Progress, *, stop_after_samples: int | None = None
+               ) -> bool:
+    """The online pass from ``progress.cursor`` to the end of the train split, checkpointing every
+    ``checkpoint_every`` samples, on a signal (then KeyboardInterrupt) and at the end; returns
+    whether the pass is complete. ``stop_after_samples`` stops early with a checkpoint: a
+    stand-in for an interruption in tests."""
+    ckpt = run_dir / CHECKPOINT
+    n_usable = int(store.finished_rows("train").sum())
+    n_rows = store.split("train")["features"].shape[0]
+    learned_now, since_checkpoint = 0, 0
+
+    def checkpoint() -> None:
+        started = time.perf_counter()
+        save_progress(ckpt, store, config, state, progress)
+        progress.train_seconds += time.perf_counter() - started  # throughput includes saving
+
+    with _StopRequested() as stop, tqdm(total=n_usable * run_cfg.passes,
+                                        initial=len(progress.online_correct), unit="sample",
+                                        desc="train-snn", dynamic_ncols=True) as bar:
+        for batch in fit_stream(store, config, state, progress, max_rows=run_cfg.checkpoint_every,
+                                passes=run_cfg.passes):
+            learned_now += len(batch.labels)
+            since_checkpoint += len(batch.labels)
+            bar.update(len(batch.labels))
+            bar.set_postfix(online_acc=f"{progress.online_correct.mean():.3f}")
+            interrupted = stop.signal is not None or (stop_after_samples is not None
+                                                      and learned_now >= stop_after_samples)
+            if since_checkpoint >= run_cfg.checkpoint_every or interrupted:
+                checkpoint()
+                since_checkpoint = 0
+            if stop.signal is not None:
+                raise KeyboardInterrupt
+            if interrupted:
+                return False
+    if since_checkpoint:
+        checkpoint()
+    return progress.pass_index + 1 >= run_cfg.passes and progress.cursor >= n_rows
+
+
+def ensure_store(embed_cfg: EmbedConfig, cluster: ClusterConfig = ClusterConfig(), *,
+                 data_given: bool = True) -> str:
+    """The path of the finished store of ``embed_cfg``, embedding it first where that is asked.
+
+    A missing store is embedded from ``embed_cfg`` (the default store of ``--data``), except a
+    missing ``--out`` given without ``--data``: a mistyped path must not quietly embed the
+    built-in digits. An unfinished store is finished with the embed configuration the store
+    itself records, never with this command line's defaults.
+    """
+    path = embed_cfg.store_path()
+    if store_exists(path):
+        try:
+            store = EmbeddingStore.open(path)
+        except UserError:
+            if not data_given:  # e.g. a creation that was interrupted: nothing recorded yet
+                raise
+            store = None
+        if store is not None and store.is_complete():
+            return path
+        if store is not None:
+            recorded = store.attrs.get("config", {})
+            if "data" not in recorded:
+                raise UserError(f"{path}: unfinished, and not made by `annsnn embed` (it was "
+                                f"imported); run the same `annsnn import` again to finish it")
+            embed_cfg = EmbedConfig.from_dict({**recorded, "out": path, "overwrite": False})
+    elif embed_cfg.out and not data_given:
+        raise UserError(f"{path}: no store here; run `annsnn embed --out {path} ...` first, or "
+                        f"pass --data to embed one there now")
+    print(f"{path} is missing or unfinished: running stage one first")
+    from pipeline.embedding import embed_store  # torch is loaded only when there is embedding to do
+
+    embed_store(embed_cfg, cluster)
+    return path
+
+
+# --- a whole run --------------------------------------------------------------------------------
+
+def train_run(store_path: str, config: ColanetConfig, run_cfg: TrainConfig,
+              cluster: ClusterConfig = ClusterConfig(), *,
+              stop_after_samples: int | None = None) -> dict[str, Any] | None:
+    """Train (resuming), evaluate and write the run folder of a finished store; returns the
+    metrics as written (None when stopped early by ``stop_after_samples``).
+
+    The store is read under its shared lock (it cannot be replaced meanwhile) and the run folder
+    written under its exclusive lock; every input is checked before the run folder is touched.
+    """
+    if run_cfg.numba_threads:
+        numba.set_num_threads(run_cfg.numba_threads)
+    if run_cfg.run is not None:
+        check_name(run_cfg.run, "--run")
+    with shared(store_path):
+        store = EmbeddingStore.open(store_path)
+        eval_split = run_cfg.eval_split or ("test" if "test" in store.splits else "val")
+        store.split(eval_split)  # refuse an unknown split before training, not after
+        check_split(store, "train", needs_positive=True)
+        check_split(store, eval_split)
+        run_dir = claim_folder(Path(run_cfg.runs_dir) / (run_cfg.run or store_name(store_path)),
+                               "run")
+        with exclusive(run_dir):
+            state, progress = start_or_resume(store, config, run_cfg, run_dir)
+            # What runs is now settled (a refused checkpoint wrote nothing): record it.
+            levels = np.asarray(progress.coding.sat, dtype=np.float64)
+            sat = [None if not np.isfinite(v) else float(v) for v in levels.ravel()]  # None: inf
+            (run_dir / "config.json").write_text(json.dumps(
+                {"store": store.path, "embed": store.attrs.get("config", {}),
+                 "run": run_cfg.to_dict(), "colanet": config.to_dict(),
+                 "coding": {**progress.coding.to_meta(), "sat": sat if levels.ndim else sat[0]}},
+                indent=2, allow_nan=False))
+            if not train_from(store, config, run_cfg, run_dir, state, progress,
+                              stop_after_samples=stop_after_samples):
+                return None
+            return _evaluate_run(store, eval_split, config, run_cfg, cluster, state, progress,
+                                 run_dir)
+
+
+def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
+                  run_cfg: TrainConfig, cluster: ClusterConfig, state: ColanetState,
+                  progress: Progress, run_dir: Path) -> dict[str, Any]:
+    seconds = {"train": round(progress.train_seconds, 3)}
+    started = time.perf_counter()
+    with connect(cluster, stores=(store.path,)) as client:
+        pred, y_test = evaluate(store, eval_split, config, state, progress.coding, client)
+    seconds["snn_eval"] = round(time.perf_counter() - started, 3)
+    classes = store.class_names
+    snn = classification_metrics(y_test, pred, len(classes))
+    finite_sat = np.asarray(progress.coding.sat, dtype=np.float64)
+    finite_sat = finite_sat[np.isfinite(finite_sat)]  # features never positive have no level
+    metrics: dict[str, Any] = {
+        "store": store.path, "run_dir": str(run_dir), "eval_split": eval_split,
+        "n_train": int(store.finished_rows("train").sum()), "passes": progress.pass_index + 1,
+        "n_test": int(len(y_test)),
+        "sat": float(np.median(finite_sat)) if finite_sat.size else None,
+        "sat_scope": config.sat_scope,
+        "snn_accuracy": snn["accuracy"], "no_answer_rate": snn["no_answer_rate"],
+        "online_train_accuracy": float(progress.online_correct.mean()),
+        "per_class_accuracy": dict(zip(classes, snn["per_class_accuracy"])),
+        "confusion": snn["confusion"],
+    }
+    if not run_cfg.skip_baselines:
+        started = time.perf_counter()
+        x_train, y_train = read_rows(store, "train")
+        x_test, _ = read_rows(store, eval_split)
+        metrics["probe_accuracy"] = float((linear_probe(x_train, y_train, x_test) == y_test).mean())
+        metrics["ncm_accuracy"] = float((nearest_class_mean(x_train, y_train, x_test) == y_test).mean())
+        seconds["baselines"] = round(time.perf_counter() - started, 3)
+    metrics["seconds"] = seconds
+    _plot(run_dir, store, eval_split, config, state, progress, snn, classes)
+    return write_metrics(run_dir, metrics)
+
+
+def _plot(run_dir: Path, store: EmbeddingStore, split: str, config: ColanetConfig,
+          state: ColanetState, progress: Progress, snn: dict, classes: list[str]) -> None:
+    plots.running_accuracy(progress.online_correct, run_dir / "online_accuracy.png",
+                           pass_length=int(store.finished_rows("train").sum()))
+    plots.confusion_matrix(np.asarray(snn["confusion"]), classes, run_dir / "confusion.png", split)
+    first = next(iter_batches(store, split, max_rows=6))
+    _, spikes = infer_chunk(config, state, progress.coding.inputs(first.features),
+                            first.sample_id, progress.coding.sat, record=True)
+    plots.spike_raster(spikes[:, :, 0, :], first.labels, config.m, run_dir / "spike_raster.png")
+    neurons = [c * config.m for c in range(min(len(classes), 8))]
+    plots.neuron_weights(state.w[0], neurons, config.m, run_dir / "weights.png")
