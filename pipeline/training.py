@@ -290,10 +290,16 @@ def train_from(store: EmbeddingStore, config: ColanetConfig, run_cfg: TrainConfi
     n_rows = store.split("train")["features"].shape[0]
     learned_now, since_checkpoint = 0, 0
 
+    last_save = [0.0]
+
     def checkpoint() -> None:
+        # Training time includes saving: each save's seconds are added before the next save, so
+        # the time a checkpoint records is the time a resumed run reports (the last save's few
+        # seconds are the only ones left out).
+        progress.train_seconds += last_save[0]
         started = time.perf_counter()
         save_progress(ckpt, store, config, state, progress)
-        progress.train_seconds += time.perf_counter() - started  # throughput includes saving
+        last_save[0] = time.perf_counter() - started
 
     with _StopRequested() as stop, tqdm(total=n_usable * run_cfg.passes,
                                         initial=len(progress.online_correct), unit="sample",

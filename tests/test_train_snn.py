@@ -174,7 +174,11 @@ def test_report_runs_each_store_once_per_parameter_set(tmp_path, capsys):
     stores = [separable_store(tmp_path / "a.zarr").path, separable_store(tmp_path / "b.zarr", seed=2).path]
     cfg = TrainConfig(runs_dir=str(tmp_path / "runs"))
     rows = run_report(stores, cfg, SMALL)
+    checkpoints = lambda: {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").glob("*/checkpoint.npz")}  # noqa: E731
+    before = checkpoints()
     again = run_report(stores, cfg, SMALL)  # finished runs: evaluated again, not retrained
+    assert checkpoints() == before and len(before) == 2  # a retrained run rewrites its checkpoint
+    assert [r["seconds"]["train"] for r in rows] == [r["seconds"]["train"] for r in again]
     assert [r["snn_accuracy"] for r in rows] == [r["snn_accuracy"] for r in again]
     run_folders = lambda: [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]  # noqa: E731
     assert len(run_folders()) == 2
