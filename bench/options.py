@@ -28,9 +28,11 @@ from pipeline.tuning import baseline_validation, run_trial, trial_params  # noqa
 
 def parse_values(text: str) -> tuple[str, list]:
     """``key=v1,v2``: the option and its values, typed like the option's default."""
+    import typing
+
     key, _, values = text.partition("=")
-    default = getattr(ColanetConfig(), key)
-    kind = type(default) if default is not None else float
+    hint = typing.get_type_hints(ColanetConfig)[key]  # e.g. int | None: values are ints
+    kind = next((t for t in typing.get_args(hint) if t is not type(None)), hint)
     if kind is bool:
         return key, [v.lower() in ("1", "true", "yes") for v in values.split(",")]
     return key, [kind(v) for v in values.split(",")]

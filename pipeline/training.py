@@ -238,7 +238,8 @@ def save_progress(path: Path, store: EmbeddingStore, config: ColanetConfig, stat
                   progress: Progress) -> None:
     """Checkpoint atomically; derived arrays (weights, thresholds) are rebuilt on load."""
     try:
-        save_checkpoint(path, {**checkpoint_arrays(state), "online_correct": progress.online_correct,
+        save_checkpoint(path, {**checkpoint_arrays(state, config),
+                               "online_correct": progress.online_correct,
                                "online_answered": progress.online_answered},
                         {"identity": checkpoint_identity(store), "config": config.to_dict(),
                          "store": store.path, "cursor": progress.cursor,

@@ -58,6 +58,23 @@ def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path):
     assert resumed["snn_accuracy"] == whole["snn_accuracy"]
 
 
+@pytest.mark.parametrize("theta_refresh", ["every_change", "anti_hebbian"])
+def test_resume_keeps_the_thresholds_of_either_theta_refresh(tmp_path, theta_refresh):
+    """With theta_refresh="anti_hebbian" theta_add is state of its own: the checkpoint keeps it
+    and a resumed run ends with the uninterrupted run's arrays."""
+    store = separable_store(tmp_path / "s.zarr")
+    config = ColanetConfig(m=3, e=2, theta_refresh=theta_refresh)
+    _run(tmp_path / "whole", store, params=config)
+    cfg = TrainConfig(runs_dir=str(tmp_path / "cut"), run="r", checkpoint_every=25)
+    assert run_train_snn(EmbedConfig(out=store.path), cfg, config, stop_after_samples=40) is None
+    run_train_snn(EmbedConfig(out=store.path), cfg, config)
+    a, _ = load_checkpoint(tmp_path / "whole" / "runs" / "r" / "checkpoint.npz")
+    b, _ = load_checkpoint(tmp_path / "cut" / "r" / "checkpoint.npz")
+    assert a.keys() == b.keys() and ("theta_add" in a) == (theta_refresh == "anti_hebbian")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
 def test_checkpoint_of_another_store_or_params_is_refused(tmp_path):
     store = separable_store(tmp_path / "s.zarr")
     _run(tmp_path, store)
