@@ -243,19 +243,24 @@ class EmbeddingStore:
                 pass
         return rows
 
-    def chunk_problems(self, split: str, *, decode: bool = False) -> dict[int, str]:
-        """Finished chunks of ``split`` that do not hold what their ``done`` flag promises:
-        chunk -> what is wrong. A chunk file that is missing is found from one listing of the
-        split's keys; with ``decode`` every finished chunk is also read (a truncated or corrupt
-        file fails to decode). Such chunks are never trained on: ``embed`` embeds them again."""
+    def chunk_problems(self, split: str, *, decode: bool = False,
+                       chunks: slice = slice(None)) -> dict[int, str]:
+        """Finished chunks of ``split`` (those in the range ``chunks``) that do not hold what
+        their ``done`` flag promises: chunk -> what is wrong. A chunk file that is missing is
+        found from a listing of the range's keys; with ``decode`` every finished chunk is also
+        read (a truncated or corrupt file fails to decode). Such chunks are never trained on:
+        ``embed`` embeds them again."""
         sub = self.split(split)
-        done = np.flatnonzero(self.done_chunks(split))
+        first = range(sub["done"].shape[0])[chunks].start
+        done = first + np.flatnonzero(self.done_chunks(split, chunks))
         problems: dict[int, str] = {}
         features = sub["features"]
-        present = _chunk_keys(self.group.store, features.path)
+        keys = {int(c): features.metadata.encode_chunk_key((int(c), 0)) for c in done}
+        present = _chunk_keys(self.group.store, features.path,
+                              None if chunks == slice(None) else list(keys.values()))
         all_written = bool(self.attrs.get("layout", {}).get("empty_chunks_written"))
         for c in done:
-            key = features.metadata.encode_chunk_key((int(c), 0))
+            key = keys[int(c)]
             if key in present:
                 continue
             # Older stores skipped chunks equal to the fill value: all-zero features are
@@ -345,14 +350,18 @@ def write_arrays(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarra
     return store
 
 
-def _chunk_keys(store, array_path: str) -> set[str]:
-    """Keys of the chunk files an array holds, relative to the array (one listing)."""
+def _chunk_keys(store, array_path: str, wanted: list[str] | None = None) -> set[str]:
+    """Keys of the chunk files an array holds, relative to the array: one listing of the array,
+    or of just the folders of the ``wanted`` keys, so a task checking one chunk does not list a
+    whole split."""
     from zarr.core.sync import sync
 
-    prefix = f"{array_path}/"
+    prefixes = ([f"{array_path}/"] if wanted is None or any("/" not in k for k in wanted) else
+                sorted({f"{array_path}/{k.rpartition('/')[0]}/" for k in wanted}))
 
     async def collect() -> set[str]:
-        return {k[len(prefix):] async for k in store.list_prefix(prefix)}
+        cut = len(array_path) + 1
+        return {k[cut:] for p in prefixes async for k in store.list_prefix(p)}
 
     return sync(collect())
 

@@ -50,9 +50,7 @@ def require_complete(store: EmbeddingStore, split: str, start: int = 0,
     if not done.all():
         raise UserError(f"{store.path}: split {split!r} has {int((~done).sum())} chunk(s) not "
                         f"embedded yet; finish it with `annsnn embed` (it resumes)")
-    first = start // rows
-    damaged = {c: why for c, why in store.chunk_problems(split).items()
-               if first <= c < (len(done) + first)}
+    damaged = store.chunk_problems(split, chunks=slice(start // rows, last))
     if damaged:
         c, why = min(damaged.items())
         raise UserError(f"{store.path}: split {split!r} chunk {c} is damaged ({why}"

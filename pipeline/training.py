@@ -103,28 +103,29 @@ def fit_stream(store: EmbeddingStore, config: ColanetConfig, state: ColanetState
     store``), so the simulator's noise differs from the earlier passes'; a resumed run repeats
     exactly what an uninterrupted one does.
     """
+    total_rows = sum(store.split(s)["features"].shape[0] for s in store.splits)  # id stride
     while True:
         for batch in iter_batches(store, "train", progress.cursor, max_rows=max_rows, stop=stop):
-            yield _learn(store, config, state, progress, _for_pass(store, config, batch,
-                                                                   progress.pass_index))
+            yield _learn(config, state, progress,
+                         _for_pass(config, batch, progress.pass_index, total_rows))
         if progress.pass_index + 1 >= passes:
             return
         progress.pass_index += 1
         progress.cursor = 0
 
 
-def _for_pass(store: EmbeddingStore, config: ColanetConfig, batch: Batch, pass_index: int) -> Batch:
+def _for_pass(config: ColanetConfig, batch: Batch, pass_index: int, total_rows: int) -> Batch:
+    """The stretch as pass ``pass_index`` sees it: the first in store order, later ones shuffled
+    with new sample ids."""
     if pass_index == 0:
         return batch
     # Keyed by where the stretch ends (stretches end at the same rows on a resumed run).
     order = np.random.default_rng([config.seed, pass_index, batch.stop]).permutation(len(batch.labels))
-    total_rows = sum(store.split(s)["features"].shape[0] for s in store.splits)
     return Batch(features=batch.features[order], labels=batch.labels[order],
                  sample_id=batch.sample_id[order] + pass_index * total_rows, stop=batch.stop)
 
 
-def _learn(store: EmbeddingStore, config: ColanetConfig, state: ColanetState, progress: Progress,
-           batch: Batch) -> Batch:
+def _learn(config: ColanetConfig, state: ColanetState, progress: Progress, batch: Batch) -> Batch:
     """One stretch of the online pass: answer each sample, then learn it (in place)."""
     started = time.perf_counter()
     votes, _ = train_chunk(config, state, progress.coding.inputs(batch.features), batch.labels,
