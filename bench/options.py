@@ -67,7 +67,8 @@ def main() -> None:
                 print(f"{key}={value!s:<22} {r['store'][:36]:<36} SNN {r['val_accuracy']:.4f} "
                       f"(no answer {r['no_answer_rate']:.3f})  probe {r['probe']:.4f}  "
                       f"NCM {r['ncm']:.4f}  {r['seconds']:.0f} s", flush=True)
-        out = Path(a.out) / f"options-{key}{'-passes%d' % a.passes if a.passes > 1 else ''}.json"
+        tag = "".join(f"-{k}={v}" for k, v in sorted(base.items()))
+        out = Path(a.out) / f"options-{key}{tag}{'-passes%d' % a.passes if a.passes > 1 else ''}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"base": base, "val_fraction": a.val_fraction,
                                    "passes": a.passes, "rows": rows},

@@ -131,7 +131,8 @@ _FORCINGS = ("most_depolarised", "all")
 _BLOCKINGS = ("column", "none")
 _BURST_SCOPES = ("sample", "continuous")
 _SAT_SCOPES = ("feature", "global")
-_CODINGS = ("saturation", "centred")
+_CODINGS = ("saturation", "centred", "on_off")
+_ORDERS = ("store", "balanced")
 _FIRINGS = ("column_argmax", "all_above_threshold")
 _THETA_REFRESHES = ("every_change", "anti_hebbian")
 _GATE_SCOPES = ("window", "sample")
@@ -143,7 +144,7 @@ _BLOCK_SPANS = ("block_ticks-1", "block_ticks")
 _CHOICES = {"coder": _CODERS, "forcing": _FORCINGS, "blocking": _BLOCKINGS,
             "burst_scope": _BURST_SCOPES, "sat_scope": _SAT_SCOPES, "coding": _CODINGS,
             "firing": _FIRINGS, "theta_refresh": _THETA_REFRESHES, "gate_scope": _GATE_SCOPES,
-            "syn_window": _SYN_WINDOWS, "block_span": _BLOCK_SPANS}
+            "syn_window": _SYN_WINDOWS, "block_span": _BLOCK_SPANS, "order": _ORDERS}
 
 _FLOAT_FIELDS = ("tau", "theta0", "k_thr", "s_stim", "w_min", "w_max", "gain_total", "d_h",
                  "dopamine", "r_s", "f_thr", "sat_percentile")
@@ -163,8 +164,15 @@ class ColanetConfig:
     1)``) or one for all (``"global"``, the spec); the resolved levels are stored beside the model.
     ``coding`` says what is coded: ``"saturation"`` (the spec) codes the features as they are;
     ``"centred"`` first subtracts each feature's train-split mean, so only above-average activity
-    spikes (the levels are then percentiles of the centred features). The kernels never read
-    ``coding``: the training engine centres the features before they reach them.
+    spikes (the levels are then percentiles of the centred features); ``"on_off"`` codes both
+    signs of the centred features as two inputs each (``max(x - mean, 0)``, ``max(mean - x, 0)``:
+    ``2 D`` inputs, :func:`coded_inputs`). The kernels never read ``coding``: the training engine
+    codes the features before they reach them.
+
+    Presentation: ``order="store"`` learns the train split in store order (later passes shuffle
+    each stretch); ``"balanced"`` shows each sample of class c ``max(1, n_mean / n_c)`` times in
+    expectation (integer part always, the fraction by a seeded draw), each stretch shuffled, so a
+    small class is learned about as often as the mean class (``n_c``: the class's train rows).
 
     Equations (details and the exact per-tick order: module docstring):
 
@@ -272,8 +280,12 @@ class ColanetConfig:
                                      "features"] = 99.88
     sat_scope: Annotated[str, "one saturation level per feature (feature) or one for all "
                               "(global)"] = "feature"
-    coding: Annotated[str, "code the features as they are (saturation) or minus their train-split "
-                           "mean (centred)"] = "saturation"
+    coding: Annotated[str, "code the features as they are (saturation), minus their train-split "
+                           "mean (centred), or both signs of that as two inputs (on_off)"
+                      ] = "saturation"
+    # Presentation (chosen on validation data like the rest; docs/accuracy.md).
+    order: Annotated[str, "present the train split in store order (store) or with each class "
+                          "shown at least as often as the mean class (balanced)"] = "store"
     # Readings of the spec (see the docstring and docs/accuracy.md; defaults: the earlier
     # behaviour, the other value: the spec's).
     firing: Annotated[str, "per column and tick the most depolarised neuron above threshold fires "
@@ -383,6 +395,10 @@ class ColanetConfig:
         if n_inputs < 1:
             raise ValueError(f"n_inputs={n_inputs!r}: must be >= 1")
         return self.gain if self.gain is not None else self.gain_total / n_inputs
+
+    def n_inputs(self, n_features: int) -> int:
+        """Inputs the network sees for ``n_features`` embedding features (``on_off``: two each)."""
+        return 2 * n_features if self.coding == "on_off" else n_features
 
     def to_dict(self) -> dict:
         """JSON-friendly dict of all fields (stored in checkpoints)."""

@@ -7,13 +7,16 @@ reasons is in memory at a time.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 import dask.array as da
 import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.store import EmbeddingStore
+
+#: Features to the coder's inputs (numpy or dask array in, the same kind out).
+Transform = Callable[[da.Array], da.Array]
 
 SAT_BINS = 1 << 16  # histogram resolution of the saturation percentile (max / 65536)
 FEATURE_SAT_BINS = 1 << 10  # per-feature resolution (max_j / 1024): D x 1024 counts in memory
@@ -127,6 +130,14 @@ def read_rows(store: EmbeddingStore, split: str, start: int = 0,
     return np.concatenate([b.features for b in parts]), np.concatenate([b.labels for b in parts])
 
 
+def class_counts(store: EmbeddingStore, split: str, stop: int | None = None) -> np.ndarray:
+    """Usable rows of each class among rows ``:stop`` of a split, int64 (C,)."""
+    usable = store.finished_rows(split)[:stop]
+    labels = np.asarray(store.split(split)["labels"][:len(usable)])[usable]
+    return np.bincount(labels[(labels >= 0) & (labels < len(store.class_names))],
+                       minlength=len(store.class_names)).astype(np.int64)
+
+
 def feature_means(store: EmbeddingStore, split: str, stop: int | None = None) -> np.ndarray:
     """Per-feature mean of the usable rows ``:stop`` of a split, streamed a chunk at a time in
     store order (float64 sums: deterministic whatever the chunking); float32 (D,)."""
@@ -140,15 +151,15 @@ def feature_means(store: EmbeddingStore, split: str, stop: int | None = None) ->
     return (total / n).astype(np.float32)
 
 
-def _centred(store: EmbeddingStore, split: str, stop: int | None, centre: np.ndarray | None):
+def _coded(store: EmbeddingStore, split: str, stop: int | None, transform: Transform | None):
     x = store.features(split)[:stop]
-    return x if centre is None else x - np.asarray(centre, dtype=np.float32)[None, :]
+    return x if transform is None else transform(x)
 
 
 def saturation_level(store: EmbeddingStore, split: str, percentile: float,
-                     stop: int | None = None, centre: np.ndarray | None = None) -> float:
+                     stop: int | None = None, transform: Transform | None = None) -> float:
     """``sat``: the ``percentile`` of the positive activations of rows ``:stop`` of ``split``
-    (after subtracting ``centre``, when the coding centres the features).
+    (of ``transform(features)`` when given: the coder's inputs).
 
     Two streaming passes with dask (max, then a 65,536-bin histogram of the positive values), so
     the answer is deterministic and exact to max/65536 whatever the data size.
@@ -156,7 +167,7 @@ def saturation_level(store: EmbeddingStore, split: str, percentile: float,
     if not 0.0 < percentile <= 100.0:
         raise UserError(f"--sat-percentile {percentile} must lie in (0, 100]")
     require_complete(store, split)
-    x = _centred(store, split, stop, centre)
+    x = _coded(store, split, stop, transform)
     top = float(x.max().compute())
     if not np.isfinite(top) or top <= 0.0:
         raise UserError(f"{store.path}: split {split!r} has no positive finite feature "
@@ -173,7 +184,7 @@ def saturation_level(store: EmbeddingStore, split: str, percentile: float,
 
 
 def feature_saturation_levels(store: EmbeddingStore, split: str, percentile: float,
-                              stop: int | None = None, centre: np.ndarray | None = None
+                              stop: int | None = None, transform: Transform | None = None
                               ) -> np.ndarray:
     """Per-feature ``sat_j``: the ``percentile`` of feature j's positive values in rows ``:stop``.
 
@@ -183,7 +194,7 @@ def feature_saturation_levels(store: EmbeddingStore, split: str, percentile: flo
     if not 0.0 < percentile <= 100.0:
         raise UserError(f"--sat-percentile {percentile} must lie in (0, 100]")
     require_complete(store, split)
-    x = _centred(store, split, stop, centre)
+    x = _coded(store, split, stop, transform)
     top = np.asarray(x.max(axis=0).compute(), dtype=np.float64)
     d = len(top)
     scale = np.where(top > 0, FEATURE_SAT_BINS / np.where(top > 0, top, 1), 0)
@@ -207,12 +218,12 @@ def feature_saturation_levels(store: EmbeddingStore, split: str, percentile: flo
 
 
 def coding_levels(store: EmbeddingStore, split: str, percentile: float, scope: str = "global",
-                  stop: int | None = None, centre: np.ndarray | None = None
+                  stop: int | None = None, transform: Transform | None = None
                   ) -> float | np.ndarray:
-    """The coder's ``sat``: one level (``scope="global"``) or one per feature (``"feature"``), of
-    the features less ``centre`` when given."""
+    """The coder's ``sat``: one level (``scope="global"``) or one per input (``"feature"``), of
+    ``transform(features)`` when given (a dask array in, one out: the coder's inputs)."""
     if scope == "global":
-        return saturation_level(store, split, percentile, stop=stop, centre=centre)
+        return saturation_level(store, split, percentile, stop=stop, transform=transform)
     if scope == "feature":
-        return feature_saturation_levels(store, split, percentile, stop=stop, centre=centre)
+        return feature_saturation_levels(store, split, percentile, stop=stop, transform=transform)
     raise UserError(f"--sat-scope {scope!r} must be 'global' or 'feature'")

@@ -34,8 +34,8 @@ from pipeline.lock import exclusive, shared
 from pipeline.metrics import classification_metrics, write_metrics
 from pipeline.outputs import check_name, claim_folder
 from pipeline.store import EmbeddingStore, absolute_location, store_exists, store_name
-from pipeline.streaming import (Batch, check_split, coding_levels, feature_means, iter_batches,
-                                read_rows, require_complete)
+from pipeline.streaming import (Batch, check_split, class_counts, coding_levels, feature_means,
+                                iter_batches, read_rows, require_complete)
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -43,17 +43,23 @@ CHECKPOINT = "checkpoint.npz"
 @dataclass(frozen=True)
 class Coding:
     """The input coding as measured on the train split (part of the model, stored with it):
-    ``d_j = clip((x_j - centre_j) / sat_j, 0, 1)``, the spike rate of feature j."""
+    ``d_j = clip(v_j / sat_j, 0, 1)``, the spike rate of input j, where the inputs ``v`` are the
+    features (``centre`` None), the features less ``centre``, or with ``on_off`` both signs of
+    that, ``[x - centre, centre - x]`` (``2 D`` inputs; the coder only spikes on positive ones)."""
 
-    sat: float | np.ndarray  # one saturation level, or one per feature (inf: never spikes)
-    centre: np.ndarray | None = None  # per-feature train mean (coding="centred"), else None
+    sat: float | np.ndarray  # one saturation level, or one per input (inf: never spikes)
+    centre: np.ndarray | None = None  # per-feature train mean (coding centred/on_off), else None
+    on_off: bool = False
 
-    def inputs(self, x: np.ndarray) -> np.ndarray:
-        """The features the coder sees: centred when the coding centres them."""
-        return x if self.centre is None else x - self.centre
+    def inputs(self, x):
+        """The coder's inputs for features ``x`` (numpy, or dask when measuring the levels)."""
+        if self.centre is None:
+            return x
+        v = x - self.centre
+        return np.concatenate([v, -v], axis=1) if self.on_off else v
 
     def to_meta(self) -> dict[str, Any]:
-        return {"sat": np.asarray(self.sat).tolist(),
+        return {"sat": np.asarray(self.sat).tolist(), "on_off": self.on_off,
                 "centre": None if self.centre is None else self.centre.tolist()}
 
     @classmethod
@@ -61,7 +67,17 @@ class Coding:
         sat = meta["sat"]
         sat = np.asarray(sat, dtype=np.float64) if isinstance(sat, list) else float(sat)
         centre = meta.get("centre")
-        return cls(sat, None if centre is None else np.asarray(centre, dtype=np.float32))
+        return cls(sat, None if centre is None else np.asarray(centre, dtype=np.float32),
+                   bool(meta.get("on_off", False)))
+
+    @classmethod
+    def measure(cls, store: EmbeddingStore, config: ColanetConfig, stop: int | None = None
+                ) -> "Coding":
+        """The coding of ``config`` measured on train rows ``:stop`` (streamed)."""
+        centre = feature_means(store, "train", stop=stop) if config.coding != "saturation" else None
+        shape = cls(1.0, centre, config.coding == "on_off")
+        return cls(coding_levels(store, "train", config.sat_percentile, config.sat_scope,
+                                 stop=stop, transform=shape.inputs), centre, shape.on_off)
 
 
 @dataclass
@@ -82,10 +98,9 @@ def new_model(store: EmbeddingStore, config: ColanetConfig, *, stop: int | None 
               ) -> tuple[ColanetState, Progress]:
     """A fresh ensemble for ``store`` and its input coding, measured on train rows ``:stop``."""
     started = time.perf_counter()
-    centre = feature_means(store, "train", stop=stop) if config.coding == "centred" else None
-    coding = Coding(coding_levels(store, "train", config.sat_percentile, config.sat_scope,
-                                  stop=stop, centre=centre), centre)
-    state = init_state(config, store.attrs["encoder"]["feature_dim"], len(store.class_names))
+    coding = Coding.measure(store, config, stop=stop)
+    state = init_state(config, config.n_inputs(store.attrs["encoder"]["feature_dim"]),
+                       len(store.class_names))
     return state, Progress(cursor=0, coding=coding, online_correct=np.zeros(0, bool),
                            online_answered=np.zeros(0, bool),
                            train_seconds=time.perf_counter() - started)
@@ -98,31 +113,57 @@ def fit_stream(store: EmbeddingStore, config: ColanetConfig, state: ColanetState
     ``passes`` times; after each stretch ``state`` (in place) and ``progress`` hold it, and the
     stretch is yielded (the caller may checkpoint or stop there).
 
-    The first pass goes in store order. Each later pass ``p`` shuffles every stretch with a seeded
-    order (key: model seed, pass, first row) and gives its samples new ids (``id + p * rows of the
-    store``), so the simulator's noise differs from the earlier passes'; a resumed run repeats
-    exactly what an uninterrupted one does.
+    The first pass goes in store order (``order="store"``). Each later pass, and every pass of
+    ``order="balanced"``, presents each stretch in a seeded order with new sample ids
+    (:func:`_presented`), so the simulator's noise differs between presentations; a resumed run
+    repeats exactly what an uninterrupted one does.
     """
     total_rows = sum(store.split(s)["features"].shape[0] for s in store.splits)  # id stride
+    repeats = presentations(config, class_counts(store, "train", stop))
     while True:
         for batch in iter_batches(store, "train", progress.cursor, max_rows=max_rows, stop=stop):
             yield _learn(config, state, progress,
-                         _for_pass(config, batch, progress.pass_index, total_rows))
+                         _presented(config, batch, progress.pass_index, total_rows, repeats))
         if progress.pass_index + 1 >= passes:
             return
         progress.pass_index += 1
         progress.cursor = 0
 
 
-def _for_pass(config: ColanetConfig, batch: Batch, pass_index: int, total_rows: int) -> Batch:
-    """The stretch as pass ``pass_index`` sees it: the first in store order, later ones shuffled
-    with new sample ids."""
-    if pass_index == 0:
+def presentations(config: ColanetConfig, counts: np.ndarray) -> np.ndarray:
+    """Expected presentations per pass of one sample of each class, float64 (C,): 1 for
+    ``order="store"``; for ``"balanced"`` ``max(1, n_mean / n_c)`` (``n_mean`` over the classes
+    that have train rows), so no class is learned less often than the mean class."""
+    if config.order == "store":
+        return np.ones(len(counts))
+    mean = counts.sum() / max(int((counts > 0).sum()), 1)
+    return np.maximum(1.0, mean / np.maximum(counts, 1))
+
+
+def _presented(config: ColanetConfig, batch: Batch, pass_index: int, total_rows: int,
+               repeats: np.ndarray) -> Batch:
+    """The stretch as pass ``pass_index`` presents it. The first pass of ``order="store"`` is the
+    store order. Otherwise each sample is repeated (``repeats`` of its class: the integer part,
+    plus one with the fraction's probability) and the stretch shuffled, with a seeded generator
+    keyed by where the stretch ends (stretches end at the same rows on a resumed run). Every
+    presentation gets its own sample id, ``id + (pass * R + repeat) * rows of the store`` (R: the
+    most presentations of any sample), so the simulator's noise differs between them."""
+    if pass_index == 0 and config.order == "store":
         return batch
-    # Keyed by where the stretch ends (stretches end at the same rows on a resumed run).
-    order = np.random.default_rng([config.seed, pass_index, batch.stop]).permutation(len(batch.labels))
-    return Batch(features=batch.features[order], labels=batch.labels[order],
-                 sample_id=batch.sample_id[order] + pass_index * total_rows, stop=batch.stop)
+    rng = np.random.default_rng([config.seed, pass_index, batch.stop])
+    n, most = len(batch.labels), int(np.ceil(repeats.max()))
+    if config.order == "store":
+        rows, repeat = np.arange(n), np.zeros(n, np.int64)
+    else:
+        wanted = repeats[batch.labels]
+        count = np.floor(wanted).astype(np.int64) + (rng.random(n) < wanted - np.floor(wanted))
+        rows = np.repeat(np.arange(n), count)
+        repeat = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count)
+    order = rng.permutation(len(rows))
+    rows, repeat = rows[order], repeat[order]
+    return Batch(features=batch.features[rows], labels=batch.labels[rows],
+                 sample_id=batch.sample_id[rows] + (pass_index * most + repeat) * total_rows,
+                 stop=batch.stop)
 
 
 def _learn(config: ColanetConfig, state: ColanetState, progress: Progress, batch: Batch) -> Batch:
@@ -211,6 +252,7 @@ def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
                         f"{', '.join(f'{k}={current.get(k)!r}' for k in diff)}); pass the same "
                         f"options, --run NAME for a new run, or --restart to discard it")
     d, c = store.attrs["encoder"]["feature_dim"], len(store.class_names)
+    n_in = config.n_inputs(d)
     n_rows = store.split("train")["features"].shape[0]
     try:
         cursor, seconds = int(meta["cursor"]), float(meta["train_seconds"])
@@ -220,17 +262,17 @@ def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
         raise UserError(f"{path}: checkpoint metadata is damaged (cursor, coding or seconds); rerun "
                         f"with --restart to discard it and train afresh") from None
     n_online = len(arrays.get("online_correct", ()))
-    check_arrays(path, arrays, {**checkpoint_schema(config, d, c),
+    check_arrays(path, arrays, {**checkpoint_schema(config, n_in, c),
                                 "online_correct": ((n_online,), np.bool_),
                                 "online_answered": ((n_online,), np.bool_)})
     centre_ok = coding.centre is None or np.shape(coding.centre) == (d,)
-    if (not 0 <= cursor <= n_rows or pass_index < 0 or np.shape(coding.sat) not in ((), (d,))
+    if (not 0 <= cursor <= n_rows or pass_index < 0 or np.shape(coding.sat) not in ((), (n_in,))
             or not centre_ok):
         raise UserError(f"{path}: checkpoint is inconsistent (cursor {cursor} of {n_rows} rows, "
                         f"{n_online} online results, sat of shape {np.shape(coding.sat)}); rerun with "
                         f"--restart to discard it")
     online = {k: arrays.pop(k) for k in ("online_correct", "online_answered")}
-    state = state_from_checkpoint(arrays, config, d, c)
+    state = state_from_checkpoint(arrays, config, n_in, c)
     return state, Progress(cursor=cursor, coding=coding, train_seconds=seconds,
                            pass_index=pass_index, **online)
 
@@ -439,7 +481,7 @@ def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
 def _plot(run_dir: Path, store: EmbeddingStore, split: str, config: ColanetConfig,
           state: ColanetState, progress: Progress, snn: dict, classes: list[str]) -> None:
     plots.running_accuracy(progress.online_correct, run_dir / "online_accuracy.png",
-                           pass_length=int(store.finished_rows("train").sum()))
+                           pass_length=len(progress.online_correct) // (progress.pass_index + 1))
     plots.confusion_matrix(np.asarray(snn["confusion"]), classes, run_dir / "confusion.png", split)
     first = next(iter_batches(store, split, max_rows=6))
     _, spikes = infer_chunk(config, state, progress.coding.inputs(first.features),

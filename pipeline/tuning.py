@@ -67,12 +67,15 @@ SEARCH_SPACE: dict[str, Knob] = {
 }
 
 
-def trial_params(base: ColanetConfig, values: dict[str, Any], n_inputs: int) -> ColanetConfig:
-    """The model configuration of one trial: ``base`` with ``values`` applied."""
+def trial_params(base: ColanetConfig, values: dict[str, Any], n_features: int) -> ColanetConfig:
+    """The model configuration of one trial: ``base`` with ``values`` applied (``gain_scale``
+    times the base gain for the trial's inputs)."""
     fields = {k: v for k, v in values.items() if k != "gain_scale"}
-    if "gain_scale" in values:
-        fields["gain"] = values["gain_scale"] * base.resolved_gain(n_inputs)
-    return ColanetConfig.from_dict({**base.to_dict(), **fields})
+    config = ColanetConfig.from_dict({**base.to_dict(), **fields})
+    if "gain_scale" not in values:
+        return config
+    gain = values["gain_scale"] * base.resolved_gain(config.n_inputs(n_features))
+    return ColanetConfig.from_dict({**config.to_dict(), "gain": gain})
 
 
 def validation_rows(store: EmbeddingStore, val_fraction: float) -> int:

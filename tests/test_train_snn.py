@@ -14,7 +14,8 @@ from pipeline.colanet import ColanetConfig, encode_inputs
 from pipeline.config import EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.store import EmbeddingStore
-from pipeline.streaming import feature_saturation_levels, iter_batches, saturation_level
+from pipeline.streaming import Batch, feature_saturation_levels, iter_batches, saturation_level
+from pipeline.training import Coding, _presented, presentations
 from stages.train_snn import run_train_snn
 from tests.conftest import separable_store
 
@@ -279,3 +280,67 @@ def test_centred_coding_subtracts_the_train_mean_and_is_stored_with_the_model(tm
     assert m["snn_accuracy"] >= 0.9  # separable data stays separable above the mean
     again = _run(tmp_path, store, params=config)  # resumed from the stored coding: same answers
     assert again["snn_accuracy"] == m["snn_accuracy"]
+
+
+def test_on_off_coding_gives_each_feature_two_inputs_stored_with_the_model(tmp_path):
+    """``coding="on_off"``: inputs ``[x - mean, mean - x]`` (2 D of them), levels measured on
+    them, the model sized for them; the stored coding answers the same after a reload."""
+    store = separable_store(tmp_path / "s.zarr")
+    config = ColanetConfig(m=3, e=2, coding="on_off")
+    m = _run(tmp_path, store, params=config)
+    arrays, meta = load_checkpoint(tmp_path / "runs" / "r" / "checkpoint.npz")
+    assert arrays["r"].shape[1] == 96 and meta["on_off"] is True and len(meta["sat"]) == 96
+    coding = Coding.from_meta(meta)
+    x = store.split("train")["features"][:5]
+    v = coding.inputs(x)
+    np.testing.assert_array_equal(v[:, :48], x - coding.centre)
+    np.testing.assert_array_equal(v[:, 48:], coding.centre - x)
+    np.testing.assert_allclose(coding.centre, store.split("train")["features"][:].mean(axis=0),
+                               rtol=1e-5)
+    assert m["snn_accuracy"] >= 0.9
+    assert _run(tmp_path, store, params=config)["snn_accuracy"] == m["snn_accuracy"]
+
+
+def test_balanced_presentations_repeat_small_classes_up_to_the_mean_class():
+    """``order="balanced"``: a sample of class c is presented ``max(1, n_mean / n_c)`` times (the
+    fraction by a seeded draw), every presentation with its own id; ``"store"`` presents each
+    once in store order."""
+    counts = np.array([10, 30, 20, 0])  # mean over classes with rows: 20
+    np.testing.assert_array_equal(presentations(ColanetConfig(order="store"), counts), 1.0)
+    np.testing.assert_array_equal(presentations(ColanetConfig(order="balanced"), counts),
+                                  [2.0, 1.0, 1.0, 20.0])
+    labels = np.repeat([0, 1, 2], [10, 30, 20])
+    batch = Batch(features=np.arange(60, dtype=np.float32)[:, None], labels=labels,
+                  sample_id=np.arange(60) + 1000, stop=60)
+    balanced = ColanetConfig(order="balanced")
+    out = _presented(balanced, batch, 0, 5000, presentations(balanced, counts))
+    shown = np.bincount(out.features[:, 0].astype(int), minlength=60)
+    np.testing.assert_array_equal(shown, np.where(labels == 0, 2, 1))
+    assert len(np.unique(out.sample_id)) == len(out.sample_id) == 70
+    assert not np.array_equal(out.labels, np.sort(out.labels))  # shuffled
+    again = _presented(balanced, batch, 0, 5000, presentations(balanced, counts))
+    np.testing.assert_array_equal(again.sample_id, out.sample_id)
+    # A fractional rate: each sample of class 0 is shown once or twice, about 1.5 times on average.
+    half = np.array([1.5, 1.0, 1.0])
+    shown = np.bincount(_presented(balanced, batch, 0, 5000, half).features[:, 0].astype(int),
+                        minlength=60)[:10]
+    assert set(shown) == {1, 2}
+    store_order = _presented(ColanetConfig(), batch, 0, 5000, np.ones(3))
+    assert store_order is batch
+
+
+def test_balanced_order_resumes_to_the_uninterrupted_weights(tmp_path):
+    """Class-balanced presentation (the drawn classes are a little imbalanced): a run stopped
+    mid-pass and resumed ends with the uninterrupted run's weights."""
+    store = separable_store(tmp_path / "s.zarr")
+    config = ColanetConfig(m=3, e=2, order="balanced")
+    whole = _run(tmp_path / "whole", store, params=config)
+    cfg = TrainConfig(runs_dir=str(tmp_path / "cut" / "runs"), run="r", checkpoint_every=25)
+    assert run_train_snn(EmbedConfig(out=store.path), cfg, config, stop_after_samples=60) is None
+    resumed = run_train_snn(EmbedConfig(out=store.path), cfg, config)
+    a, _ = load_checkpoint(tmp_path / "whole" / "runs" / "r" / "checkpoint.npz")
+    b, _ = load_checkpoint(tmp_path / "cut" / "runs" / "r" / "checkpoint.npz")
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert resumed["snn_accuracy"] == whole["snn_accuracy"]
+    assert len(a["online_correct"]) > 120  # samples of the smaller classes were shown again
