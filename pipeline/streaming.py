@@ -127,6 +127,13 @@ def read_rows(store: EmbeddingStore, split: str, start: int = 0,
     return np.concatenate([b.features for b in parts]), np.concatenate([b.labels for b in parts])
 
 
+def class_counts(store: EmbeddingStore, split: str) -> np.ndarray:
+    """Usable rows of each class in a split, (classes,) int64; only labels and skip reasons are
+    read, never features."""
+    labels = np.asarray(store.split(split)["labels"][:], dtype=np.int64)[store.finished_rows(split)]
+    return np.bincount(labels, minlength=len(store.class_names))
+
+
 def feature_means(store: EmbeddingStore, split: str, stop: int | None = None) -> np.ndarray:
     """Per-feature mean of the usable rows ``:stop`` of a split, streamed a chunk at a time in
     store order (float64 sums: deterministic whatever the chunking); float32 (D,)."""
