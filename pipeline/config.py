@@ -143,6 +143,20 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """`annsnn report`: what its tables show (the runs themselves are :class:`TrainConfig`)."""
+
+    per_class: Annotated[int, "rows of each store's per-class table, lowest SNN recall first "
+                              "(0: no per-class table)"] = 10
+
+    def __post_init__(self):
+        _require(self.per_class >= 0, "per_class", self.per_class, "must be 0 or more")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class TuneConfig:
     """The search: how many trials, how they are split and where they run."""
 

@@ -21,11 +21,39 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
     answered = y_pred >= 0
     confusion = np.zeros((n_classes, n_classes + 1), dtype=np.int64)
     np.add.at(confusion, (y_true, np.where(answered, y_pred, n_classes)), 1)
-    per_class = np.diag(confusion[:, :n_classes]) / np.maximum(confusion.sum(axis=1), 1)
+    per_class = [0.0 if r is None else r for r in class_recall(y_true, y_pred, n_classes)]
     return {"accuracy": float((y_pred == y_true).mean()) if len(y_true) else 0.0,
             "no_answer_rate": float((~answered).mean()) if len(y_true) else 0.0,
-            "per_class_accuracy": per_class.round(6).tolist(),
+            "per_class_accuracy": per_class,  # 0.0 for a class with no samples (kept as it was)
             "confusion": confusion}
+
+
+def class_recall(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> list[float | None]:
+    """Per class: the share of its samples predicted as it (no answer, -1, counts as wrong),
+    rounded to 6 places; None for a class with no samples."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred)
+    samples = np.bincount(y_true, minlength=n_classes)
+    correct = np.bincount(y_true[y_pred == y_true], minlength=n_classes)
+    return [None if n == 0 else round(float(c / n), 6) for c, n in zip(correct, samples)]
+
+
+def per_class_table(class_names: list[str], train_count: np.ndarray, y_true: np.ndarray,
+                    predictions: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """One entry per class, in class order: ``name``, ``train_count``, ``eval_count`` and
+    ``<method>_recall`` for each of ``predictions`` (method -> predictions of ``y_true``)."""
+    n = len(class_names)
+    eval_count = np.bincount(np.asarray(y_true, dtype=np.int64), minlength=n)
+    recall = {k: class_recall(y_true, pred, n) for k, pred in predictions.items()}
+    return [{"name": name, "train_count": int(train_count[i]), "eval_count": int(eval_count[i]),
+             **{f"{k}_recall": r[i] for k, r in recall.items()}}
+            for i, name in enumerate(class_names)]
+
+
+def worst_classes(per_class: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The ``limit`` entries of :func:`per_class_table` with the lowest SNN recall, worst first
+    (ties in class order; classes with no eval samples last)."""
+    ranked = sorted(per_class, key=lambda c: (c["snn_recall"] is None, c["snn_recall"] or 0.0))
+    return ranked[:max(limit, 0)]
 
 
 def write_metrics(run_dir: str | Path, metrics: dict[str, Any]) -> dict[str, Any]:

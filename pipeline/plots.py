@@ -1,4 +1,5 @@
-"""PNG plots of a run: online learning curve, confusion matrix, spike raster, neuron weights."""
+"""PNG plots of a run: online learning curve, confusion matrix, per-class recall, spike raster,
+neuron weights."""
 
 from __future__ import annotations
 
@@ -52,6 +53,50 @@ def confusion_matrix(confusion: np.ndarray, class_names: list[str], path: Path,
         ax.set_yticks(range(n), class_names, fontsize=7)
     ax.set(xlabel="predicted", ylabel="true", title=f"CoLaNET confusion on the {split} split (row-normalised)")
     fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+LABELLED_CLASSES = 30  # above this many classes the points carry no class names
+
+
+def per_class_recall(per_class: list[dict], path: Path, split: str = "test") -> None:
+    """Per class (entries of :func:`pipeline.metrics.per_class_table`): SNN recall against the
+    linear probe's (left, with the diagonal; only where the probe ran) and against the class's
+    train count (right; log axis when the counts span more than 10x). Classes with no eval
+    samples are left out. Names label the points up to ``LABELLED_CLASSES`` classes."""
+    shown = [c for c in per_class if c["snn_recall"] is not None]
+    names = [c["name"] for c in shown]
+    snn = np.array([c["snn_recall"] for c in shown], dtype=float)
+    count = np.array([c["train_count"] for c in shown], dtype=float)
+    has_probe = bool(shown) and all(c.get("probe_recall") is not None for c in shown)
+    label = len(per_class) <= LABELLED_CLASSES
+    size, alpha = (20, 0.9) if label else (6, 0.5)  # thousands of points: small, translucent
+    fig, axes = plt.subplots(1, 2 if has_probe else 1, figsize=(11 if has_probe else 6, 4.5),
+                             squeeze=False)
+    panels = [(count, "train samples of the class")]
+    if has_probe:
+        panels.insert(0, (np.array([c["probe_recall"] for c in shown], dtype=float),
+                          "linear probe recall"))
+    for ax, (x, xlabel) in zip(axes[0], panels):
+        ax.scatter(x, snn, s=size, alpha=alpha)
+        if label:
+            for xi, yi, name in zip(x, snn, names):
+                ax.annotate(name, (xi, yi), fontsize=6, xytext=(2, 2), textcoords="offset points")
+        ax.set(xlabel=xlabel, ylabel="SNN recall", ylim=(-0.03, 1.03))
+        ax.grid(alpha=0.3)
+    if has_probe:
+        axes[0][0].plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+        axes[0][0].set(xlim=(-0.03, 1.03), title="SNN vs linear probe, per class")
+    right = axes[0][-1]
+    if len(count) and count.max() > 10 * max(count.min(), 1):
+        if count.min() > 0:
+            right.set_xscale("log")
+        else:  # a class with no train rows: log from 1 up, linear below, so it shows at 0
+            right.set_xscale("symlog", linthresh=1)
+            right.set_xlim(left=-0.5)
+    right.set(title=f"SNN recall ({split} split) vs train count")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

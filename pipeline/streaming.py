@@ -131,9 +131,10 @@ def read_rows(store: EmbeddingStore, split: str, start: int = 0,
 
 
 def class_counts(store: EmbeddingStore, split: str, stop: int | None = None) -> np.ndarray:
-    """Usable rows of each class among rows ``:stop`` of a split, int64 (C,)."""
+    """Usable rows of each class among rows ``:stop`` of a split, int64 (C,); only labels and
+    skip reasons are read, never features."""
     usable = store.finished_rows(split)[:stop]
-    labels = np.asarray(store.split(split)["labels"][:len(usable)])[usable]
+    labels = np.asarray(store.split(split)["labels"][:len(usable)], dtype=np.int64)[usable]
     return np.bincount(labels[(labels >= 0) & (labels < len(store.class_names))],
                        minlength=len(store.class_names)).astype(np.int64)
 

@@ -31,7 +31,7 @@ from pipeline.colanet import (ColanetConfig, ColanetState, checkpoint_arrays, ch
 from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.lock import exclusive, shared
-from pipeline.metrics import classification_metrics, write_metrics
+from pipeline.metrics import classification_metrics, per_class_table, write_metrics
 from pipeline.outputs import check_name, claim_folder
 from pipeline.store import EmbeddingStore, absolute_location, store_exists, store_name
 from pipeline.streaming import (Batch, check_split, class_counts, coding_levels, feature_means,
@@ -453,11 +453,12 @@ def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
     seconds["snn_eval"] = round(time.perf_counter() - started, 3)
     classes = store.class_names
     snn = classification_metrics(y_test, pred, len(classes))
+    train_count = class_counts(store, "train")
     finite_sat = np.asarray(progress.coding.sat, dtype=np.float64)
     finite_sat = finite_sat[np.isfinite(finite_sat)]  # features never positive have no level
     metrics: dict[str, Any] = {
         "store": store.path, "run_dir": str(run_dir), "eval_split": eval_split,
-        "n_train": int(store.finished_rows("train").sum()), "passes": progress.pass_index + 1,
+        "n_train": int(train_count.sum()), "passes": progress.pass_index + 1,
         "n_test": int(len(y_test)),
         "sat": float(np.median(finite_sat)) if finite_sat.size else None,
         "sat_scope": config.sat_scope,
@@ -466,23 +467,31 @@ def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
         "per_class_accuracy": dict(zip(classes, snn["per_class_accuracy"])),
         "confusion": snn["confusion"],
     }
+    predictions = {"snn": pred}
     if not run_cfg.skip_baselines:
         started = time.perf_counter()
         x_train, y_train = read_rows(store, "train")
         x_test, _ = read_rows(store, eval_split)
-        metrics["probe_accuracy"] = float((linear_probe(x_train, y_train, x_test) == y_test).mean())
-        metrics["ncm_accuracy"] = float((nearest_class_mean(x_train, y_train, x_test) == y_test).mean())
+        predictions["probe"] = linear_probe(x_train, y_train, x_test)
+        predictions["ncm"] = nearest_class_mean(x_train, y_train, x_test)
+        metrics["probe_accuracy"] = float((predictions["probe"] == y_test).mean())
+        metrics["ncm_accuracy"] = float((predictions["ncm"] == y_test).mean())
         seconds["baselines"] = round(time.perf_counter() - started, 3)
+    # Per class, in class order: how many train rows it had and each classifier's recall on it.
+    metrics["per_class"] = per_class_table(classes, train_count, y_test, predictions)
     metrics["seconds"] = seconds
-    _plot(run_dir, store, eval_split, config, state, progress, snn, classes)
+    _plot(run_dir, store, eval_split, config, state, progress, snn, metrics["per_class"])
     return write_metrics(run_dir, metrics)
 
 
 def _plot(run_dir: Path, store: EmbeddingStore, split: str, config: ColanetConfig,
-          state: ColanetState, progress: Progress, snn: dict, classes: list[str]) -> None:
+          state: ColanetState, progress: Progress, snn: dict, per_class: list[dict[str, Any]]
+          ) -> None:
+    classes = [c["name"] for c in per_class]
     plots.running_accuracy(progress.online_correct, run_dir / "online_accuracy.png",
                            pass_length=len(progress.online_correct) // (progress.pass_index + 1))
     plots.confusion_matrix(np.asarray(snn["confusion"]), classes, run_dir / "confusion.png", split)
+    plots.per_class_recall(per_class, run_dir / "per_class_recall.png", split)
     first = next(iter_batches(store, split, max_rows=6))
     _, spikes = infer_chunk(config, state, progress.coding.inputs(first.features),
                             first.sample_id, progress.coding.sat, record=True)

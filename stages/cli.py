@@ -13,7 +13,8 @@ import sys
 import typing
 
 from pipeline.colanet import ColanetConfig
-from pipeline.config import ClusterConfig, EmbedConfig, ImportConfig, TrainConfig, TuneConfig
+from pipeline.config import (ClusterConfig, EmbedConfig, ImportConfig, ReportConfig, TrainConfig,
+                             TuneConfig)
 from pipeline.errors import UserError
 
 
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (snn, tune):
         p.set_defaults(data=None)  # None: not given (a missing --out store is then an error)
     report = command("report", "CoLaNET, linear probe and NCM on several stores, one table",
-                     ("run", TrainConfig), ("CoLaNET", ColanetConfig))
+                     ("run", TrainConfig), ("CoLaNET", ColanetConfig), ("table", ReportConfig))
     report.add_argument("stores", nargs="+", help="store paths")
     imp = command("import", "make a store from an .npz of embeddings made elsewhere",
                   (None, ImportConfig))
@@ -110,7 +111,9 @@ def run(args: argparse.Namespace, data_given: bool) -> None:
         if run_cfg.skip_baselines or run_cfg.run:
             raise UserError("report always runs the baselines and names its own runs; "
                             "leave out --skip-baselines and --run")
-        print_report(run_report(args.stores, run_cfg, config_from_args(args, ColanetConfig)))
+        report_cfg = config_from_args(args, ReportConfig)  # refused before anything runs
+        print_report(run_report(args.stores, run_cfg, config_from_args(args, ColanetConfig)),
+                     report_cfg.per_class)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.colanet import ColanetConfig
 from pipeline.config import EmbedConfig, TrainConfig
 from pipeline.errors import UserError
+from pipeline.metrics import worst_classes
 from pipeline.store import store_exists, store_name
 from pipeline.training import ensure_store, train_run
 
@@ -35,7 +36,8 @@ def run_report(stores: list[str], train_cfg: TrainConfig, params: ColanetConfig)
     return rows
 
 
-def print_report(rows: list[dict[str, Any]]) -> None:
+def print_report(rows: list[dict[str, Any]], per_class: int = 10) -> None:
+    """The store table, then per store its ``per_class`` classes of lowest SNN recall."""
     print(f"\n{'store':<42} {'train':>6} {'eval':>10} {'SNN':>7} {'no ans':>7} {'probe':>7} "
           f"{'NCM':>7} {'SNN-probe':>10} {'train s':>8}")
     for m in rows:
@@ -43,3 +45,19 @@ def print_report(rows: list[dict[str, Any]]) -> None:
               f"{m['snn_accuracy']:>7.2%} {m['no_answer_rate']:>7.2%} {m['probe_accuracy']:>7.2%} "
               f"{m['ncm_accuracy']:>7.2%} {100 * (m['snn_accuracy'] - m['probe_accuracy']):>+9.2f}p "
               f"{m['seconds']['train']:>8.1f}")
+    if per_class > 0:
+        for m in rows:
+            print_worst_classes(m, per_class)
+
+
+def print_worst_classes(m: dict[str, Any], limit: int) -> None:
+    """One run's per-class table: at most ``limit`` classes, lowest SNN recall first."""
+    entries = m.get("per_class") or []
+    shown = worst_classes(entries, limit)
+    print(f"\n{store_name(m['store'])}: {len(shown)} of {len(entries)} classes, lowest SNN recall "
+          f"first ({m['eval_split']} split; per_class_recall.png in {m['run_dir']})")
+    print(f"{'class':<30} {'train':>7} {'eval':>6} {'SNN':>7} {'probe':>7} {'NCM':>7}")
+    pct = lambda r: "-" if r is None else f"{r:.2%}"  # noqa: E731  (None: no samples, or not run)
+    for c in shown:
+        print(f"{c['name'][:30]:<30} {c['train_count']:>7} {c['eval_count']:>6} "
+              f"{pct(c['snn_recall']):>7} {pct(c.get('probe_recall')):>7} {pct(c.get('ncm_recall')):>7}")

@@ -383,6 +383,7 @@ BAD_OPTIONS = [
     (["tune", "--trials", "0"], r"--trials 0"),
     (["tune", "--numba-threads", "-1"], r"--numba-threads -1"),
     (["tune", "--search-seed", "-4"], r"--search-seed -4"),
+    (["report", "x.zarr", "--per-class", "-1"], r"--per-class -1: must be 0 or more"),
     (["import", "x.npz", "--chunk-size", "0"], r"--chunk-size 0"),
     (["import", "x.npz", "--split-seed", "-1"], r"--split-seed -1"),
 ]
@@ -424,6 +425,24 @@ def test_metrics_are_strict_json_and_a_big_confusion_goes_to_npy(tmp_path):
                parse_constant=lambda c: pytest.fail(f"{c} in metrics.json"))
     with pytest.raises(ValueError):
         write_metrics(tmp_path, {"snn_accuracy": float("nan"), "confusion": np.zeros((2, 3))})
+
+
+def test_the_per_class_plot_of_a_thousand_classes_is_cheap_and_unlabelled(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from pipeline import plots
+
+    rng = np.random.default_rng(0)
+    per_class = [{"name": f"c{i}", "train_count": int(n), "eval_count": 5,
+                  "snn_recall": float(rng.random()), "probe_recall": float(rng.random())}
+                 for i, n in enumerate(rng.integers(0, 2000, 1000))]
+    per_class[0].update(train_count=0, eval_count=0, snn_recall=None, probe_recall=None)
+    labels = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "annotate", lambda self, *a, **k: labels.append(a))
+    plots.per_class_recall(per_class, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 0 and labels == []
+    plots.per_class_recall(per_class[1:20], tmp_path / "few.png")  # few classes: named points
+    assert len(labels) == 2 * 19
 
 
 def test_a_killed_writers_temporary_is_removed_and_modes_are_consistent(tmp_path, capsys):

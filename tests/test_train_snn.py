@@ -17,7 +17,7 @@ from pipeline.store import EmbeddingStore
 from pipeline.streaming import Batch, feature_saturation_levels, iter_batches, saturation_level
 from pipeline.training import Coding, _presented, presentations
 from stages.train_snn import run_train_snn
-from tests.conftest import separable_store
+from tests.conftest import run_cli, separable_store
 
 SMALL = ColanetConfig(m=3, e=2)
 
@@ -32,7 +32,7 @@ def test_trains_evaluates_and_writes_the_run_folder(tmp_path):
     m = _run(tmp_path, store)
     run = tmp_path / "runs" / "r"
     for name in ("metrics.json", "config.json", "checkpoint.npz", "online_accuracy.png",
-                 "confusion.png", "spike_raster.png", "weights.png"):
+                 "confusion.png", "per_class_recall.png", "spike_raster.png", "weights.png"):
         assert (run / name).is_file(), name
     saved = json.loads((run / "metrics.json").read_text())
     for key in ("snn_accuracy", "no_answer_rate", "probe_accuracy", "ncm_accuracy",
@@ -204,6 +204,112 @@ def test_report_runs_each_store_once_per_parameter_set(tmp_path, capsys):
     assert len(run_folders()) == 3
     print_report(rows)
     assert "a  " in capsys.readouterr().out
+
+
+def _imbalanced_store(path):
+    """Five classes: "rare" has 4 train rows, "unseen" no eval rows, and the first two train
+    rows are skipped images (not usable)."""
+    import zarr
+
+    from pipeline.store import write_arrays
+
+    rng = np.random.default_rng(3)
+    protos = rng.random((5, 48)) * (rng.random((5, 48)) < 0.3) * 3.0
+
+    def draw(y):
+        return np.maximum(protos[y] + rng.normal(0, 0.3, (len(y), 48)), 0).astype(np.float32), y
+
+    y_train = rng.permutation(np.r_[np.repeat([0, 1, 2, 3], 30), np.full(4, 4)])
+    y_test = rng.permutation(np.repeat([0, 1, 2, 4], 12))
+    store = write_arrays(path, {"train": draw(y_train), "test": draw(y_test)},
+                         ["a", "b", "c", "unseen", "rare"], encoder={"model": "synthetic"},
+                         source="imbalanced", chunk_size=32)
+    zarr.open_group(store.path, mode="r+")["train"]["errors"][:2] = ["OSError: skipped"] * 2
+    return store
+
+
+def _usable_train_counts(store):
+    """Counted here from the stored labels and skip reasons, not by the pipeline's helpers."""
+    labels = np.asarray(store.split("train")["labels"][:])
+    usable = np.asarray(store.split("train")["errors"][:]) == ""
+    return [int(((labels == k) & usable).sum()) for k in range(len(store.class_names))]
+
+
+@pytest.mark.parametrize("baselines", [True, False])
+def test_per_class_entries_agree_with_the_confusion_matrix_and_train_labels(tmp_path, baselines):
+    store = _imbalanced_store(tmp_path / "s.zarr")
+    m = _run(tmp_path, store, ColanetConfig(m=3, e=1), skip_baselines=not baselines)
+    saved = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
+    assert (tmp_path / "runs" / "r" / "per_class_recall.png").stat().st_size > 0
+    per_class, confusion = saved["per_class"], np.asarray(saved["confusion"])
+    assert [c["name"] for c in per_class] == store.class_names
+    assert [c["train_count"] for c in per_class] == _usable_train_counts(store)
+    assert sum(c["train_count"] for c in per_class) == m["n_train"] == 122
+    for k, c in enumerate(per_class):
+        n = confusion[k].sum()
+        assert c["eval_count"] == n
+        assert c["snn_recall"] == (None if n == 0 else pytest.approx(confusion[k, k] / n, abs=1e-6))
+        assert saved["per_class_accuracy"][c["name"]] == (c["snn_recall"] or 0.0)
+    assert per_class[3]["eval_count"] == 0 and per_class[3]["snn_recall"] is None
+    methods = ["snn", "probe", "ncm"] if baselines else ["snn"]
+    for c in per_class:
+        assert {k for k in c if k.endswith("_recall")} == {f"{k}_recall" for k in methods}
+    for k in methods:  # recall weighted by eval count is the accuracy
+        weighted = sum(c[f"{k}_recall"] * c["eval_count"] for c in per_class if c["eval_count"])
+        assert weighted / m["n_test"] == pytest.approx(saved[f"{k}_accuracy"], abs=1e-5)
+    if baselines:
+        assert per_class[3]["probe_recall"] is None and per_class[3]["ncm_recall"] is None
+
+
+def test_class_recall_and_the_worst_classes_order():
+    from pipeline.metrics import class_recall, worst_classes
+
+    # No answer (-1) is an error; a class with no samples has no recall.
+    assert class_recall([0, 0, 1, 1, 1], [0, -1, 1, 1, 0], 3) == [0.5, 0.666667, None]
+    entries = [{"name": n, "snn_recall": r}
+               for n, r in [("a", 1.0), ("b", None), ("c", 0.25), ("d", 0.0), ("e", 0.25)]]
+    assert [c["name"] for c in worst_classes(entries, 4)] == ["d", "c", "e", "a"]
+    assert [c["name"] for c in worst_classes(entries, 9)][-1] == "b"
+    assert worst_classes(entries, 0) == []
+
+
+def _per_class_rows(out: str, names: list[str]) -> list[list[str]]:
+    """The rows of the per-class table printed by `annsnn report` (one store)."""
+    from itertools import takewhile
+
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["class", "train"]) + 1
+    return [line.split() for line in takewhile(lambda line: line.split()[:1] and
+                                               line.split()[0] in names, lines[start:])]
+
+
+def test_report_prints_the_worst_classes_first_up_to_the_limit(tmp_path, capsys):
+    store = _imbalanced_store(tmp_path / "s.zarr")
+    argv = ["report", store.path, "--runs-dir", tmp_path / "runs", "--m", "3", "--e", "1",
+            "--numba-threads", "1"]
+    code, out = run_cli([*argv, "--per-class", "2"], capsys)
+    assert code == 0, out
+    (run,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    per_class = json.loads((run / "metrics.json").read_text())["per_class"]
+    rows = _per_class_rows(out, store.class_names)
+    assert len(rows) == 2
+    recalls = [c["snn_recall"] for c in per_class if c["snn_recall"] is not None]
+    worst = min(recalls)
+    assert worst < max(recalls)  # the rare class is absorbed: the order below means something
+    by_name = {c["name"]: c for c in per_class}
+    assert by_name[rows[0][0]]["snn_recall"] == worst
+    assert by_name[rows[0][0]]["snn_recall"] <= by_name[rows[1][0]]["snn_recall"]
+    assert rows[0][1:3] == [str(by_name[rows[0][0]]["train_count"]),
+                            str(by_name[rows[0][0]]["eval_count"])]
+    # More rows than classes: all of them, the class with no eval rows last.
+    code, out = run_cli([*argv, "--per-class", "10"], capsys)
+    rows = _per_class_rows(out, store.class_names)
+    assert code == 0 and len(rows) == 5 and rows[-1][0] == "unseen" and rows[-1][3:] == ["-"] * 3
+    printed = [float(r[3].rstrip("%")) for r in rows[:-1]]
+    assert printed == sorted(printed) and printed[0] == pytest.approx(100 * worst, abs=0.01)
+    code, out = run_cli([*argv, "--per-class", "0"], capsys)
+    assert code == 0 and "SNN-probe" in out and "lowest SNN recall" not in out
+    assert not any(line.split()[:2] == ["class", "train"] for line in out.splitlines())
 
 
 def test_train_snn_embeds_a_missing_store_first(tmp_path):
