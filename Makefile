@@ -10,10 +10,12 @@ MODEL      ?= tf_efficientnet_lite0
 WEIGHTS    ?= package
 CHECKPOINT ?=
 ARGS       ?=
+# pytest-xdist processes for make test (the README's suite times: 2 cores, 2 workers)
+TEST_WORKERS ?= 2
 
 EMBED_ARGS := --data $(DATA) --model $(MODEL) $(if $(CHECKPOINT),--weights $(CHECKPOINT),--weights $(WEIGHTS))
 
-.PHONY: install embed inspect train-snn tune test bench bench-embed bench-snn bench-scale clean
+.PHONY: install embed inspect train-snn tune test test-slow bench bench-embed bench-snn bench-scale clean
 
 install: $(STAMP)
 
@@ -36,7 +38,10 @@ tune: $(STAMP)
 	$(PY) -m stages tune $(EMBED_ARGS) $(ARGS)
 
 test: $(STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow $(ARGS)
 
 bench: bench-embed bench-snn bench-scale
 

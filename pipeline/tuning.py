@@ -64,6 +64,8 @@ SEARCH_SPACE: dict[str, Knob] = {
     "forcing": Knob("choice", choices=("most_depolarised", "all")),
     "blocking": Knob("choice", choices=("column", "none")),
     "coder": Knob("choice", choices=("accumulator", "bernoulli")),
+    "coding": Knob("choice", choices=("saturation", "centred", "on_off")),
+    "order": Knob("choice", choices=("store", "balanced")),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import re
 import sys
 import typing
@@ -73,47 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Each command's entry point in stages/: ``(module, function)``, called with the parsed options,
+#: a ``config(type)`` that builds a typed config from them, and whether --data was given.
+ENTRY_POINTS = {"embed": ("embed", "main"), "inspect": ("inspect", "main"),
+                "import": ("inspect", "main_import"), "train-snn": ("train_snn", "main"),
+                "tune": ("tune", "main"), "report": ("report", "main")}
+
+
 def run(args: argparse.Namespace, data_given: bool) -> None:
-    """Call the command's engine with its typed configs and print the result."""
-    if args.command == "embed":
-        from pipeline.embedding import embed_store
-        from stages.embed import print_summary
-
-        print_summary(embed_store(config_from_args(args, EmbedConfig),
-                                  config_from_args(args, ClusterConfig)))
-    elif args.command == "inspect":
-        from stages.inspect import describe
-
-        print(describe(args.store or config_from_args(args, EmbedConfig).store_path()))
-    elif args.command == "import":
-        from pipeline.arrays import import_npz
-        from stages.inspect import describe
-
-        print(describe(import_npz(args.npz, config_from_args(args, ImportConfig)).path))
-    elif args.command == "train-snn":
-        from stages.train_snn import print_table, run_train_snn
-
-        print_table(run_train_snn(config_from_args(args, EmbedConfig),
-                                  config_from_args(args, TrainConfig),
-                                  config_from_args(args, ColanetConfig),
-                                  config_from_args(args, ClusterConfig), data_given=data_given))
-    elif args.command == "tune":
-        from pipeline.tuning import run_tune
-        from stages.tune import print_rows
-
-        print_rows(run_tune(config_from_args(args, EmbedConfig), config_from_args(args, TuneConfig),
-                            config_from_args(args, ColanetConfig),
-                            config_from_args(args, ClusterConfig), data_given=data_given))
-    elif args.command == "report":
-        from stages.report import print_report, run_report
-
-        run_cfg = config_from_args(args, TrainConfig)
-        if run_cfg.skip_baselines or run_cfg.run:
-            raise UserError("report always runs the baselines and names its own runs; "
-                            "leave out --skip-baselines and --run")
-        report_cfg = config_from_args(args, ReportConfig)  # refused before anything runs
-        print_report(run_report(args.stores, run_cfg, config_from_args(args, ColanetConfig)),
-                     report_cfg.per_class)
+    """Call the command's entry point (it calls one engine and prints the result)."""
+    module, function = ENTRY_POINTS[args.command]
+    entry = getattr(importlib.import_module(f"stages.{module}"), function)
+    entry(args, lambda config_type: config_from_args(args, config_type), data_given)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.config import ClusterConfig, EmbedConfig
+from pipeline.embedding import embed_store
 from pipeline.store import storable_text
+
+
+def main(args, config, data_given: bool) -> None:
+    print_summary(embed_store(config(EmbedConfig), config(ClusterConfig)))
 
 
 def print_summary(summary: dict[str, Any]) -> None:

@@ -7,10 +7,21 @@ from pathlib import Path
 import dask.array as da
 import numpy as np
 
+from pipeline.arrays import import_npz
+from pipeline.config import EmbedConfig, ImportConfig
 from pipeline.lock import shared
 from pipeline.store import EmbeddingStore
 
 PERCENTILES = (1, 50, 99)
+
+
+def main(args, config, data_given: bool) -> None:
+    print(describe(args.store or config(EmbedConfig).store_path()))
+
+
+def main_import(args, config, data_given: bool) -> None:
+    """`annsnn import`: make the store, then say what it holds."""
+    print(describe(import_npz(args.npz, config(ImportConfig)).path))
 
 
 def describe(path: str | Path) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.colanet import ColanetConfig
-from pipeline.config import EmbedConfig, TrainConfig
+from pipeline.config import EmbedConfig, ReportConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.metrics import worst_classes
 from pipeline.store import store_exists, store_name
@@ -24,6 +24,15 @@ def run_name(store: str | Path, config: ColanetConfig) -> str:
     """The store's name and a hash of the whole model configuration (its coding included)."""
     key = json.dumps(config.to_dict(), sort_keys=True)
     return f"{store_name(store)}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+
+
+def main(args, config, data_given: bool) -> None:
+    run_cfg = config(TrainConfig)
+    if run_cfg.skip_baselines or run_cfg.run:
+        raise UserError("report always runs the baselines and names its own runs; "
+                        "leave out --skip-baselines and --run")
+    per_class = config(ReportConfig).per_class  # refused before anything runs
+    print_report(run_report(args.stores, run_cfg, config(ColanetConfig)), per_class)
 
 
 def run_report(stores: list[str], train_cfg: TrainConfig, params: ColanetConfig) -> list[dict[str, Any]]:

@@ -17,6 +17,11 @@ def run_train_snn(embed_cfg: EmbedConfig, run_cfg: TrainConfig, config: ColanetC
                      cluster, stop_after_samples=stop_after_samples)
 
 
+def main(args, config, data_given: bool) -> None:
+    print_table(run_train_snn(config(EmbedConfig), config(TrainConfig), config(ColanetConfig),
+                              config(ClusterConfig), data_given=data_given))
+
+
 def print_table(metrics: dict[str, Any]) -> None:
     rows = [("CoLaNET (SNN)", metrics["snn_accuracy"], f"{metrics['no_answer_rate']:.2%}")]
     if "probe_accuracy" in metrics:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.tuning import SEARCH_SPACE
+from pipeline.colanet import ColanetConfig
+from pipeline.config import ClusterConfig, EmbedConfig, TuneConfig
+from pipeline.tuning import SEARCH_SPACE, run_tune
+
+
+def main(args, config, data_given: bool) -> None:
+    print_rows(run_tune(config(EmbedConfig), config(TuneConfig), config(ColanetConfig),
+                        config(ClusterConfig), data_given=data_given))
 
 
 def print_rows(rows: list[dict[str, Any]], top: int = 5) -> None:
