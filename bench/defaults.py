@@ -2,9 +2,10 @@
 
 Candidates are the shipped defaults, the spec's defaults, and the best trials of each `annsnn tune`
 study given (gain as a multiple of the base gain gain_total / D, so a setting transfers across
-feature sizes), plus, for
-the winner, one flip per [choice], adopted greedily while a flip scores better. Every candidate runs on every store's validation split (the
-tail of its train split, as in `tune`; the test split is never read), in parallel dask processes,
+feature sizes), plus, for the winner, one flip per [choice] value, adopted greedily while a flip
+scores better. Every candidate runs on every store's validation split (the tail of its train
+split, as in `tune`; the test split is never read; with ``--seeds N`` under model seeds 0..N-1,
+scored by their mean accuracy), in parallel dask processes,
 beside a linear probe and nearest class mean fitted on the same rows. The winner is the candidate
 with the best joint score (pipeline.tuning.joint_score: minus the mean log ratio of its validation
 error to the probe's; 0 is parity everywhere).
@@ -36,18 +37,20 @@ SPEC_DEFAULTS = {"d_h": -0.114, "dopamine": 0.227, "r_s": 0.159, "k_thr": 0.0010
                  "m": 10, "e": 15, "forcing": "most_depolarised", "blocking": "column",
                  "coder": "accumulator", "burst_scope": "continuous",
                  "gain_scale": 640.0 / ColanetConfig().gain_total,
-                 "sat_percentile": 99.0, "sat_scope": "global"}
+                 "sat_percentile": 99.0, "sat_scope": "global", "coding": "saturation",
+                 "order": "store"}
 SPEC_CODING = {"sat_percentile": 99.0, "sat_scope": "global"}  # the coding before it was searched
 CODING_KEYS = tuple(SPEC_CODING)
 FLIPS = {"forcing": ("most_depolarised", "all"), "blocking": ("column", "none"),
          "coder": ("accumulator", "bernoulli"), "burst_scope": ("sample", "continuous"),
-         "sat_scope": ("global", "feature")}
+         "sat_scope": ("global", "feature"), "coding": ("saturation", "centred", "on_off"),
+         "order": ("store", "balanced")}
 
 
 def shipped_values() -> dict:
     p = ColanetConfig()
     keys = ("d_h", "dopamine", "r_s", "k_thr", "s_stim", "m", "e", "forcing", "blocking", "coder",
-            "burst_scope", *CODING_KEYS)
+            "burst_scope", "coding", "order", *CODING_KEYS)
     return {**{k: getattr(p, k) for k in keys}, "gain_scale": 1.0}
 
 
@@ -75,10 +78,16 @@ def study_candidates(study: Path, rows: list[dict]) -> dict[str, dict]:
     return out
 
 
-def score(store_path: str, values: dict, val_fraction: float) -> dict:
+def score(store_path: str, values: dict, val_fraction: float, seed: int = 0) -> dict:
     store = EmbeddingStore.open(store_path)
-    config = trial_params(ColanetConfig(), values, store.attrs["encoder"]["feature_dim"])
+    config = trial_params(ColanetConfig(seed=seed), values, store.attrs["encoder"]["feature_dim"])
     return run_trial(store_path, config, val_fraction, numba_threads=1)
+
+
+def mean_result(runs: list[dict]) -> dict:
+    """One candidate on one store over several model seeds: the mean of each figure."""
+    return {k: sum(r[k] for r in runs) / len(runs)
+            for k in ("val_accuracy", "no_answer_rate", "seconds")}
 
 
 def main() -> None:
@@ -90,6 +99,8 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=3, help="best trials taken from each study")
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="model seeds 0..N-1 per candidate (noise and order): scores are means")
     ap.add_argument("--out", default="data/bench/defaults.json")
     a = ap.parse_args()
 
@@ -107,9 +118,10 @@ def main() -> None:
             [client.submit(baseline_validation, s, a.val_fraction) for s in every])))
 
         def run_all(cands: dict) -> dict:
-            futures = {(c, s): client.submit(score, s, v, a.val_fraction, pure=False)
+            futures = {(c, s): [client.submit(score, s, v, a.val_fraction, seed, pure=False)
+                                for seed in range(a.seeds)]
                        for c, v in cands.items() for s in every}
-            return {key: f.result() for key, f in futures.items()}
+            return {key: mean_result(client.gather(fs)) for key, fs in futures.items()}
 
         results = run_all(candidates)
         probe = {s: base[s]["probe"] for s in a.stores}
@@ -125,14 +137,17 @@ def main() -> None:
         root = winner
         while True:
             flips = {}
-            for k, (x, y) in FLIPS.items():
-                v = dict({**candidates, **ablations}[winner])
-                v[k] = y if v.get(k, x) == x else x
-                diff = [f"{key}={v[key]}" for key in FLIPS
-                        if v.get(key) != candidates[root].get(key)]
-                name = f"{root} -> {' '.join(diff)}" if diff else root
-                if name not in ablations and name not in candidates:
-                    flips[name] = v
+            for k, choices in FLIPS.items():
+                now = {**candidates, **ablations}[winner]
+                for other in choices:
+                    if other == now.get(k, choices[0]):
+                        continue
+                    v = {**now, k: other}
+                    diff = [f"{key}={v[key]}" for key in FLIPS
+                            if v.get(key) != candidates[root].get(key)]
+                    name = f"{root} -> {' '.join(diff)}" if diff else root
+                    if name not in ablations and name not in candidates:
+                        flips[name] = v
             if not flips:
                 break
             results.update(run_all(flips))
@@ -155,7 +170,8 @@ def main() -> None:
         print(f"{(c + mark)[:52]:<52}" + "".join(
             f"{results[c, s]['val_accuracy']:>16.4f} ({results[c, s]['no_answer_rate']:.3f})"
             for s in every) + f"{gap[c]:>+10.4f}")
-    out = {"stores": a.stores, "holdout": a.holdout, "val_fraction": a.val_fraction, "baselines": base,
+    out = {"stores": a.stores, "holdout": a.holdout, "val_fraction": a.val_fraction,
+           "seeds": a.seeds, "baselines": base,
            "candidates": {**candidates, **ablations}, "winner": winner, "score": gap,
            "results": {f"{c}|{s}": r for (c, s), r in results.items()}}
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
