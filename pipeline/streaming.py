@@ -195,7 +195,9 @@ def feature_saturation_levels(store: EmbeddingStore, split: str, percentile: flo
     if not 0.0 < percentile <= 100.0:
         raise UserError(f"--sat-percentile {percentile} must lie in (0, 100]")
     require_complete(store, split)
-    x = _coded(store, split, stop, transform)
+    # Blocks of rows of every column: the on/off inputs concatenate two halves along the columns,
+    # and a block of half the columns would count its values under the first half's features.
+    x = _coded(store, split, stop, transform).rechunk({1: -1})
     top = np.asarray(x.max(axis=0).compute(), dtype=np.float64)
     d = len(top)
     scale = np.where(top > 0, FEATURE_SAT_BINS / np.where(top > 0, top, 1), 0)

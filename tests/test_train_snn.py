@@ -403,6 +403,14 @@ def test_on_off_coding_gives_each_feature_two_inputs_stored_with_the_model(tmp_p
     np.testing.assert_array_equal(v[:, 48:], coding.centre - x)
     np.testing.assert_allclose(coding.centre, store.split("train")["features"][:].mean(axis=0),
                                rtol=1e-5)
+    # Levels of both halves, each of its own column (lazy column blocks once counted the off
+    # half under the first 48 features: the off inputs got no level and never spiked).
+    v = coding.inputs(store.split("train")["features"][:])
+    for j in (0, 5, 48, 53, 95):
+        pos = np.sort(v[:, j][v[:, j] > 0])
+        width, k = float(pos[-1]) / 1024, config.sat_percentile / 100 * len(pos)
+        above = pos[min(int(np.ceil(k)), len(pos) - 1)]
+        assert pos[int(np.floor(k)) - 1] - width <= meta["sat"][j] <= above + width
     assert m["snn_accuracy"] >= 0.9
     assert _run(tmp_path, store, params=config)["snn_accuracy"] == m["snn_accuracy"]
 
