@@ -108,7 +108,7 @@ def test_saturation_level_matches_the_exact_percentile(tmp_path):
     store = separable_store(tmp_path / "s.zarr")
     x = np.concatenate([b.features for b in iter_batches(store, "train")])
     positive = np.sort(x[x > 0])
-    sat = saturation_level(store, "train", 99)
+    sat = saturation_level(store.features("train"), 99)
     width = positive[-1] / 65536  # the histogram's bin
     k = 0.99 * len(positive)  # sat lies between the order statistics around the 99 % count
     assert positive[int(np.floor(k)) - 1] - width <= sat <= positive[int(np.ceil(k))] + width
@@ -169,7 +169,7 @@ def test_feature_saturation_levels_and_their_coding(tmp_path):
     x = np.concatenate([b.features for b in iter_batches(store, "train")])
     x[:, 7] = 0.0  # a feature that is never positive never spikes
     store.split("train")["features"][:] = x
-    levels = feature_saturation_levels(store, "train", 90)
+    levels = feature_saturation_levels(store.features("train"), 90)
     assert np.isinf(levels[7])
     for j in (0, 3, 20):  # between the order statistics around the 90 % count, to a bin
         pos = np.sort(x[:, j][x[:, j] > 0])
