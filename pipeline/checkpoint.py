@@ -21,7 +21,7 @@ import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,6 +31,18 @@ from pipeline.errors import UserError, short_reason
 READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError, OSError,
                struct.error, NotImplementedError)
 RESTART = "rerun with --restart to discard it and train afresh"
+
+
+class FileRole(NamedTuple):
+    """What a file of this format is, for the one-line refusals: the checkpoint of a run, or a
+    model file (:mod:`pipeline.model_file`) in the same format."""
+
+    kind: str  # "checkpoint"
+    state: str  # what its arrays must fit: "this run's state"
+    remedy: str  # what to do about a damaged one
+
+
+CHECKPOINT_FILE = FileRole("checkpoint", "this run's state", RESTART)
 
 # key -> (shape, dtype); a None in the shape accepts any length on that axis.
 Schema = Mapping[str, tuple[tuple[int | None, ...], Any]]
@@ -56,40 +68,43 @@ def save_checkpoint(path: str | Path, arrays: dict[str, np.ndarray], meta: dict[
         raise
 
 
-def load_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+def load_checkpoint(path: str | Path, role: FileRole = CHECKPOINT_FILE
+                    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a checkpoint; anything but plain arrays (e.g. pickled objects) is refused, and so is a
-    truncated or corrupt file (a disk that filled up, a copy cut short), as a one-line error.
+    truncated or corrupt file (a disk that filled up, a copy cut short), as a one-line error
+    (naming the file as ``role`` says: a checkpoint, a model file).
 
     The file is handed to numpy open: ``np.load`` leaks its own handle when a zip is truncated.
     """
+    kind, remedy = role.kind, role.remedy
     try:
         with open(path, "rb") as f:
             z = np.load(f, allow_pickle=False)
             if not isinstance(z, np.lib.npyio.NpzFile):
-                raise UserError(f"{path}: not a readable checkpoint (a .npy array, not an .npz); "
-                                f"{RESTART}")
+                raise UserError(f"{path}: not a readable {kind} (a .npy array, not an .npz); "
+                                f"{remedy}")
             with z:
-                arrays = {key: _read_member(path, z, key) for key in z.files}
+                arrays = {key: _read_member(path, z, key, role) for key in z.files}
     except READ_ERRORS as e:
-        raise UserError(f"{path}: not a readable checkpoint ({short_reason(e)}); {RESTART}") from None
+        raise UserError(f"{path}: not a readable {kind} ({short_reason(e)}); {remedy}") from None
     if "meta" not in arrays:
-        raise UserError(f"{path}: checkpoint has no metadata ('meta'); {RESTART}")
+        raise UserError(f"{path}: {kind} has no metadata ('meta'); {remedy}")
     text = arrays.pop("meta")
     if not isinstance(text, np.ndarray) or text.ndim != 0 or text.dtype.kind != "U":
-        raise UserError(f"{path}: checkpoint metadata ('meta') is not a JSON string; {RESTART}")
+        raise UserError(f"{path}: {kind} metadata ('meta') is not a JSON string; {remedy}")
     try:
         meta = json.loads(str(text))
     except ValueError as e:
-        raise UserError(f"{path}: checkpoint metadata ('meta') is not valid JSON ({short_reason(e)}); "
-                        f"{RESTART}") from None
+        raise UserError(f"{path}: {kind} metadata ('meta') is not valid JSON ({short_reason(e)}); "
+                        f"{remedy}") from None
     if not isinstance(meta, dict):
-        raise UserError(f"{path}: checkpoint metadata ('meta') is a JSON {type(meta).__name__}, "
-                        f"not an object; {RESTART}")
+        raise UserError(f"{path}: {kind} metadata ('meta') is a JSON {type(meta).__name__}, "
+                        f"not an object; {remedy}")
     return arrays, meta
 
 
 def check_arrays(path: str | Path, arrays: Mapping[str, np.ndarray], schema: Schema, *,
-                 allow_extra: bool = False) -> None:
+                 allow_extra: bool = False, role: FileRole = CHECKPOINT_FILE) -> None:
     """Refuse checkpoint arrays that do not fit the state they are to restore.
 
     ``schema`` maps each key to ``(shape, dtype)``; ``None`` in a shape accepts any length on that
@@ -113,8 +128,8 @@ def check_arrays(path: str | Path, arrays: Mapping[str, np.ndarray], schema: Sch
         problems += [f"has unexpected array {key!r}" for key in arrays if key not in schema]
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise UserError(f"{path}: checkpoint does not fit this run's state: {problems[0]}{more}; "
-                        f"{RESTART}")
+        raise UserError(f"{path}: {role.kind} does not fit {role.state}: {problems[0]}{more}; "
+                        f"{role.remedy}")
 
 
 def remove_stale_temporaries(path: str | Path) -> list[Path]:
@@ -159,13 +174,14 @@ def current_umask() -> int:
     return mask
 
 
-def _read_member(path: str | Path, z: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
+def _read_member(path: str | Path, z: np.lib.npyio.NpzFile, key: str, role: FileRole
+                 ) -> np.ndarray:
     """One array, decoded now: a damaged member shows only when it is read."""
     try:
         return z[key]
     except READ_ERRORS as e:
-        raise UserError(f"{path}: not a readable checkpoint (array {key!r}: {short_reason(e)}); "
-                        f"{RESTART}") from None
+        raise UserError(f"{path}: not a readable {role.kind} (array {key!r}: {short_reason(e)}); "
+                        f"{role.remedy}") from None
 
 
 def _shape_text(shape: tuple[int | None, ...]) -> str:

@@ -143,6 +143,18 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """`annsnn export`: a finished run's model as one self-contained file (pipeline.model_file)."""
+
+    run: Annotated[str, "the run folder to export (what train-snn printed: data/runs/NAME)"]
+    out: Annotated[str, "the model file to write (.npz; for ColanetClassifier.load)"]
+    overwrite: Annotated[bool, "replace an existing model file (only one annsnn wrote)"] = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     """`annsnn report`: what its tables show (the runs themselves are :class:`TrainConfig`)."""
 

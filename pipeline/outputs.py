@@ -39,10 +39,7 @@ def claim_folder(path: str | Path, kind: str) -> Path:
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: is a file, not a {kind} folder; choose another name")
     if marker.is_file():
-        try:
-            found = json.loads(marker.read_text()).get("kind")
-        except (OSError, ValueError, AttributeError):
-            found = None
+        found = marked_kind(path)
         if found != kind:
             raise UserError(f"{path}: holds another kind of output ({found or 'unreadable marker'}), "
                             f"not a {kind}; choose another name")
@@ -57,6 +54,16 @@ def claim_folder(path: str | Path, kind: str) -> Path:
     except OSError as e:
         raise UserError(f"{path}: cannot create the {kind} folder ({e.strerror or e})") from None
     return path
+
+
+def marked_kind(path: str | Path) -> str | None:
+    """The kind of output (``run``, ``study``) whose marker ``path`` holds; None without a
+    readable marker (not a folder of ours)."""
+    try:
+        found = json.loads((Path(path) / MARKER).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, str) else None
 
 
 def _some_entries(path: Path, n: int = 3) -> str:

@@ -1,25 +1,28 @@
 """Stage two's view of a store: finished rows streamed a chunk at a time, and the coding level.
 
 Memory stays flat as the data grows: one chunk of features (rows x D float32), labels and skip
-reasons is in memory at a time.
+reasons is in memory at a time. In-memory arrays (the scikit-learn estimator) stream through the
+same functions: :func:`array_batches` cuts them as a store's chunks, and the coding levels and
+means take any array or stream of batches.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterable, Iterator
 
 import dask.array as da
 import numpy as np
 
+from pipeline.config import EmbedConfig
 from pipeline.errors import UserError
 from pipeline.store import EmbeddingStore
 
-#: Features to the coder's inputs (numpy or dask array in, the same kind out).
-Transform = Callable[[da.Array], da.Array]
-
 SAT_BINS = 1 << 16  # histogram resolution of the saturation percentile (max / 65536)
 FEATURE_SAT_BINS = 1 << 10  # per-feature resolution (max_j / 1024): D x 1024 counts in memory
+#: Rows per stretch of in-memory data (:func:`array_batches`): a store's default chunk size, so
+#: arrays stream in the stretches of a store written with the defaults.
+ARRAY_CHUNK_ROWS = EmbedConfig.chunk_size
 
 
 @dataclass(frozen=True)
@@ -95,13 +98,10 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
     group = store.split(split)
     features, labels, errors = group["features"], group["labels"], group["errors"]
     rows = store.chunk_rows(split)
-    step = min(rows, max_rows) if max_rows else rows
     n = features.shape[0] if stop is None else min(stop, features.shape[0])
     offset = split_offset(store, split)
     n_classes = len(store.class_names)
-    pos = start
-    while pos < n:
-        stop = min(n, (pos // rows + 1) * rows, pos + step)  # never cross a stored chunk
+    for pos, stop in stretches(start, n, rows, max_rows):
         try:
             keep = np.flatnonzero(np.asarray(errors[pos:stop]) == "")  # all chunks are done
             x = np.asarray(features[pos:stop])[keep]
@@ -119,7 +119,30 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
             raise UserError(f"{store.path}: split {split!r} row {bad} holds NaN or infinite "
                             f"features; re-embed it (annsnn embed --overwrite)")
         yield Batch(features=x, labels=y, sample_id=(offset + pos + keep).astype(np.int64), stop=stop)
+
+
+def stretches(start: int, n: int, chunk_rows: int, max_rows: int | None = None
+              ) -> Iterator[tuple[int, int]]:
+    """The row ranges ``(pos, stop)`` that cover rows ``start:n`` a stretch at a time: at most
+    ``max_rows`` rows each (when given), never crossing a multiple of ``chunk_rows`` (a stored
+    chunk). A resumed stream cuts the same stretches as an uninterrupted one past its cursor."""
+    step = min(chunk_rows, max_rows) if max_rows else chunk_rows
+    pos = start
+    while pos < n:
+        stop = min(n, (pos // chunk_rows + 1) * chunk_rows, pos + step)
+        yield pos, stop
         pos = stop
+
+
+def array_batches(features: np.ndarray, labels: np.ndarray, start: int = 0, *, first_id: int = 0
+                  ) -> Iterator[Batch]:
+    """Rows ``start:`` of in-memory arrays as :func:`iter_batches` streams a store's split: the
+    same stretches as a store chunked by :data:`ARRAY_CHUNK_ROWS` rows (the default chunk size),
+    row ``i`` with sample id ``first_id + i`` (a train split: ``first_id`` 0). Every row is
+    usable (nothing was skipped) and finite (the caller checked)."""
+    for pos, stop in stretches(start, len(features), ARRAY_CHUNK_ROWS):
+        yield Batch(features=features[pos:stop], labels=labels[pos:stop],
+                    sample_id=np.arange(first_id + pos, first_id + stop, dtype=np.int64), stop=stop)
 
 
 def read_rows(store: EmbeddingStore, split: str, start: int = 0,
@@ -139,40 +162,49 @@ def class_counts(store: EmbeddingStore, split: str, stop: int | None = None) -> 
                        minlength=len(store.class_names)).astype(np.int64)
 
 
-def feature_means(store: EmbeddingStore, split: str, stop: int | None = None) -> np.ndarray:
-    """Per-feature mean of the usable rows ``:stop`` of a split, streamed a chunk at a time in
-    store order (float64 sums: deterministic whatever the chunking); float32 (D,)."""
+def feature_means(batches: Iterable[Batch], where: str) -> np.ndarray:
+    """Per-feature mean of the rows of ``batches`` (a split's usable rows as :func:`iter_batches`
+    streams them, or :func:`array_batches`), summed a stretch at a time in order in float64
+    (deterministic for the same stretches); float32 (D,). ``where`` names the rows in a refusal."""
     total, n = None, 0
-    for batch in iter_batches(store, split, stop=stop):
+    for batch in batches:
         part = batch.features.astype(np.float64).sum(axis=0)
         total = part if total is None else total + part
         n += len(batch.labels)
     if total is None or n == 0:
-        raise UserError(f"{store.path}: split {split!r} has no usable rows to centre the features on")
+        raise UserError(f"{where} has no usable rows to centre the features on")
     return (total / n).astype(np.float32)
 
 
-def _coded(store: EmbeddingStore, split: str, stop: int | None, transform: Transform | None):
-    x = store.features(split)[:stop]
-    return x if transform is None else transform(x)
+def _blocks(x) -> da.Array:
+    """``x`` as a dask array whose blocks are rows of every column: an in-memory array cut every
+    :data:`ARRAY_CHUNK_ROWS` rows; a dask array's column blocks joined (the on/off inputs
+    concatenate two halves along the columns, and each block's columns must be all of them).
+    The levels do not depend on how the rows are cut."""
+    if not isinstance(x, da.Array):
+        return da.from_array(np.asarray(x), chunks=(ARRAY_CHUNK_ROWS, -1))
+    return x.rechunk({1: -1})
 
 
-def saturation_level(store: EmbeddingStore, split: str, percentile: float,
-                     stop: int | None = None, transform: Transform | None = None) -> float:
-    """``sat``: the ``percentile`` of the positive activations of rows ``:stop`` of ``split``
-    (of ``transform(features)`` when given: the coder's inputs).
-
-    Two streaming passes with dask (max, then a 65,536-bin histogram of the positive values), so
-    the answer is deterministic and exact to max/65536 whatever the data size.
-    """
+def _check_percentile(percentile: float) -> None:
     if not 0.0 < percentile <= 100.0:
         raise UserError(f"--sat-percentile {percentile} must lie in (0, 100]")
-    require_complete(store, split)
-    x = _coded(store, split, stop, transform)
+
+
+def saturation_level(x, percentile: float, where: str = "the features") -> float:
+    """``sat``: the ``percentile`` of the positive values of ``x`` (N, D), the coder's inputs: a
+    store's features (``store.features(split)``, lazy), a transform of them, or an in-memory
+    array.
+
+    Two streaming passes with dask (max, then a 65,536-bin histogram of the positive values), so
+    the answer is deterministic and exact to max/65536 whatever the data size and blocks.
+    """
+    _check_percentile(percentile)
+    x = _blocks(x)
     top = float(x.max().compute())
     if not np.isfinite(top) or top <= 0.0:
-        raise UserError(f"{store.path}: split {split!r} has no positive finite feature "
-                        f"(max {top}); the rate coder needs positive activations")
+        raise UserError(f"{where} has no positive finite feature (max {top}); the rate coder "
+                        f"needs positive activations")
     edges = np.linspace(0.0, top, SAT_BINS + 1)
     edges[0] = np.nextafter(np.float32(0), np.float32(1))  # positive values only
     counts, _ = da.histogram(x, bins=edges)
@@ -184,18 +216,15 @@ def saturation_level(store: EmbeddingStore, split: str, percentile: float,
     return float(edges[b] + frac * (edges[b + 1] - edges[b])) if b else float(frac * edges[1])
 
 
-def feature_saturation_levels(store: EmbeddingStore, split: str, percentile: float,
-                              stop: int | None = None, transform: Transform | None = None
-                              ) -> np.ndarray:
-    """Per-feature ``sat_j``: the ``percentile`` of feature j's positive values in rows ``:stop``.
+def feature_saturation_levels(x, percentile: float) -> np.ndarray:
+    """Per-feature ``sat_j``: the ``percentile`` of column j's positive values in ``x`` (N, D), as
+    :func:`saturation_level` takes it.
 
-    Streaming (one chunk at a time, a D x 1024 histogram), deterministic, exact to max_j / 1024.
-    A feature that is never positive gets ``inf`` (it never spikes).
+    Streaming (one block of rows at a time, a D x 1024 histogram), deterministic, exact to
+    max_j / 1024. A feature that is never positive gets ``inf`` (it never spikes).
     """
-    if not 0.0 < percentile <= 100.0:
-        raise UserError(f"--sat-percentile {percentile} must lie in (0, 100]")
-    require_complete(store, split)
-    x = _coded(store, split, stop, transform)
+    _check_percentile(percentile)
+    x = _blocks(x)
     top = np.asarray(x.max(axis=0).compute(), dtype=np.float64)
     d = len(top)
     scale = np.where(top > 0, FEATURE_SAT_BINS / np.where(top > 0, top, 1), 0)
@@ -218,13 +247,13 @@ def feature_saturation_levels(store: EmbeddingStore, split: str, percentile: flo
     return np.where(levels > 0, levels, np.inf)
 
 
-def coding_levels(store: EmbeddingStore, split: str, percentile: float, scope: str = "global",
-                  stop: int | None = None, transform: Transform | None = None
+def coding_levels(x, percentile: float, scope: str = "global", where: str = "the features"
                   ) -> float | np.ndarray:
-    """The coder's ``sat``: one level (``scope="global"``) or one per input (``"feature"``), of
-    ``transform(features)`` when given (a dask array in, one out: the coder's inputs)."""
+    """The coder's ``sat`` for its inputs ``x`` (N, D): one level (``scope="global"``) or one per
+    input (``"feature"``). ``x``: a dask array (a store's features, or a transform of them:
+    streamed) or an in-memory array; ``where`` names it in a refusal."""
     if scope == "global":
-        return saturation_level(store, split, percentile, stop=stop, transform=transform)
+        return saturation_level(x, percentile, where)
     if scope == "feature":
-        return feature_saturation_levels(store, split, percentile, stop=stop, transform=transform)
+        return feature_saturation_levels(x, percentile)
     raise UserError(f"--sat-scope {scope!r} must be 'global' or 'feature'")

@@ -1,7 +1,8 @@
 """Stage two's engine: the online pass, its checkpoints, frozen evaluation and the run folder.
 
-One loop learns (:func:`fit_stream`) and one predicts (:func:`predict_stream`); train-snn, tune,
-report and the benchmarks all go through them. :func:`train_run` is a whole run: it checks the
+One loop learns (:func:`fit_stream`, over a store; :func:`fit_stretches`, over any source of
+rows) and one predicts (:func:`predict_stream`, through :func:`vote`); train-snn, tune, report,
+the benchmarks and the scikit-learn estimator (:mod:`pipeline.estimator`) all go through them. :func:`train_run` is a whole run: it checks the
 store, claims the run folder, resumes from the checkpoint (the whole resumable state: resources,
 neuron state, counters, cursor, the resolved model configuration), learns, checkpoints every
 ``checkpoint_every`` samples and on SIGINT/SIGTERM, evaluates with plasticity frozen beside the
@@ -15,7 +16,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numba
 import numpy as np
@@ -73,11 +74,22 @@ class Coding:
     @classmethod
     def measure(cls, store: EmbeddingStore, config: ColanetConfig, stop: int | None = None
                 ) -> "Coding":
-        """The coding of ``config`` measured on train rows ``:stop`` (streamed)."""
-        centre = feature_means(store, "train", stop=stop) if config.coding != "saturation" else None
+        """The coding of ``config`` measured on train rows ``:stop`` of a store (streamed)."""
+        require_complete(store, "train")
+        return cls.measured(config, lambda: iter_batches(store, "train", stop=stop),
+                            store.features("train")[:stop], f"{store.path}: split 'train'")
+
+    @classmethod
+    def measured(cls, config: ColanetConfig, batches: Callable[[], Iterable[Batch]], features,
+                 where: str) -> "Coding":
+        """The coding of ``config`` measured on training rows, whatever holds them: ``batches()``
+        streams them (the centre: :func:`feature_means`), ``features`` is all of them as one dask
+        or in-memory array (the levels of the coder's inputs: :func:`coding_levels`); ``where``
+        names them in a refusal."""
+        centre = feature_means(batches(), where) if config.coding != "saturation" else None
         shape = cls(1.0, centre, config.coding == "on_off")
-        return cls(coding_levels(store, "train", config.sat_percentile, config.sat_scope,
-                                 stop=stop, transform=shape.inputs), centre, shape.on_off)
+        return cls(coding_levels(shape.inputs(features), config.sat_percentile, config.sat_scope,
+                                 where), centre, shape.on_off)
 
 
 @dataclass
@@ -91,6 +103,12 @@ class Progress:
     train_seconds: float  # learning and checkpointing, compile time excluded
     pass_index: int = 0  # passes over the train split completed before the current one
 
+    @classmethod
+    def fresh(cls, coding: Coding, train_seconds: float = 0.0) -> "Progress":
+        """Nothing learned yet."""
+        return cls(cursor=0, coding=coding, online_correct=np.zeros(0, bool),
+                   online_answered=np.zeros(0, bool), train_seconds=train_seconds)
+
 
 # --- the two loops ------------------------------------------------------------------------------
 
@@ -101,9 +119,7 @@ def new_model(store: EmbeddingStore, config: ColanetConfig, *, stop: int | None 
     coding = Coding.measure(store, config, stop=stop)
     state = init_state(config, config.n_inputs(store.attrs["encoder"]["feature_dim"]),
                        len(store.class_names))
-    return state, Progress(cursor=0, coding=coding, online_correct=np.zeros(0, bool),
-                           online_answered=np.zeros(0, bool),
-                           train_seconds=time.perf_counter() - started)
+    return state, Progress.fresh(coding, time.perf_counter() - started)
 
 
 def fit_stream(store: EmbeddingStore, config: ColanetConfig, state: ColanetState,
@@ -118,16 +134,40 @@ def fit_stream(store: EmbeddingStore, config: ColanetConfig, state: ColanetState
     (:func:`_presented`), so the simulator's noise differs between presentations; a resumed run
     repeats exactly what an uninterrupted one does.
     """
-    total_rows = sum(store.split(s)["features"].shape[0] for s in store.splits)  # id stride
     repeats = presentations(config, class_counts(store, "train", stop))
+    yield from fit_stretches(
+        config, state, progress,
+        lambda cursor: iter_batches(store, "train", cursor, max_rows=max_rows, stop=stop),
+        total_rows=store_rows(store), repeats=repeats, passes=passes)
+
+
+def fit_stretches(config: ColanetConfig, state: ColanetState, progress: Progress,
+                  stretches: Callable[[int], Iterable[Batch]], *, total_rows: int,
+                  repeats: np.ndarray, passes: int = 1) -> Iterator[Batch]:
+    """The online loop of :func:`fit_stream` over any source of train rows: ``stretches(cursor)``
+    gives the rows from ``cursor`` on, a stretch at a time (:func:`iter_batches` of a store,
+    :func:`array_batches` of in-memory arrays); ``total_rows`` is the id stride of later
+    presentations, ``repeats`` the :func:`presentations` of each class."""
     while True:
-        for batch in iter_batches(store, "train", progress.cursor, max_rows=max_rows, stop=stop):
+        for batch in stretches(progress.cursor):
             yield _learn(config, state, progress,
                          _presented(config, batch, progress.pass_index, total_rows, repeats))
         if progress.pass_index + 1 >= passes:
             return
         progress.pass_index += 1
         progress.cursor = 0
+
+
+def store_rows(store: EmbeddingStore) -> int:
+    """Rows of all the store's splits: the stride of the sample ids of later presentations (a
+    split's own ids lie below it, :func:`pipeline.streaming.split_offset`)."""
+    return sum(store.split(s)["features"].shape[0] for s in store.splits)
+
+
+def ids_used(total_rows: int, passes: int, repeats: np.ndarray) -> int:
+    """The sample ids that ``passes`` passes over data of ``total_rows`` rows take in training
+    lie in ``[0, ids_used)`` (:func:`_presented`): where further learning continues."""
+    return total_rows * passes * int(np.ceil(repeats.max(initial=1.0)))
 
 
 def presentations(config: ColanetConfig, counts: np.ndarray) -> np.ndarray:
@@ -186,11 +226,18 @@ def predict_stream(store: EmbeddingStore, split: str, config: ColanetConfig, sta
     ``start:stop`` of a split, streamed a chunk at a time; ``state`` is not changed."""
     preds, labels = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
     for batch in iter_batches(store, split, start, stop=stop):
-        pred, _ = readout(infer_chunk(config, state, coding.inputs(batch.features),
-                                      batch.sample_id, coding.sat))
+        pred, _ = readout(vote(config, state, coding, batch.features, batch.sample_id))
         preds.append(pred)
         labels.append(batch.labels)
     return np.concatenate(preds), np.concatenate(labels)
+
+
+def vote(config: ColanetConfig, state: ColanetState, coding: Coding, features: np.ndarray,
+         sample_id: np.ndarray, record: bool = False):
+    """Frozen-plasticity votes (B, E, C) of features (B, D) coded by ``coding``, each sample's
+    noise keyed by its id (:func:`pipeline.colanet.infer_chunk`; ``record``: with the spikes)."""
+    return infer_chunk(config, state, coding.inputs(features), sample_id, coding.sat,
+                       record=record)
 
 
 def predict_task(path: str, split: str, start: int, stop: int | None, config: ColanetConfig,
@@ -493,8 +540,7 @@ def _plot(run_dir: Path, store: EmbeddingStore, split: str, config: ColanetConfi
     plots.confusion_matrix(np.asarray(snn["confusion"]), classes, run_dir / "confusion.png", split)
     plots.per_class_recall(per_class, run_dir / "per_class_recall.png", split)
     first = next(iter_batches(store, split, max_rows=6))
-    _, spikes = infer_chunk(config, state, progress.coding.inputs(first.features),
-                            first.sample_id, progress.coding.sat, record=True)
+    _, spikes = vote(config, state, progress.coding, first.features, first.sample_id, record=True)
     plots.spike_raster(spikes[:, :, 0, :], first.labels, config.m, run_dir / "spike_raster.png")
     neurons = [c * config.m for c in range(min(len(classes), 8))]
     plots.neuron_weights(state.w[0], neurons, config.m, run_dir / "weights.png")

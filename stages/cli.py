@@ -1,4 +1,4 @@
-"""The command line: `annsnn embed|inspect|import|train-snn|tune|report ...` (also `python -m stages ...`).
+"""The command line: `annsnn embed|inspect|import|train-snn|tune|report|export ...` (also `python -m stages ...`).
 
 Options and their help are generated from the typed configs (each field's ``Annotated`` text), so a
 config field and its flag never drift apart; a value a config refuses is a one-line error.
@@ -14,8 +14,8 @@ import sys
 import typing
 
 from pipeline.colanet import ColanetConfig
-from pipeline.config import (ClusterConfig, EmbedConfig, ImportConfig, ReportConfig, TrainConfig,
-                             TuneConfig)
+from pipeline.config import (ClusterConfig, EmbedConfig, ExportConfig, ImportConfig, ReportConfig,
+                             TrainConfig, TuneConfig)
 from pipeline.errors import UserError
 
 
@@ -28,6 +28,9 @@ def add_config_options(parser, config_type: type) -> None:
             parser.add_argument(flag, action="store_true", help=text)
             continue
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+        if f.default is dataclasses.MISSING:  # a field without a default is a required option
+            parser.add_argument(flag, type=base, required=True, help=text)
+            continue
         shown = "" if f.default is None or "default:" in text else f" (default: {f.default})"
         parser.add_argument(flag, type=base, default=f.default, help=text + shown)
 
@@ -71,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp = command("import", "make a store from an .npz of embeddings made elsewhere",
                   (None, ImportConfig))
     imp.add_argument("npz", help="file with X_<split>, y_<split> (train/val/test) and classes")
+    command("export", "write a finished run's model to one file (ColanetClassifier.load reads it)",
+            (None, ExportConfig))
     return parser
 
 
@@ -78,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 #: a ``config(type)`` that builds a typed config from them, and whether --data was given.
 ENTRY_POINTS = {"embed": ("embed", "main"), "inspect": ("inspect", "main"),
                 "import": ("inspect", "main_import"), "train-snn": ("train_snn", "main"),
-                "tune": ("tune", "main"), "report": ("report", "main")}
+                "tune": ("tune", "main"), "report": ("report", "main"), "export": ("export", "main")}
 
 
 def run(args: argparse.Namespace, data_given: bool) -> None:

@@ -108,7 +108,7 @@ def test_saturation_level_matches_the_exact_percentile(tmp_path):
     store = separable_store(tmp_path / "s.zarr")
     x = np.concatenate([b.features for b in iter_batches(store, "train")])
     positive = np.sort(x[x > 0])
-    sat = saturation_level(store, "train", 99)
+    sat = saturation_level(store.features("train"), 99)
     width = positive[-1] / 65536  # the histogram's bin
     k = 0.99 * len(positive)  # sat lies between the order statistics around the 99 % count
     assert positive[int(np.floor(k)) - 1] - width <= sat <= positive[int(np.ceil(k))] + width
@@ -169,7 +169,7 @@ def test_feature_saturation_levels_and_their_coding(tmp_path):
     x = np.concatenate([b.features for b in iter_batches(store, "train")])
     x[:, 7] = 0.0  # a feature that is never positive never spikes
     store.split("train")["features"][:] = x
-    levels = feature_saturation_levels(store, "train", 90)
+    levels = feature_saturation_levels(store.features("train"), 90)
     assert np.isinf(levels[7])
     for j in (0, 3, 20):  # between the order statistics around the 90 % count, to a bin
         pos = np.sort(x[:, j][x[:, j] > 0])
@@ -403,6 +403,14 @@ def test_on_off_coding_gives_each_feature_two_inputs_stored_with_the_model(tmp_p
     np.testing.assert_array_equal(v[:, 48:], coding.centre - x)
     np.testing.assert_allclose(coding.centre, store.split("train")["features"][:].mean(axis=0),
                                rtol=1e-5)
+    # Levels of both halves, each of its own column (lazy column blocks once counted the off
+    # half under the first 48 features: the off inputs got no level and never spiked).
+    v = coding.inputs(store.split("train")["features"][:])
+    for j in (0, 5, 48, 53, 95):
+        pos = np.sort(v[:, j][v[:, j] > 0])
+        width, k = float(pos[-1]) / 1024, config.sat_percentile / 100 * len(pos)
+        above = pos[min(int(np.ceil(k)), len(pos) - 1)]
+        assert pos[int(np.floor(k)) - 1] - width <= meta["sat"][j] <= above + width
     assert m["snn_accuracy"] >= 0.9
     assert _run(tmp_path, store, params=config)["snn_accuracy"] == m["snn_accuracy"]
 
