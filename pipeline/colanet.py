@@ -192,10 +192,11 @@ class ColanetConfig:
     ``gain=None`` means ``gain_total / n_inputs`` (see :meth:`resolved_gain`).
 
     Defaults: the spec's table, except those chosen on validation data by
-    ``bench/defaults.py`` (see docs/accuracy.md): ``gain_total`` 746.6 (spec:
-    640), ``d_h``, ``dopamine``, ``r_s``, ``k_thr``, ``s_stim``, ``m`` 19,
-    ``e`` 13, ``forcing="all"``, ``blocking="none"`` and
-    ``burst_scope="sample"``.
+    ``bench/defaults.py`` (see docs/accuracy.md): ``gain_total`` 1263 (spec:
+    640), ``d_h``, ``dopamine``, ``r_s``, ``k_thr``, ``s_stim``, ``m`` 8,
+    ``e`` 13, ``forcing="all"``, ``blocking="none"``, ``burst_scope="sample"``,
+    and the coding (``sat_percentile`` 97.29 per feature, ``coding="centred"``) and
+    presentation (``order="balanced"``).
     Named choices: ``coder`` ("accumulator" | "bernoulli"),
     ``carry_accumulator`` (keep the accumulator across training samples),
     ``forcing`` ("most_depolarised" | "all"), ``blocking`` ("column" |
@@ -237,25 +238,25 @@ class ColanetConfig:
     tau: Annotated[float, "membrane time constant in ticks (leak 1 - 1/tau)"] = 5.0
     theta0: Annotated[float, "base firing threshold of the L neurons"] = 8.531
     k_thr: Annotated[float, "threshold growth: theta_add = k_thr * g * sum of positive weights"
-                     ] = 0.002181
-    s_stim: Annotated[float, "membrane noise: u += s_stim * U[0, 1) every tick"] = 1.249
+                     ] = 0.0007989
+    s_stim: Annotated[float, "membrane noise: u += s_stim * U[0, 1) every tick"] = 1.882
     w_min: Annotated[float, "lowest synaptic weight (resource <= 0)"] = -1.634
     w_max: Annotated[float, "highest synaptic weight (approached as the resource grows)"] = 1.714
     gain: Annotated[float | None,
                     "input gain g of every synaptic current (default: gain_total / n_inputs)"
                     ] = None
-    gain_total: Annotated[float, "g = gain_total / n_inputs when gain is not set"] = 746.6
-    d_h: Annotated[float, "anti-Hebbian resource step of contributed synapses (<= 0)"] = -0.4686
+    gain_total: Annotated[float, "g = gain_total / n_inputs when gain is not set"] = 1263.0
+    d_h: Annotated[float, "anti-Hebbian resource step of contributed synapses (<= 0)"] = -0.4362
     dopamine: Annotated[float, "dopamine resource step of the label column's recent spikers"
-                        ] = 0.6426
+                        ] = 0.5618
     t_syn: Annotated[int, "contribution window: inputs that arrived this recently contributed"
                      ] = 10
     isi_max: Annotated[int, "spikes less than this many ticks apart form a burst"] = 10
     t_dop: Annotated[int, "dopamine reaches a neuron that spiked within this many ticks"] = 15
-    r_s: Annotated[float, "stability rate (plasticity scales by min(2^-S, 1))"] = 0.0713
+    r_s: Annotated[float, "stability rate (plasticity scales by min(2^-S, 1))"] = 0.07294
     n_silent: Annotated[int, "fictitious synapses that absorb part of the conserved resource"] = 9
     f_thr: Annotated[float, "the free resource pool F is spread back when |F| >= f_thr"] = 1.0
-    m: Annotated[int, "L neurons (microcolumns) per class"] = 19
+    m: Annotated[int, "L neurons (microcolumns) per class"] = 8
     e: Annotated[int, "ensemble copies (their votes are summed)"] = 13
     present_ticks: Annotated[int, "ticks on which a sample's input spikes are emitted"] = 10
     silent_ticks: Annotated[int, "silent ticks after the presentation"] = 5
@@ -277,15 +278,15 @@ class ColanetConfig:
     seed: Annotated[int, "key of all counter-based randomness (noise, Bernoulli coder)"] = 0
     # Coding (spec: 99 and one global level; chosen on validation data, see docs/accuracy.md).
     sat_percentile: Annotated[float, "coder saturation: this percentile of the positive train "
-                                     "features"] = 99.88
+                                     "features"] = 97.29
     sat_scope: Annotated[str, "one saturation level per feature (feature) or one for all "
                               "(global)"] = "feature"
     coding: Annotated[str, "code the features as they are (saturation), minus their train-split "
                            "mean (centred), or both signs of that as two inputs (on_off)"
-                      ] = "saturation"
+                      ] = "centred"
     # Presentation (chosen on validation data like the rest; docs/accuracy.md).
     order: Annotated[str, "present the train split in store order (store) or with each class "
-                          "shown at least as often as the mean class (balanced)"] = "store"
+                          "shown at least as often as the mean class (balanced)"] = "balanced"
     # Readings of the spec (see the docstring and docs/accuracy.md; defaults: the earlier
     # behaviour, the other value: the spec's).
     firing: Annotated[str, "per column and tick the most depolarised neuron above threshold fires "

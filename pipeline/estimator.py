@@ -71,7 +71,8 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
       on the train split: give a first batch that represents the data) and learns it; later
       calls keep the model's configuration and coding and learn each batch once in order, with
       the ids continuing. One ``partial_fit`` on ``X`` is ``fit(X, y)`` with ``passes=1``.
-      ``order="balanced"`` needs the whole training data's class counts: use ``fit``.
+      ``order`` applies to ``fit`` only (balancing needs the whole training data's class
+      counts): ``partial_fit`` presents each row once, in the order given.
       A model loaded from a file continues exactly where it was saved.
 
     Labels: any labels scikit-learn accepts (text, integers); ``classes_`` holds them sorted
@@ -141,9 +142,6 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
             if classes is None:
                 raise ValueError("classes must be passed on the first call to partial_fit (the "
                                  "network has one column of neurons per class)")
-            if config.order == "balanced":
-                raise ValueError("order='balanced' presents each class by its count in the whole "
-                                 "training data: use fit, or order='store' with partial_fit")
         X, y = validate_data(self, X, y, dtype=np.float32, reset=first)
         check_classification_targets(y)
         if first:
@@ -157,7 +155,7 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
                                  f"{self.classes_!r} of the first call to partial_fit")
             columns = _columns(self.classes_, y)
         self._learn(X, columns, repeats=np.ones(len(self.classes_)), passes=1,
-                    first_id=self.next_sample_id_)
+                    first_id=self.next_sample_id_, in_order=True)
         self.next_sample_id_ += len(X)
         return self
 
@@ -181,10 +179,12 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
         self.state_ = init_state(config, config.n_inputs(X.shape[1]), len(classes))
 
     def _learn(self, X: np.ndarray, labels: np.ndarray, *, repeats: np.ndarray, passes: int,
-               first_id: int = 0) -> None:
-        """The engine's online loop over the rows of ``X``, ids from ``first_id``."""
+               first_id: int = 0, in_order: bool = False) -> None:
+        """The engine's online loop over the rows of ``X``, ids from ``first_id`` (``in_order``:
+        each row once, in the order given, whatever ``order`` says)."""
         progress = Progress.fresh(self.coding_)
-        for _ in fit_stretches(self.config_, self.state_, progress,
+        config = dataclasses.replace(self.config_, order="store") if in_order else self.config_
+        for _ in fit_stretches(config, self.state_, progress,
                                lambda cursor: array_batches(X, labels, cursor, first_id=first_id),
                                total_rows=len(X), repeats=repeats, passes=passes):
             pass

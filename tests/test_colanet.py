@@ -56,8 +56,8 @@ def trained_state(params, n_samples=12, n_classes=4, n_inputs=7):
 # --- parameters and records -----------------------------------------------------
 def test_params_defaults_and_roundtrip():
     p = cn.ColanetConfig()
-    assert p.period == 15 and p.m == 19 and p.e == 13
-    assert p.resolved_gain(1280) == pytest.approx(746.6 / 1280)
+    assert p.period == 15 and p.m == 8 and p.e == 13
+    assert p.resolved_gain(1280) == pytest.approx(1263.0 / 1280)
     assert cn.ColanetConfig(gain_total=640).resolved_gain(1280) == pytest.approx(0.5)
     assert cn.ColanetConfig(gain=0.25).resolved_gain(1280) == 0.25
     q = cn.ColanetConfig(coder="bernoulli", forcing="all", blocking="none", seed=7, gain=1.5)
@@ -102,7 +102,7 @@ def test_every_field_has_a_help_text_and_round_trips():
     shipped = cn.ColanetConfig()
     assert (shipped.coding, shipped.firing, shipped.theta_refresh, shipped.gate_scope,
             shipped.gate_ticks, shipped.syn_window, shipped.block_span) == (
-        "saturation", "column_argmax", "every_change", "window", None, "t_syn+1", "block_ticks-1")
+        "centred", "column_argmax", "every_change", "window", None, "t_syn+1", "block_ticks-1")
 
 
 def test_weight_resource_map_and_inverse():
