@@ -49,6 +49,7 @@ from numba import njit, prange
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import colanet_reference  # noqa: E402
+from pipeline.training import Coding  # noqa: E402
 from pipeline.colanet import (ColanetConfig, encode_inputs, infer_chunk, init_state,  # noqa: E402
                               readout, train_chunk)
 
@@ -199,13 +200,17 @@ def checkpoint_seconds(state) -> float:
     return best
 
 
-def bench_size(name: str, n_samples: int, n_ref: int, log) -> dict:
+def bench_size(name: str, n_samples: int, n_ref: int, log, overrides: dict | None = None) -> dict:
     D, C = SIZES[name]
-    params = ColanetConfig(m=M, e=E, seed=SEED)
+    params = ColanetConfig(**{"seed": SEED, **(overrides or {}), "m": M, "e": E})
     N = C * M
     gen = Synthetic(D, C)
     x, y = gen.sample(n_samples, seed=1)
     xt, yt = gen.sample(n_samples, seed=2)
+    if params.coding != "saturation":  # the coder's inputs, as the training engine makes them
+        coding = Coding(1.0, x.astype(np.float64).mean(axis=0).astype(np.float32),
+                        params.coding == "on_off")
+        x, xt, D = coding.inputs(x), coding.inputs(xt), params.n_inputs(D)
     sat = saturation(x)
     sid = np.arange(n_samples, dtype=np.int64)
     sid_t = np.arange(n_samples, dtype=np.int64) + n_samples
@@ -425,6 +430,8 @@ def main() -> None:
     p.add_argument("--memory-rows", default="2000,20000", help="store sizes for the memory check")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--out", default="data/bench/snn.json")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=V",
+                   help="CoLaNET options other than the shipped defaults (M and E stay fixed)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     p.add_argument("--sat", type=float, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -443,8 +450,11 @@ def main() -> None:
         print(msg, file=sys.stderr, flush=True)
 
     started = time.perf_counter()
-    result = {"machine": machine_info(a.threads), "seed": SEED,
-              "sizes": [bench_size(s, a.samples, a.ref_samples, log) for s in sizes]}
+    from options import parse_values  # bench/options.py: KEY=V typed like the field
+
+    overrides = {k: v[0] for k, v in (parse_values(s) for s in a.set)}
+    result = {"machine": machine_info(a.threads), "seed": SEED, "overrides": overrides,
+              "sizes": [bench_size(s, a.samples, a.ref_samples, log, overrides) for s in sizes]}
     if not a.skip_memory:
         rows = [int(v) for v in a.memory_rows.split(",")]
         result["memory"] = measure_memory(rows, a.threads, log)
