@@ -15,9 +15,12 @@ TEST_WORKERS ?= 2
 
 EMBED_ARGS := --data $(DATA) --model $(MODEL) $(if $(CHECKPOINT),--weights $(CHECKPOINT),--weights $(WEIGHTS))
 
-.PHONY: install embed inspect train-snn tune test test-slow bench bench-embed bench-snn bench-scale clean
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14
 
-install: $(STAMP)
+.PHONY: help install embed inspect train-snn tune test test-slow bench bench-embed bench-snn bench-scale clean
+
+install: $(STAMP) ## make .venv and install the package with its dev extras
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,34 +28,34 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev,lite]'
 	touch $(STAMP)
 
-embed: $(STAMP)
+embed: $(STAMP) ## stage one: embed DATA with MODEL into a Zarr store (ARGS: more options)
 	$(PY) -m stages embed $(EMBED_ARGS) $(ARGS)
 
-inspect: $(STAMP)
+inspect: $(STAMP) ## print what the store of DATA and MODEL holds
 	$(PY) -m stages inspect $(EMBED_ARGS) $(ARGS)
 
-train-snn: $(STAMP)
+train-snn: $(STAMP) ## stage two: train and evaluate CoLaNET on that store
 	$(PY) -m stages train-snn $(EMBED_ARGS) $(ARGS)
 
-tune: $(STAMP)
+tune: $(STAMP) ## search CoLaNET parameters on a validation split
 	$(PY) -m stages tune $(EMBED_ARGS) $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) ## the test suite (what CI runs; TEST_WORKERS processes)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)
 
-test-slow: $(STAMP)
+test-slow: $(STAMP) ## the long checks kept out of make test (10 kills per stage)
 	$(PY) -m pytest -q -m slow $(ARGS)
 
-bench: bench-embed bench-snn bench-scale
+bench: bench-embed bench-snn bench-scale ## every benchmark below
 
-bench-embed: $(STAMP)
+bench-embed: $(STAMP) ## stage one against the bare forward pass
 	$(PY) bench/embed.py $(ARGS)
 
-bench-snn: $(STAMP)
+bench-snn: $(STAMP) ## stage two against the NumPy reference and the row-add bound
 	$(PY) bench/snn.py $(ARGS)
 
-bench-scale: $(STAMP)
+bench-scale: $(STAMP) ## cluster speed-up, flat memory, 1000 classes
 	$(PY) bench/scale.py $(ARGS)
 
-clean:
+clean: ## remove .venv and build files
 	rm -rf $(VENV) build *.egg-info

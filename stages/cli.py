@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import importlib.metadata
 import re
 import sys
 import typing
@@ -45,8 +46,16 @@ def config_from_args(args: argparse.Namespace, config_type: type):
                                lambda m: f"--{m[1].replace('_', '-')} {m[3]}: ", str(e))) from None
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("annsnn")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="annsnn", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"annsnn {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, text: str, *groups: tuple[str | None, type]):

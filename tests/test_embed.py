@@ -18,7 +18,7 @@ from pipeline.errors import UserError
 from pipeline.store import EmbeddingStore
 from pipeline.embedding import embed_store
 from stages.inspect import describe
-from tests.conftest import assert_refused, assert_same_store, make_image_folder
+from tests.conftest import assert_refused, assert_same_store, make_image_folder, run_cli
 
 SMALL = dict(image_size=32, chunk_size=16, batch_size=8)
 
@@ -180,3 +180,10 @@ def test_a_second_run_on_the_same_store_is_refused_naming_the_holder(tmp_path):
         with pytest.raises(UserError, match=f"in use by pid {os.getpid()}"):
             embed_store(cfg)
     assert embed_store(cfg)["complete"]  # released: the next run goes ahead
+
+
+def test_version_is_the_installed_package_version(capsys):
+    from importlib.metadata import version
+
+    code, out = run_cli(["--version"], capsys)
+    assert code == 0 and out.strip() == f"annsnn {version('annsnn')}"
