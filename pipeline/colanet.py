@@ -584,6 +584,36 @@ def init_state(params: ColanetConfig, n_inputs: int, n_classes: int) -> ColanetS
     return st
 
 
+def grow_classes(params: ColanetConfig, state: ColanetState, n_classes: int) -> ColanetState:
+    """``state`` grown to ``n_classes`` columns (a new state; ``state`` is not changed): class
+    ``c < state.n_classes`` keeps its column, the new classes' columns come after them.
+
+    Driven by :data:`STATE_ARRAYS`' axes, so a new array is grown without touching this function:
+    an array with a neuron (``N``) or column (``C``) axis gets the new columns' entries appended
+    along it, exactly as :func:`init_state` makes them -- synapses at ``r = r(0)`` (weight 0),
+    neuron and column state at rest (zero, ``NEVER``, no burst, no block); the input arrays
+    (arrival history, accumulator) and the counters ``t`` and ``n_seen`` are kept, the old
+    columns' entries are copied bit for bit. The derived arrays are then rebuilt from ``r``
+    (:func:`sync_derived`; with ``theta_refresh="anti_hebbian"`` ``theta_add`` is state of its
+    own and is kept, the new neurons' at its fresh value). Neuron ``n`` keeps its index, so its
+    noise (keyed by the neuron) is unchanged: with no new sample, the old columns answer as before.
+    """
+    C = state.n_classes
+    if n_classes < C:
+        raise ValueError(f"grow_classes: n_classes={n_classes} is fewer than the state's {C}")
+    _check_state_shapes(state)
+    fresh = init_state(params, state.n_inputs, n_classes - C) if n_classes > C else None
+    arrays = {}
+    for name, a in STATE_ARRAYS.items():
+        old, axes = getattr(state, name), AXES[a.axes]
+        grown = [i for i, axis in enumerate(axes) if axis in ("N", "C")]
+        arrays[name] = (old.copy() if fresh is None or not grown else
+                        np.concatenate([old, getattr(fresh, name)], axis=grown[0]))
+    st = ColanetState(**arrays, **{name: getattr(state, name) for name in COUNTERS})
+    sync_derived(params, st, thresholds="theta_add" not in checkpointed(params))
+    return st
+
+
 def resting_arrays(E: int, D: int, C: int, N: int) -> dict[str, np.ndarray]:
     """Every state array but the synapses, at rest: zero potentials, thresholds, pools and
     stability, no burst, no block, every time stamp ``NEVER``, an empty arrival history."""

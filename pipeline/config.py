@@ -129,6 +129,10 @@ class TrainConfig:
     restart: Annotated[bool, "discard this run's checkpoint and train afresh"] = False
     passes: Annotated[int, "online passes over the train split (later ones in a fresh seeded order "
                            "within chunks, with new noise; rerun with more to continue)"] = 1
+    init_from: Annotated[str | None,
+              "continue learning from a finished run's model (its folder, or a file annsnn "
+              "export wrote) made with the same encoder and options; new class names get new "
+              "columns (README: Keep learning, add classes)"] = None
 
     def __post_init__(self):
         _require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every,

@@ -140,9 +140,20 @@ def read_model(path: str | Path) -> Model:
 
 def export_run(run_dir: str | Path, out: str | Path, *, overwrite: bool = False) -> dict[str, Any]:
     """Write the model of a finished run folder to ``out``; returns a summary (the file, classes,
-    features, the run's evaluation). Refused: a folder that is not a run, a run whose training did
-    not finish (no ``metrics.json``, or a checkpoint not at the end of its last pass), a run in
-    training (its lock), a missing store, an existing ``out`` (see :func:`write_model`)."""
+    features, the run's evaluation). Refused: see :func:`run_model`, and an existing ``out`` (see
+    :func:`write_model`)."""
+    model = run_model(run_dir)
+    write_model(out, model, overwrite=overwrite)
+    return {"out": str(out), "run": str(run_dir), "classes": len(model.classes),
+            "n_features": model.n_features, "eval_split": model.source["eval_split"],
+            "snn_accuracy": model.source["snn_accuracy"]}
+
+
+def run_model(run_dir: str | Path) -> Model:
+    """The model of a finished run folder (read under the run's and its store's shared locks).
+    Refused: a folder that is not a run, a run whose training did not finish (no
+    ``metrics.json``, or a checkpoint not at the end of its last pass), a run in training (its
+    lock), a missing store."""
     run_dir = Path(run_dir)
     if marked_kind(run_dir) != "run":
         raise UserError(f"{run_dir}: not a run folder of annsnn; pass the folder train-snn "
@@ -176,12 +187,11 @@ def export_run(run_dir: str | Path, out: str | Path, *, overwrite: bool = False)
             source = {"run": str(run_dir), "store": store.path,
                       "identity": checkpoint_identity(store), "encoder": store.attrs["encoder"],
                       "eval_split": metrics.get("eval_split"),
-                      "snn_accuracy": metrics.get("snn_accuracy"), "n_train": metrics.get("n_train")}
-            model = Model(config=config, state=state, coding=progress.coding,
-                          classes=np.array(store.class_names), passes=passes,
-                          n_features=int(store.attrs["encoder"]["feature_dim"]),
-                          next_sample_id=ids_used(store_rows(store), passes, repeats), source=source)
-    write_model(out, model, overwrite=overwrite)
-    return {"out": str(out), "run": str(run_dir), "classes": len(model.classes),
-            "n_features": model.n_features, "eval_split": source["eval_split"],
-            "snn_accuracy": source["snn_accuracy"]}
+                      "snn_accuracy": metrics.get("snn_accuracy"), "n_train": metrics.get("n_train"),
+                      **({} if progress.source is None else {"init_from": progress.source})}
+            # A run continued from another model (--init-from) has its own class list and ids.
+            return Model(config=config, state=state, coding=progress.coding,
+                         classes=np.array(progress.class_names(store)), passes=passes,
+                         n_features=int(store.attrs["encoder"]["feature_dim"]),
+                         next_sample_id=progress.first_id + ids_used(store_rows(store), passes,
+                                                                     repeats), source=source)

@@ -102,6 +102,17 @@ class Progress:
     online_answered: np.ndarray  # (samples seen,) bool
     train_seconds: float  # learning and checkpointing, compile time excluded
     pass_index: int = 0  # passes over the train split completed before the current one
+    # A model continued from another (--init-from, pipeline.incremental); a fresh one: the
+    # defaults. ``classes``: each column's class name (None: the store's classes, in its order);
+    # ``first_id``: this run's training sample ids start here (above every id of the source);
+    # ``source``: the record of the model it started from.
+    classes: tuple[str, ...] | None = None
+    first_id: int = 0
+    source: dict[str, Any] | None = None
+
+    def class_names(self, store: EmbeddingStore) -> list[str]:
+        """The model's classes, column by column."""
+        return list(store.class_names if self.classes is None else self.classes)
 
     @classmethod
     def fresh(cls, coding: Coding, train_seconds: float = 0.0) -> "Progress":
@@ -134,11 +145,29 @@ def fit_stream(store: EmbeddingStore, config: ColanetConfig, state: ColanetState
     (:func:`_presented`), so the simulator's noise differs between presentations; a resumed run
     repeats exactly what an uninterrupted one does.
     """
-    repeats = presentations(config, class_counts(store, "train", stop))
+    columns = label_columns(store, progress.class_names(store))
+    repeats = np.ones(state.n_classes)  # per column; a class the store lacks is never presented
+    repeats[columns] = presentations(config, class_counts(store, "train", stop))
     yield from fit_stretches(
         config, state, progress,
-        lambda cursor: iter_batches(store, "train", cursor, max_rows=max_rows, stop=stop),
+        lambda cursor: as_columns(iter_batches(store, "train", cursor, max_rows=max_rows,
+                                               stop=stop), columns, progress.first_id),
         total_rows=store_rows(store), repeats=repeats, passes=passes)
+
+
+def label_columns(store: EmbeddingStore, classes: list[str]) -> np.ndarray:
+    """Each store label's column in a model of ``classes`` (int64, one per store class): the
+    identity for a model of the store's own classes."""
+    column = {name: i for i, name in enumerate(classes)}
+    return np.array([column[name] for name in store.class_names], np.int64)
+
+
+def as_columns(batches: Iterable[Batch], columns: np.ndarray, first_id: int = 0
+               ) -> Iterator[Batch]:
+    """``batches`` with their labels as model columns and their sample ids ``first_id`` on."""
+    for b in batches:
+        yield Batch(features=b.features, labels=columns[b.labels],
+                    sample_id=b.sample_id + first_id, stop=b.stop)
 
 
 def fit_stretches(config: ColanetConfig, state: ColanetState, progress: Progress,
@@ -298,16 +327,23 @@ def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
                         f"({', '.join(f'{k}={stored.get(k)!r}' for k in diff)}; this run: "
                         f"{', '.join(f'{k}={current.get(k)!r}' for k in diff)}); pass the same "
                         f"options, --run NAME for a new run, or --restart to discard it")
-    d, c = store.attrs["encoder"]["feature_dim"], len(store.class_names)
+    d = store.attrs["encoder"]["feature_dim"]
     n_in = config.n_inputs(d)
     n_rows = store.split("train")["features"].shape[0]
     try:
         cursor, seconds = int(meta["cursor"]), float(meta["train_seconds"])
-        pass_index = int(meta.get("pass_index", 0))
+        pass_index, first_id = int(meta.get("pass_index", 0)), int(meta.get("first_sample_id", 0))
         coding = Coding.from_meta(meta)
+        classes = meta.get("classes")  # a model continued from another (--init-from)
+        if classes is not None:
+            classes = tuple(classes)
+            if (not all(isinstance(n, str) for n in classes) or len(set(classes)) != len(classes)
+                    or not set(store.class_names) <= set(classes) or first_id < 0):
+                raise ValueError("classes")
     except (KeyError, TypeError, ValueError):
-        raise UserError(f"{path}: checkpoint metadata is damaged (cursor, coding or seconds); rerun "
-                        f"with --restart to discard it and train afresh") from None
+        raise UserError(f"{path}: checkpoint metadata is damaged (cursor, coding, classes or "
+                        f"seconds); rerun with --restart to discard it and train afresh") from None
+    c = len(classes or store.class_names)
     n_online = len(arrays.get("online_correct", ()))
     check_arrays(path, arrays, {**checkpoint_schema(config, n_in, c),
                                 "online_correct": ((n_online,), np.bool_),
@@ -319,9 +355,10 @@ def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
                         f"{n_online} online results, sat of shape {np.shape(coding.sat)}); rerun with "
                         f"--restart to discard it")
     online = {k: arrays.pop(k) for k in ("online_correct", "online_answered")}
-    state = state_from_checkpoint(arrays, config, n_in, c)
+    state = state_from_checkpoint(arrays, config, n_in, len(classes or store.class_names))
     return state, Progress(cursor=cursor, coding=coding, train_seconds=seconds,
-                           pass_index=pass_index, **online)
+                           pass_index=pass_index, classes=classes, first_id=first_id,
+                           source=meta.get("init_from"), **online)
 
 
 def save_progress(path: Path, store: EmbeddingStore, config: ColanetConfig, state: ColanetState,
@@ -334,21 +371,41 @@ def save_progress(path: Path, store: EmbeddingStore, config: ColanetConfig, stat
                         {"identity": checkpoint_identity(store), "config": config.to_dict(),
                          "store": store.path, "cursor": progress.cursor,
                          "pass_index": progress.pass_index,
-                         **progress.coding.to_meta(), "train_seconds": progress.train_seconds})
+                         **progress.coding.to_meta(), "train_seconds": progress.train_seconds,
+                         **({} if progress.classes is None else
+                            {"classes": list(progress.classes), "first_sample_id": progress.first_id,
+                             "init_from": progress.source})})
     except OSError as e:
         raise UserError(f"{path}: writing the checkpoint failed ({e.strerror or e}); the previous "
                         f"checkpoint is intact: free space or fix the disk, then rerun") from None
 
 
 def start_or_resume(store: EmbeddingStore, config: ColanetConfig, run_cfg: TrainConfig,
-                    run_dir: Path) -> tuple[ColanetState, Progress]:
-    """The state the online pass continues from: the run's checkpoint, or a fresh model."""
+                    run_dir: Path, source: tuple[ColanetState, Progress] | None = None
+                    ) -> tuple[ColanetState, Progress]:
+    """The state the online pass continues from: the run's checkpoint, or a fresh model, or with
+    ``run_cfg.init_from`` the source's model grown to the store's classes (``source``, when the
+    caller has read it already: :func:`pipeline.incremental.start_from`). A checkpoint always
+    wins: a run started from another model resumes from its own checkpoint (which holds the whole
+    state), the source is not read again; ``--init-from`` naming another source is refused."""
+    from pipeline.incremental import same_source, start_from  # it imports this module
+
     ckpt = run_dir / CHECKPOINT
     remove_stale_temporaries(ckpt)  # left by a writer killed mid-save; we hold the run's lock
     if run_cfg.restart:
         ckpt.unlink(missing_ok=True)
     resumed = load_progress(ckpt, store, config)
-    return resumed if resumed is not None else new_model(store, config)
+    if resumed is not None:
+        if run_cfg.init_from is not None and not same_source(resumed[1].source, run_cfg.init_from):
+            started = (resumed[1].source or {}).get("run")
+            raise UserError(f"{ckpt}: this run was started "
+                            f"{f'from {started}' if started else 'afresh'}, not from --init-from "
+                            f"{run_cfg.init_from}; use --run NAME for a new run, or --restart to "
+                            f"discard it")
+        return resumed
+    if run_cfg.init_from is not None:
+        return source or start_from(run_cfg.init_from, store, config, run_dir)
+    return new_model(store, config)
 
 
 class _StopRequested:
@@ -471,17 +528,25 @@ def train_run(store_path: str, config: ColanetConfig, run_cfg: TrainConfig,
         store.split(eval_split)  # refuse an unknown split before training, not after
         check_split(store, "train", needs_positive=True)
         check_split(store, eval_split)
-        run_dir = claim_folder(Path(run_cfg.runs_dir) / (run_cfg.run or store_name(store_path)),
-                               "run")
+        run_dir = Path(run_cfg.runs_dir) / (run_cfg.run or store_name(store_path))
+        source = None
+        if run_cfg.init_from is not None:
+            from pipeline.incremental import check_run_folder, start_from  # they import this module
+
+            check_run_folder(run_cfg.init_from, run_dir)
+            if run_cfg.restart or not (run_dir / CHECKPOINT).exists():  # checked before claiming
+                source = start_from(run_cfg.init_from, store, config, run_dir)
+        run_dir = claim_folder(run_dir, "run")
         with exclusive(run_dir):
-            state, progress = start_or_resume(store, config, run_cfg, run_dir)
+            state, progress = start_or_resume(store, config, run_cfg, run_dir, source)
             # What runs is now settled (a refused checkpoint wrote nothing): record it.
             levels = np.asarray(progress.coding.sat, dtype=np.float64)
             sat = [None if not np.isfinite(v) else float(v) for v in levels.ravel()]  # None: inf
             (run_dir / "config.json").write_text(json.dumps(
                 {"store": store.path, "embed": store.attrs.get("config", {}),
                  "run": run_cfg.to_dict(), "colanet": config.to_dict(),
-                 "coding": {**progress.coding.to_meta(), "sat": sat if levels.ndim else sat[0]}},
+                 "coding": {**progress.coding.to_meta(), "sat": sat if levels.ndim else sat[0]},
+                 "classes": progress.class_names(store), "init_from": progress.source},
                 indent=2, allow_nan=False))
             if not train_from(store, config, run_cfg, run_dir, state, progress,
                               stop_after_samples=stop_after_samples):
@@ -498,9 +563,14 @@ def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
     with connect(cluster, stores=(store.path,)) as client:
         pred, y_test = evaluate(store, eval_split, config, state, progress.coding, client)
     seconds["snn_eval"] = round(time.perf_counter() - started, 3)
-    classes = store.class_names
+    # The model's columns by class name; the store's labels as columns (a model continued with
+    # --init-from may know classes the store lacks: they are reported with no eval samples).
+    classes = progress.class_names(store)
+    columns = label_columns(store, classes)
+    y_test = columns[y_test]
     snn = classification_metrics(y_test, pred, len(classes))
-    train_count = class_counts(store, "train")
+    train_count = np.zeros(len(classes), np.int64)
+    train_count[columns] = class_counts(store, "train")
     finite_sat = np.asarray(progress.coding.sat, dtype=np.float64)
     finite_sat = finite_sat[np.isfinite(finite_sat)]  # features never positive have no level
     metrics: dict[str, Any] = {
@@ -519,21 +589,21 @@ def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
         started = time.perf_counter()
         x_train, y_train = read_rows(store, "train")
         x_test, _ = read_rows(store, eval_split)
-        predictions["probe"] = linear_probe(x_train, y_train, x_test)
-        predictions["ncm"] = nearest_class_mean(x_train, y_train, x_test)
+        predictions["probe"] = columns[linear_probe(x_train, y_train, x_test)]
+        predictions["ncm"] = columns[nearest_class_mean(x_train, y_train, x_test)]
         metrics["probe_accuracy"] = float((predictions["probe"] == y_test).mean())
         metrics["ncm_accuracy"] = float((predictions["ncm"] == y_test).mean())
         seconds["baselines"] = round(time.perf_counter() - started, 3)
     # Per class, in class order: how many train rows it had and each classifier's recall on it.
     metrics["per_class"] = per_class_table(classes, train_count, y_test, predictions)
     metrics["seconds"] = seconds
-    _plot(run_dir, store, eval_split, config, state, progress, snn, metrics["per_class"])
+    _plot(run_dir, store, eval_split, config, state, progress, snn, metrics["per_class"], columns)
     return write_metrics(run_dir, metrics)
 
 
 def _plot(run_dir: Path, store: EmbeddingStore, split: str, config: ColanetConfig,
-          state: ColanetState, progress: Progress, snn: dict, per_class: list[dict[str, Any]]
-          ) -> None:
+          state: ColanetState, progress: Progress, snn: dict, per_class: list[dict[str, Any]],
+          columns: np.ndarray) -> None:
     classes = [c["name"] for c in per_class]
     plots.running_accuracy(progress.online_correct, run_dir / "online_accuracy.png",
                            pass_length=len(progress.online_correct) // (progress.pass_index + 1))
@@ -541,6 +611,7 @@ def _plot(run_dir: Path, store: EmbeddingStore, split: str, config: ColanetConfi
     plots.per_class_recall(per_class, run_dir / "per_class_recall.png", split)
     first = next(iter_batches(store, split, max_rows=6))
     _, spikes = vote(config, state, progress.coding, first.features, first.sample_id, record=True)
-    plots.spike_raster(spikes[:, :, 0, :], first.labels, config.m, run_dir / "spike_raster.png")
+    plots.spike_raster(spikes[:, :, 0, :], columns[first.labels], config.m,
+                       run_dir / "spike_raster.png")
     neurons = [c * config.m for c in range(min(len(classes), 8))]
     plots.neuron_weights(state.w[0], neurons, config.m, run_dir / "weights.png")

@@ -63,6 +63,17 @@ def assert_same_store(a, b) -> None:
                                           np.asarray(gb[split][name][:]), err_msg=f"{split}/{name}")
 
 
+def assert_same_checkpoint(a, b) -> dict:
+    """Two checkpoint files hold the same arrays, bit for bit; returns the first one's arrays."""
+    from pipeline.checkpoint import load_checkpoint
+
+    (xa, _), (xb, _) = load_checkpoint(a), load_checkpoint(b)
+    assert xa.keys() == xb.keys()
+    for k in xa:
+        np.testing.assert_array_equal(xa[k], xb[k], err_msg=k)
+    return xa
+
+
 def run_cli(argv: list[str], capsys) -> tuple[int, str]:
     """Run ``annsnn ARGV`` in this process; returns (exit status, stdout + stderr). Argparse's own
     refusals (``SystemExit``) count as an exit status like any other."""

@@ -17,7 +17,7 @@ from pipeline.store import EmbeddingStore
 from pipeline.streaming import Batch, feature_saturation_levels, iter_batches, saturation_level
 from pipeline.training import Coding, _presented, presentations
 from stages.train_snn import run_train_snn
-from tests.conftest import run_cli, separable_store
+from tests.conftest import assert_same_checkpoint, run_cli, separable_store
 
 SMALL = ColanetConfig(m=3, e=2)
 
@@ -51,11 +51,8 @@ def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path):
     _, meta = load_checkpoint(tmp_path / "b" / "r" / "checkpoint.npz")
     assert meta["cursor"] == 57  # stretches 0-25, 25-32 (chunk end), 32-57
     resumed = run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
-    a, _ = load_checkpoint(tmp_path / "runs" / "r" / "checkpoint.npz")
-    b, _ = load_checkpoint(tmp_path / "b" / "r" / "checkpoint.npz")
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    assert_same_checkpoint(tmp_path / "runs" / "r" / "checkpoint.npz",
+                           tmp_path / "b" / "r" / "checkpoint.npz")
     assert resumed["snn_accuracy"] == whole["snn_accuracy"]
 
 
@@ -69,11 +66,9 @@ def test_resume_keeps_the_thresholds_of_either_theta_refresh(tmp_path, theta_ref
     cfg = TrainConfig(runs_dir=str(tmp_path / "cut"), run="r", checkpoint_every=25)
     assert run_train_snn(EmbedConfig(out=store.path), cfg, config, stop_after_samples=40) is None
     run_train_snn(EmbedConfig(out=store.path), cfg, config)
-    a, _ = load_checkpoint(tmp_path / "whole" / "runs" / "r" / "checkpoint.npz")
-    b, _ = load_checkpoint(tmp_path / "cut" / "r" / "checkpoint.npz")
-    assert a.keys() == b.keys() and ("theta_add" in a) == (theta_refresh == "anti_hebbian")
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    a = assert_same_checkpoint(tmp_path / "whole" / "runs" / "r" / "checkpoint.npz",
+                               tmp_path / "cut" / "r" / "checkpoint.npz")
+    assert ("theta_add" in a) == (theta_refresh == "anti_hebbian")
 
 
 def test_checkpoint_of_another_store_or_params_is_refused(tmp_path):
