@@ -18,7 +18,7 @@ EMBED_ARGS := --data $(DATA) --model $(MODEL) $(if $(CHECKPOINT),--weights $(CHE
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14
 
-.PHONY: help install embed inspect train-snn tune test test-slow bench bench-embed bench-snn bench-scale clean
+.PHONY: help install embed inspect train-snn tune test test-slow bench bench-embed bench-snn bench-scale bench-incremental clean
 
 install: $(STAMP) ## make .venv and install the package with its dev extras
 
@@ -46,7 +46,7 @@ test: $(STAMP) ## the test suite (what CI runs; TEST_WORKERS processes)
 test-slow: $(STAMP) ## the long checks kept out of make test (10 kills per stage)
 	$(PY) -m pytest -q -m slow $(ARGS)
 
-bench: bench-embed bench-snn bench-scale ## every benchmark below
+bench: bench-embed bench-snn bench-scale bench-incremental ## every benchmark below
 
 bench-embed: $(STAMP) ## stage one against the bare forward pass
 	$(PY) bench/embed.py $(ARGS)
@@ -56,6 +56,9 @@ bench-snn: $(STAMP) ## stage two against the NumPy reference and the row-add bou
 
 bench-scale: $(STAMP) ## cluster speed-up, flat memory, 1000 classes
 	$(PY) bench/scale.py $(ARGS)
+
+bench-incremental: $(STAMP) ## classes learned in 5 tasks with train-snn --init-from
+	$(PY) bench/incremental.py $(ARGS)
 
 clean: ## remove .venv and build files
 	rm -rf $(VENV) build *.egg-info
