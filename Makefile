@@ -10,6 +10,10 @@ MODEL      ?= tf_efficientnet_lite0
 WEIGHTS    ?= package
 CHECKPOINT ?=
 ARGS       ?=
+# make predict: the run folder (default: the one make train-snn writes for DATA and MODEL) and
+# what to answer (image files, folders, imagefolder:/csv: sources or a store; several: quote them)
+RUN   ?= data/runs/$(notdir $(basename $(patsubst %/,%,$(lastword $(subst :, ,$(DATA))))))-$(MODEL)
+INPUT ?=
 # pytest-xdist processes for make test (the README's suite times: 2 cores, 2 workers)
 TEST_WORKERS ?= 2
 
@@ -18,7 +22,8 @@ EMBED_ARGS := --data $(DATA) --model $(MODEL) $(if $(CHECKPOINT),--weights $(CHE
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 14
 
-.PHONY: help install embed inspect train-snn tune test test-slow bench bench-embed bench-snn bench-scale bench-incremental clean
+.PHONY: help install embed inspect train-snn tune predict test test-slow bench bench-embed \
+        bench-snn bench-scale bench-incremental clean
 
 install: $(STAMP) ## make .venv and install the package with its dev extras
 
@@ -39,6 +44,10 @@ train-snn: $(STAMP) ## stage two: train and evaluate CoLaNET on that store
 
 tune: $(STAMP) ## search CoLaNET parameters on a validation split
 	$(PY) -m stages tune $(EMBED_ARGS) $(ARGS)
+
+predict: $(STAMP) ## answer INPUT (images, folders, a store) with RUN's model, CSV on stdout
+	$(if $(INPUT),,$(error give what to predict: make predict INPUT=photo.jpg (RUN=data/runs/NAME)))
+	$(PY) -m stages predict --run $(RUN) $(INPUT) $(ARGS)
 
 test: $(STAMP) ## the test suite (what CI runs; TEST_WORKERS processes)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)

@@ -159,6 +159,36 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class PredictConfig:
+    """`annsnn predict`: which model answers, where the CSV goes, how images are embedded."""
+
+    model: Annotated[str | None, "the model file to answer with (annsnn export writes it)"] = None
+    run: Annotated[str | None, "or a finished run folder (data/runs/NAME): its checkpoint, as "
+                               "export reads it"] = None
+    out: Annotated[str | None, "CSV file to write (default: stdout); an existing file is "
+                               "refused"] = None
+    top_k: Annotated[int, "also list the K classes with most votes, each with its share"] = 0
+    weights: Annotated[str | None, "the encoder's checkpoint file, where the path the model "
+                                   "records is not valid here (checked against the recorded "
+                                   "sha256)"] = None
+    device: Annotated[str | None, "auto | cpu | cuda (default: the device the model's features "
+                                  "were computed on, when this machine has it; else cpu)"] = None
+    threads: Annotated[int | None, "torch CPU threads (default: torch's, as for embed)"] = None
+
+    def __post_init__(self):
+        if (self.model is None) == (self.run is None):
+            raise ValueError("give the model: --model FILE (annsnn export writes it) or --run "
+                             "RUN_DIR (a finished run folder), one of them")
+        _require(self.top_k >= 0, "top_k", self.top_k, "must be 0 or more")
+        _require(self.device in (None, "auto", "cpu", "cuda"), "device", self.device,
+                 "must be auto, cpu or cuda")
+        _check_threads("threads", self.threads)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class ReportConfig:
     """`annsnn report`: what its tables show (the runs themselves are :class:`TrainConfig`)."""
 

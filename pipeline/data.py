@@ -78,16 +78,15 @@ def open_dataset(spec: str, *, seed: int = 0, test_fraction: float = 0.25,
         raise UserError(f"--test-fraction {test_fraction} must lie strictly between 0 and 1")
     if limit is not None and limit < 1:
         raise UserError(f"--limit {limit} must be a positive number of images per split")
-    if spec == "digits":
-        ds = _digits(seed, test_fraction)
-    elif spec.startswith("imagefolder:"):
-        ds = _image_folder(spec, Path(spec.split(":", 1)[1]), seed, test_fraction)
-    elif spec.startswith("csv:") or spec.endswith(".csv"):
-        ds = _csv_list(spec, Path(spec.split(":", 1)[1] if spec.startswith("csv:") else spec),
-                       seed, test_fraction)
+    ds = list_images(spec)
+    if "" in ds.splits:  # the source names no splits: a stratified, seeded one
+        listed = ds.splits[""]
+        where = "digits" if spec == "digits" else str(_spec_path(spec))
+        ds = _replace_splits(ds, _seeded_split(listed.ids, listed.labels, seed, test_fraction,
+                                               where=where, class_names=ds.class_names))
     else:
-        raise UserError(
-            f"unknown data source {spec!r}: use 'digits', 'imagefolder:PATH' or 'csv:PATH'")
+        ds = _replace_splits(ds, {k: Split(*_shuffled(s.ids, s.labels, seed))
+                                  for k, s in ds.splits.items()})
     if len(ds.class_names) < 2:
         raise UserError(f"{spec}: found a single class ({', '.join(ds.class_names) or 'none'}); a "
                         f"classifier needs at least two")
@@ -97,13 +96,56 @@ def open_dataset(spec: str, *, seed: int = 0, test_fraction: float = 0.25,
     return _replace_splits(ds, ds.splits, fingerprint=_fingerprint(ds))
 
 
+def list_images(spec: str) -> DataSet:
+    """The images a ``--data`` string names, as the source lists them (no image is decoded, no
+    split is drawn): the splits the source names (split folders, a CSV's split column), else one
+    split ``""`` holding every image, in listing order (class by class, or the CSV's rows)."""
+    path = _spec_path(spec)
+    if spec == "digits":
+        return _digits()
+    if spec.startswith("imagefolder:"):
+        return _image_folder(spec, path)
+    if path is not None:
+        return _csv_list(spec, path)
+    raise UserError(
+        f"unknown data source {spec!r}: use 'digits', 'imagefolder:PATH' or 'csv:PATH'")
+
+
+def _spec_path(spec: str) -> Path | None:
+    """The folder of ``imagefolder:PATH``, the file of ``csv:PATH`` (or of a bare ``*.csv``)."""
+    if spec.startswith(("imagefolder:", "csv:")):
+        return Path(spec.split(":", 1)[1])
+    return Path(spec) if spec.endswith(".csv") else None
+
+
 def source_name(spec: str) -> str:
     """The short name a source's store is named after, without scanning it."""
     if spec.startswith("imagefolder:"):
-        return Path(spec.split(":", 1)[1]).resolve().name
-    if spec.startswith("csv:") or spec.endswith(".csv"):
-        return Path(spec.split(":", 1)[1] if spec.startswith("csv:") else spec).stem
-    return spec
+        return _spec_path(spec).resolve().name
+    path = _spec_path(spec)
+    return spec if path is None else path.stem
+
+
+def is_source(spec: str) -> bool:
+    """Whether ``spec`` names a data source by its prefix (``imagefolder:``, ``csv:``)."""
+    return spec.startswith(("imagefolder:", "csv:"))
+
+
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """The image files below ``folder``, at any depth, sorted; hidden entries (names starting
+    with ".") are left out, as everywhere."""
+    found = []
+    for here, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        found += [Path(here, f) for f in files
+                  if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+    return sorted(found)
+
+
+def failure_reason(e: BaseException) -> str:
+    """Why an image could not be read, as a store records it: the exception's type and the
+    first line of its text (at most 300 characters)."""
+    return f"{type(e).__name__}: {e}".splitlines()[0][:300]
 
 
 def read_image_file(path: str | os.PathLike) -> Image.Image:
@@ -123,7 +165,7 @@ def read_image_file(path: str | os.PathLike) -> Image.Image:
 
 # --- sources ---------------------------------------------------------------------------------
 
-def _digits(seed: int, test_fraction: float) -> DataSet:
+def _digits() -> DataSet:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -132,18 +174,16 @@ def _digits(seed: int, test_fraction: float) -> DataSet:
     ids = np.array([f"digits/{i}" for i in range(len(pixels))])
     labels = digits.target.astype(np.int64)
     class_names = tuple(str(c) for c in digits.target_names)
-    splits = _seeded_split(ids, labels, seed, test_fraction, where="digits",
-                           class_names=class_names)
 
     def read(image_id: str) -> Image.Image:
         return Image.fromarray(pixels[int(image_id.split("/", 1)[1])], mode="L").convert("RGB")
 
     return DataSet(spec="digits", name="digits", root="",
-                   class_names=class_names, splits=splits,
+                   class_names=class_names, splits={"": Split(ids, labels)},
                    read_image=read, fingerprint=hashlib.sha256(pixels.tobytes()).hexdigest())
 
 
-def _image_folder(spec: str, root: Path, seed: int, test_fraction: float) -> DataSet:
+def _image_folder(spec: str, root: Path) -> DataSet:
     if not root.is_dir():
         raise UserError(f"{root}: no such folder; imagefolder:PATH needs a folder of class folders")
     folders = [p for p in _visible(root) if p.is_dir()]
@@ -164,16 +204,11 @@ def _image_folder(spec: str, root: Path, seed: int, test_fraction: float) -> Dat
                             f"(train, val or test) and would be left out; move {names} out of "
                             f"{root}, or rename it to a split")
         classes = sorted({c.name for d in split_dirs.values() for c in _visible(d) if c.is_dir()})
-        splits = {}
-        for name in SPLIT_NAMES:
-            if name in split_dirs:
-                ids, labels = _scan_classes(root, split_dirs[name], classes)
-                splits[name] = Split(*_shuffled(ids, labels, seed))
+        splits = {name: Split(*_scan_classes(root, split_dirs[name], classes))
+                  for name in SPLIT_NAMES if name in split_dirs}
     else:
         classes = [c.name for c in folders]
-        ids, labels = _scan_classes(root, root, classes)
-        splits = _seeded_split(ids, labels, seed, test_fraction, where=str(root),
-                               class_names=tuple(classes))
+        splits = {"": Split(*_scan_classes(root, root, classes))}
     return DataSet(spec=spec, name=source_name(spec), root=str(root.resolve()),
                    class_names=tuple(classes), splits=splits,
                    read_image=lambda i, r=root: read_image_file(r / i))
@@ -203,7 +238,7 @@ def _scan_classes(root: Path, folder: Path, classes: list[str]) -> tuple[np.ndar
     return np.array(ids), np.array(labels, dtype=np.int64)
 
 
-def _csv_list(spec: str, path: Path, seed: int, test_fraction: float) -> DataSet:
+def _csv_list(spec: str, path: Path) -> DataSet:
     if not path.is_file():
         raise UserError(f"{path}: no such CSV file; csv:PATH needs rows path,label[,split]")
     root = path.resolve().parent
@@ -269,11 +304,10 @@ def _csv_list(spec: str, path: Path, seed: int, test_fraction: float) -> DataSet
     labels = np.array([index[label] for _, label, _ in rows], dtype=np.int64)
     if at_split is not None:
         where = np.array([split for _, _, split in rows])
-        splits = {s: Split(*_shuffled(ids[where == s], labels[where == s], seed))
+        splits = {s: Split(ids[where == s], labels[where == s])
                   for s in SPLIT_NAMES if (where == s).any()}
     else:
-        splits = _seeded_split(ids, labels, seed, test_fraction, where=str(path),
-                               class_names=tuple(classes))
+        splits = {"": Split(ids, labels)}
     return DataSet(spec=spec, name=source_name(spec), root=str(root), class_names=tuple(classes),
                    splits=splits, read_image=lambda i, r=root: read_image_file(r / i))
 

@@ -22,11 +22,12 @@ from tqdm import tqdm
 
 from pipeline.cluster import connect, task_threads
 from pipeline.config import ClusterConfig, EmbedConfig
-from pipeline.data import DataSet, open_dataset
+from pipeline.data import DataSet, failure_reason, open_dataset
 from pipeline.encoder import Encoder, load_encoder
 from pipeline.errors import UserError
 from pipeline.lock import exclusive
-from pipeline.store import EmbeddingStore, SplitLayout, absolute_location, store_name
+from pipeline.store import (EmbeddingStore, SplitLayout, absolute_location, encoder_identity,
+                            store_name)
 
 
 class _Images(Dataset):
@@ -41,8 +42,7 @@ class _Images(Dataset):
         try:
             return self.transform(self.ds.read_image(self.ds.splits[split].ids[row])), key, ""
         except Exception as e:  # any decoder failure is a property of the file, recorded not fatal
-            reason = f"{type(e).__name__}: {e}".splitlines()[0][:300]
-            return self.blank, key, reason
+            return self.blank, key, failure_reason(e)
 
 
 def prepare(cfg: EmbedConfig) -> tuple[DataSet, Encoder]:
@@ -54,9 +54,7 @@ def prepare(cfg: EmbedConfig) -> tuple[DataSet, Encoder]:
 
 def store_identity(ds: DataSet, encoder: Encoder) -> dict[str, Any]:
     """What must match for a rerun to continue a store instead of refusing it."""
-    enc = encoder.identity()
-    return {"encoder": {k: enc[k] for k in ("model", "weights_sha256", "preprocessing")},
-            "data_fingerprint": ds.fingerprint}
+    return {"encoder": encoder_identity(encoder.identity()), "data_fingerprint": ds.fingerprint}
 
 
 def embed_store(cfg: EmbedConfig, cluster: ClusterConfig = ClusterConfig(), *,

@@ -240,7 +240,12 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
         """The fitted classifier in a model file (written by :meth:`save` or ``annsnn export``);
         its parameters are the file's configuration. A damaged file is refused naming it
         (:class:`pipeline.errors.UserError`)."""
-        model = read_model(path)
+        return cls.from_model(read_model(path))
+
+    @classmethod
+    def from_model(cls, model: Model) -> "ColanetClassifier":
+        """The fitted classifier holding ``model`` (what a model file holds:
+        :func:`pipeline.model_file.read_model`, :func:`pipeline.model_file.run_model`)."""
         clf = cls(**model.config.to_dict(), passes=model.passes)
         clf.config_, clf.coding_, clf.state_ = model.config, model.coding, model.state
         clf.classes_, clf.n_features_in_ = model.classes, model.n_features

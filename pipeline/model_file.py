@@ -16,7 +16,9 @@ with ``allow_pickle=False``, plus ``meta``, one JSON string; written atomically)
   text), ``passes``, ``next_sample_id`` (training ids so far lie below it: where further learning
   continues), ``feature_names`` (or null) and ``source``: for an exported run the run folder, the
   store, the encoder's record and identity (model, weights and their sha256, preprocessing, data
-  fingerprint) and the evaluation's split and accuracy; for a saved estimator ``{}``.
+  fingerprint), how its features were computed (``embedding``: batch size, torch threads,
+  device and precision; absent in files written before it was recorded) and the evaluation's
+  split and accuracy; for a saved estimator ``{}``.
 
 A file that cannot be read, is not a model file, or whose arrays or metadata do not fit its
 configuration is refused with one line naming it. An existing file is replaced only when asked
@@ -158,8 +160,8 @@ def run_model(run_dir: str | Path) -> Model:
     if marked_kind(run_dir) != "run":
         raise UserError(f"{run_dir}: not a run folder of annsnn; pass the folder train-snn "
                         f"printed (data/runs/NAME)")
-    unfinished = (f"finish it with `annsnn train-snn` with the run's options (it resumes), then "
-                  f"export")
+    unfinished = ("finish it with `annsnn train-snn` with the run's options (it resumes), then "
+                  "use it")
     with shared(run_dir):  # a run in training holds it alone: refused while it learns
         if not (run_dir / "metrics.json").is_file() or not (run_dir / CHECKPOINT).is_file():
             raise UserError(f"{run_dir}: has no finished model (no metrics.json or {CHECKPOINT}: "
@@ -172,8 +174,8 @@ def run_model(run_dir: str | Path) -> Model:
             raise UserError(f"{run_dir}: config.json or metrics.json is unreadable "
                             f"({short_reason(e)}); {unfinished}") from None
         if not store_exists(store_path):
-            raise UserError(f"{run_dir}: its store {store_path} is missing (export checks the "
-                            f"run against it and records its encoder); restore it, then export")
+            raise UserError(f"{run_dir}: its store {store_path} is missing (the run is checked "
+                            f"against it and its encoder read from it); restore it, then use it")
         with shared(store_path):
             store = EmbeddingStore.open(store_path)
             state, progress = load_progress(run_dir / CHECKPOINT, store, config)
@@ -186,6 +188,8 @@ def run_model(run_dir: str | Path) -> Model:
             repeats = presentations(config, class_counts(store, "train"))
             source = {"run": str(run_dir), "store": store.path,
                       "identity": checkpoint_identity(store), "encoder": store.attrs["encoder"],
+                      "embedding": {k: store.attrs.get(k)
+                                    for k in ("batch_size", "threads", "compute")},
                       "eval_split": metrics.get("eval_split"),
                       "snn_accuracy": metrics.get("snn_accuracy"), "n_train": metrics.get("n_train"),
                       **({} if progress.source is None else {"init_from": progress.source})}

@@ -330,8 +330,7 @@ def write_arrays(path: str | Path, splits: dict[str, tuple[np.ndarray, np.ndarra
         h.update(np.asarray(y, dtype=np.int64).tobytes())
     enc = {"weights": "imported", "weights_sha256": "", "preprocessing": {}, "transform": "",
            **encoder, "feature_dim": dims.pop()}
-    identity = {"encoder": {k: enc[k] for k in ("model", "weights_sha256", "preprocessing")},
-                "data_fingerprint": h.hexdigest()}
+    identity = {"encoder": encoder_identity(enc), "data_fingerprint": h.hexdigest()}
     store = EmbeddingStore.open_for_writing(
         path, identity=identity,
         attrs={"dataset": {"spec": source, "name": store_name(path), "root": "",
@@ -446,13 +445,31 @@ def storable_text(values) -> np.ndarray:
                      for v in values], dtype=object).astype(str) if len(values) else np.asarray(values)
 
 
+#: What decides an encoder's features: equal values give equal features (a store's identity).
+ENCODER_IDENTITY = ("model", "weights_sha256", "preprocessing")
+
+
+def encoder_identity(record: dict[str, Any]) -> dict[str, Any]:
+    """The part of an encoder's record (``Encoder.identity()``, a store's ``encoder`` attribute)
+    that decides its features, as JSON stores it (tuples as lists)."""
+    return json.loads(json.dumps({k: record.get(k) for k in ENCODER_IDENTITY}))
+
+
+def encoder_difference(have: dict[str, Any], want: dict[str, Any]) -> tuple[str, str] | None:
+    """None when two encoder records have the same identity, else each one described by its
+    model and the first setting that differs: ``("lite0 (weights_sha256=653246f58bc5)", ...)``."""
+    have, want = encoder_identity(have), encoder_identity(want)
+    for key in ENCODER_IDENTITY:
+        if have[key] != want[key]:
+            return (f"{have['model']} ({key}={_short(have[key])})",
+                    f"{want['model']} ({key}={_short(want[key])})")
+    return None
+
+
 def _describe_mismatch(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
-    old_enc, new_enc = stored.get("encoder", {}), wanted.get("encoder", {})
-    for key in ("model", "weights_sha256", "preprocessing"):
-        if old_enc.get(key) != new_enc.get(key):
-            return (f"holds embeddings from encoder {old_enc.get('model')} "
-                    f"({key}={_short(old_enc.get(key))}) but this run asks for "
-                    f"{new_enc.get('model')} ({key}={_short(new_enc.get(key))})")
+    differ = encoder_difference(stored.get("encoder", {}), wanted.get("encoder", {}))
+    if differ:
+        return f"holds embeddings from encoder {differ[0]} but this run asks for {differ[1]}"
     if stored.get("data_fingerprint") != wanted.get("data_fingerprint"):
         return (f"was written for other data (fingerprint {_short(stored.get('data_fingerprint'))}, "
                 f"now {_short(wanted.get('data_fingerprint'))}: images, labels or split changed)")

@@ -1,4 +1,4 @@
-"""The command line: `annsnn embed|inspect|import|train-snn|tune|report|export ...` (also `python -m stages ...`).
+"""The command line: `annsnn embed|inspect|import|train-snn|tune|report|export|predict ...` (also `python -m stages ...`).
 
 Options and their help are generated from the typed configs (each field's ``Annotated`` text), so a
 config field and its flag never drift apart; a value a config refuses is a one-line error.
@@ -15,8 +15,8 @@ import sys
 import typing
 
 from pipeline.colanet import ColanetConfig
-from pipeline.config import (ClusterConfig, EmbedConfig, ExportConfig, ImportConfig, ReportConfig,
-                             TrainConfig, TuneConfig)
+from pipeline.config import (ClusterConfig, EmbedConfig, ExportConfig, ImportConfig,
+                             PredictConfig, ReportConfig, TrainConfig, TuneConfig)
 from pipeline.errors import UserError
 
 
@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("npz", help="file with X_<split>, y_<split> (train/val/test) and classes")
     command("export", "write a finished run's model to one file (ColanetClassifier.load reads it)",
             (None, ExportConfig))
+    predict = command("predict", "answer images (or a store's features) with a trained model, "
+                                 "as CSV", (None, PredictConfig))
+    predict.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="image files, folders (their images at any depth), "
+                              "imagefolder:PATH, csv:PATH, or a store (its features, no encoder)")
     return parser
 
 
@@ -92,7 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
 #: a ``config(type)`` that builds a typed config from them, and whether --data was given.
 ENTRY_POINTS = {"embed": ("embed", "main"), "inspect": ("inspect", "main"),
                 "import": ("inspect", "main_import"), "train-snn": ("train_snn", "main"),
-                "tune": ("tune", "main"), "report": ("report", "main"), "export": ("export", "main")}
+                "tune": ("tune", "main"), "report": ("report", "main"), "export": ("export", "main"),
+                "predict": ("predict", "main")}
 
 
 def run(args: argparse.Namespace, data_given: bool) -> None:
