@@ -47,7 +47,7 @@ tune: $(STAMP) ## search CoLaNET parameters on a validation split
 
 predict: $(STAMP) ## answer INPUT (images, folders, a store) with RUN's model, CSV on stdout
 	$(if $(INPUT),,$(error give what to predict: make predict INPUT=photo.jpg (RUN=data/runs/NAME)))
-	$(PY) -m stages predict --run $(RUN) $(INPUT) $(ARGS)
+	@$(PY) -m stages predict --run $(RUN) $(INPUT) $(ARGS)
 
 test: $(STAMP) ## the test suite (what CI runs; TEST_WORKERS processes)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)

@@ -11,8 +11,10 @@ baselines, and writes ``config.json``, ``metrics.json`` and plots.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +111,7 @@ class Progress:
     classes: tuple[str, ...] | None = None
     first_id: int = 0
     source: dict[str, Any] | None = None
+    compile_seconds: float = 0.0  # this process's compile (or cache load) of the kernels; not saved
 
     def class_names(self, store: EmbeddingStore) -> list[str]:
         """The model's classes, column by column."""
@@ -122,6 +125,19 @@ class Progress:
 
 
 # --- the two loops ------------------------------------------------------------------------------
+
+def compile_simulator(config: ColanetConfig, coding: Coding, n_features: int) -> float:
+    """Compile the simulator's kernels for this model's types (or load them from Numba's cache)
+    on a throwaway one-neuron network, so that no timed step pays for it; returns the seconds.
+    Numba compiles per argument type, not size: the tiny network compiles what the real one runs."""
+    started = time.perf_counter()
+    tiny = dataclasses.replace(config, m=1, e=1)
+    x = coding.inputs(np.zeros((1, n_features), np.float32))
+    state, ids = init_state(tiny, x.shape[1], 1), np.zeros(1, np.int64)
+    train_chunk(tiny, state, x, np.zeros(1, np.int64), ids, coding.sat)
+    infer_chunk(tiny, state, x, ids, coding.sat)
+    return time.perf_counter() - started
+
 
 def new_model(store: EmbeddingStore, config: ColanetConfig, *, stop: int | None = None
               ) -> tuple[ColanetState, Progress]:
@@ -437,6 +453,12 @@ def train_from(store: EmbeddingStore, config: ColanetConfig, run_cfg: TrainConfi
     n_usable = int(store.finished_rows("train").sum())
     n_rows = store.split("train")["features"].shape[0]
     learned_now, since_checkpoint = 0, 0
+    progress.compile_seconds = compile_simulator(config, progress.coding,
+                                                 store.attrs["encoder"]["feature_dim"])
+    if progress.compile_seconds > 2.0:  # a first run on this machine: say where the time went
+        print(f"train-snn: compiled the simulator in {progress.compile_seconds:.1f} s (once per "
+              f"machine and model type: later runs load it from Numba's cache; not training "
+              f"time)", file=sys.stderr)
 
     last_save = [0.0]
 
@@ -558,7 +580,8 @@ def train_run(store_path: str, config: ColanetConfig, run_cfg: TrainConfig,
 def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
                   run_cfg: TrainConfig, cluster: ClusterConfig, state: ColanetState,
                   progress: Progress, run_dir: Path) -> dict[str, Any]:
-    seconds = {"train": round(progress.train_seconds, 3)}
+    seconds = {"train": round(progress.train_seconds, 3),
+               "compile": round(progress.compile_seconds, 3)}
     started = time.perf_counter()
     with connect(cluster, stores=(store.path,)) as client:
         pred, y_test = evaluate(store, eval_split, config, state, progress.coding, client)

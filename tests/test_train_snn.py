@@ -39,6 +39,7 @@ def test_trains_evaluates_and_writes_the_run_folder(tmp_path):
                 "per_class_accuracy", "n_train", "n_test", "seconds"):
         assert key in saved
     assert m["n_train"] == 120 and m["n_test"] == 60
+    assert set(m["seconds"]) >= {"train", "compile", "snn_eval"}  # compiling is not training
     assert m["snn_accuracy"] >= 0.9 and m["probe_accuracy"] >= 0.95
     assert json.loads((run / "config.json").read_text())["colanet"]["m"] == 3
 
@@ -134,7 +135,9 @@ def test_signal_checkpoints_then_stops_and_rerun_resumes_exactly(tmp_path, monke
 
     def signalling_train_chunk(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:  # a signal arrives while the third stretch is being learned
+        # Call 1 compiles the simulator (compile_simulator); a signal arrives while the third
+        # stretch is being learned.
+        if calls["n"] == 4:
             os.kill(os.getpid(), signum)
         return real(*args, **kwargs)
 
