@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -102,6 +103,10 @@ def _embed(cfg: EmbedConfig, path: str, ds: DataSet, encoder: Encoder, client,
         redo = ~store.done_chunks(s)
         redo[list(damaged)] = True
         todo += [(s, int(c)) for c in np.flatnonzero(redo)]
+    n_chunks = sum(len(store.done_chunks(s)) for s in store.splits)
+    if todo and len(todo) < n_chunks:  # an interrupted run (or damage): say what is kept
+        print(f"{path}: resuming: {n_chunks - len(todo)} of {n_chunks} chunks done, "
+              f"embedding the other {len(todo)}", file=sys.stderr)
     if stop_after_chunks is not None:
         todo = todo[:stop_after_chunks]
     n_images = sum(rows.stop - rows.start for rows in (store.chunk_slice(s, c) for s, c in todo))
@@ -127,7 +132,7 @@ def _embed(cfg: EmbedConfig, path: str, ds: DataSet, encoder: Encoder, client,
     summary = {"store": path, "images": n_images, "seconds": round(seconds, 3),
                "images_per_s": round(n_images / seconds, 2) if seconds > 0 and n_images else 0.0,
                "failures": len(failures), "failed": failures[:100],
-               "complete": store.is_complete()}
+               "complete": store.is_complete(), "already_complete": not todo}
     store.record_run(summary)
     return summary
 

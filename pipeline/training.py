@@ -412,6 +412,12 @@ def start_or_resume(store: EmbeddingStore, config: ColanetConfig, run_cfg: Train
         ckpt.unlink(missing_ok=True)
     resumed = load_progress(ckpt, store, config)
     if resumed is not None:
+        done, n_rows = resumed[1], store.split("train")["features"].shape[0]
+        if done.cursor >= n_rows and done.pass_index + 1 >= run_cfg.passes:
+            print(f"train-snn: {run_dir} is trained; evaluating it again", file=sys.stderr)
+        else:
+            print(f"train-snn: resuming {run_dir} at train row {done.cursor:,} of {n_rows:,} "
+                  f"(pass {done.pass_index + 1} of {run_cfg.passes})", file=sys.stderr)
         if run_cfg.init_from is not None and not same_source(resumed[1].source, run_cfg.init_from):
             started = (resumed[1].source or {}).get("run")
             raise UserError(f"{ckpt}: this run was started "

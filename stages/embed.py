@@ -14,6 +14,10 @@ def main(args, config, data_given: bool) -> None:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+    if summary.get("already_complete"):
+        print(f"store {summary['store']} is already complete: nothing to embed "
+              f"(`annsnn inspect --store {summary['store']}` shows what it holds)")
+        return
     state = "complete" if summary["complete"] else "incomplete (rerun to continue)"
     print(f"embedded {summary['images']} images in {summary['seconds']:.1f} s "
           f"({summary['images_per_s']:.1f} images/s), {summary['failures']} failures; "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -187,3 +188,17 @@ def test_version_is_the_installed_package_version(capsys):
 
     code, out = run_cli(["--version"], capsys)
     assert code == 0 and out.strip() == f"annsnn {version('annsnn')}"
+
+
+def test_embed_says_a_finished_store_is_already_complete_and_where_it_resumes(tmp_path, capsys):
+    out = tmp_path / "d.zarr"
+    argv = ["embed", "--data", "digits", "--limit", "40", "--image-size", "32", "--chunk-size",
+            "8", "--out", out]
+    embed_store(EmbedConfig(data="digits", limit=40, image_size=32, chunk_size=8, out=str(out)),
+                stop_after_chunks=2)
+    capsys.readouterr()
+    code, text = run_cli(argv, capsys)
+    done = re.search(r"resuming: 2 of (\d+) chunks done, embedding the other (\d+)", text)
+    assert code == 0 and done and int(done[1]) - 2 == int(done[2]), text
+    code, text = run_cli(argv, capsys)
+    assert code == 0 and "already complete: nothing to embed" in text, text

@@ -458,3 +458,16 @@ def test_balanced_order_resumes_to_the_uninterrupted_weights(tmp_path):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert resumed["snn_accuracy"] == whole["snn_accuracy"]
     assert len(a["online_correct"]) > 120  # samples of the smaller classes were shown again
+
+
+def test_a_resumed_run_says_where_it_resumes_and_a_trained_one_that_it_is_evaluated(tmp_path,
+                                                                                        capsys):
+    store = separable_store(tmp_path / "s.zarr")
+    cfg = TrainConfig(runs_dir=str(tmp_path / "runs"), run="r", checkpoint_every=25)
+    assert run_train_snn(EmbedConfig(out=store.path), cfg, SMALL, stop_after_samples=40) is None
+    capsys.readouterr()
+    run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
+    err = capsys.readouterr().err
+    assert "resuming" in err and "at train row 57 of 120 (pass 1 of 1)" in err
+    run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
+    assert "is trained; evaluating it again" in capsys.readouterr().err
