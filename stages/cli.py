@@ -20,9 +20,10 @@ from pipeline.config import (ClusterConfig, EmbedConfig, ExportConfig, ImportCon
 from pipeline.errors import UserError
 
 
-def add_config_options(parser, config_type: type) -> None:
+def add_config_options(parser, config_type: type, omit: frozenset = frozenset()) -> None:
+    """One option per field of ``config_type`` but those in ``omit`` (they keep their defaults)."""
     hints = typing.get_type_hints(config_type, include_extras=True)
-    for f in dataclasses.fields(config_type):
+    for f in (f for f in dataclasses.fields(config_type) if f.name not in omit):
         flag, hint = "--" + f.name.replace("_", "-"), hints[f.name]
         kind, text = (hint.__origin__, hint.__metadata__[0]) if hasattr(hint, "__metadata__") else (hint, "")
         if kind is bool:
@@ -40,7 +41,8 @@ def config_from_args(args: argparse.Namespace, config_type: type):
     """The typed config of the parsed options; a value it refuses becomes a one-line error, before
     anything runs."""
     try:
-        return config_type(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_type)})
+        return config_type(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_type)
+                              if hasattr(args, f.name)})  # an option not offered: its default
     except ValueError as e:  # "ColanetConfig.tau=nan: why" is said as the option: "--tau nan: why"
         raise UserError(re.sub(r"^\w+\.(\w+)=('?)(.*?)\2: ",
                                lambda m: f"--{m[1].replace('_', '-')} {m[3]}: ", str(e))) from None
@@ -54,14 +56,16 @@ def _version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="annsnn", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="annsnn", description=__doc__.splitlines()[0],
+                                     allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"annsnn {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, text: str, *groups: tuple[str | None, type]):
-        p = sub.add_parser(name, help=text)
-        for title, config_type in groups:
-            add_config_options(p.add_argument_group(title) if title else p, config_type)
+    def command(name: str, text: str, *groups: tuple):  # (title, config type[, fields left out])
+        p = sub.add_parser(name, help=text, allow_abbrev=False)  # --run is not --runs-dir
+        for title, config_type, *omit in groups:
+            add_config_options(p.add_argument_group(title) if title else p, config_type,
+                               frozenset(*omit))
         return p
 
     command("embed", "stage one: cache encoder embeddings in a Zarr store", (None, EmbedConfig),
@@ -78,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (snn, tune):
         p.set_defaults(data=None)  # None: not given (a missing --out store is then an error)
     report = command("report", "CoLaNET, linear probe and NCM on several stores, one table",
-                     ("run", TrainConfig), ("CoLaNET", ColanetConfig), ("table", ReportConfig))
+                     ("run", TrainConfig, {"run", "skip_baselines", "init_from"}),
+                     ("CoLaNET", ColanetConfig), ("table", ReportConfig))
     report.add_argument("stores", nargs="+", help="store paths")
     imp = command("import", "make a store from an .npz of embeddings made elsewhere",
                   (None, ImportConfig))

@@ -27,10 +27,7 @@ def run_name(store: str | Path, config: ColanetConfig) -> str:
 
 
 def main(args, config, data_given: bool) -> None:
-    run_cfg = config(TrainConfig)
-    if run_cfg.skip_baselines or run_cfg.run or run_cfg.init_from:
-        raise UserError("report always runs the baselines and trains its own runs afresh; "
-                        "leave out --skip-baselines, --run and --init-from")
+    run_cfg = config(TrainConfig)  # no --run, --skip-baselines, --init-from: its own fresh runs
     per_class = config(ReportConfig).per_class  # refused before anything runs
     print_report(run_report(args.stores, run_cfg, config(ColanetConfig)), per_class)
 

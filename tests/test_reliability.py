@@ -384,6 +384,8 @@ BAD_OPTIONS = [
     (["tune", "--numba-threads", "-1"], r"--numba-threads -1"),
     (["tune", "--search-seed", "-4"], r"--search-seed -4"),
     (["report", "x.zarr", "--per-class", "-1"], r"--per-class -1: must be 0 or more"),
+    # report names its own runs: no --run (nor read as an abbreviation of --runs-dir)
+    (["report", "x.zarr", "--run", "r"], r"unrecognized arguments: --run r"),
     (["import", "x.npz", "--chunk-size", "0"], r"--chunk-size 0"),
     (["import", "x.npz", "--split-seed", "-1"], r"--split-seed -1"),
 ]
