@@ -95,7 +95,7 @@ def _embed(cfg: EmbedConfig, path: str, ds: DataSet, encoder: Encoder, client,
     threads = int(store.attrs.get("threads", threads))
     require_same_compute(store, encoder, "this run")
 
-    todo = []
+    todo, n_chunks = [], 0
     for s in store.splits:
         damaged = store.chunk_problems(s, decode=cfg.verify)  # finished on paper, not on disk
         for c, why in sorted(damaged.items()):
@@ -103,7 +103,7 @@ def _embed(cfg: EmbedConfig, path: str, ds: DataSet, encoder: Encoder, client,
         redo = ~store.done_chunks(s)
         redo[list(damaged)] = True
         todo += [(s, int(c)) for c in np.flatnonzero(redo)]
-    n_chunks = sum(len(store.done_chunks(s)) for s in store.splits)
+        n_chunks += len(redo)
     if todo and len(todo) < n_chunks:  # an interrupted run (or damage): say what is kept
         print(f"{path}: resuming: {n_chunks - len(todo)} of {n_chunks} chunks done, "
               f"embedding the other {len(todo)}", file=sys.stderr)
