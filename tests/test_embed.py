@@ -190,6 +190,18 @@ def test_version_is_the_installed_package_version(capsys):
     assert code == 0 and out.strip() == f"annsnn {version('annsnn')}"
 
 
+def test_a_python_without_the_packages_gets_one_line_saying_what_to_run():
+    """`python -m stages` with a Python that lacks annsnn's packages (here: ours without its
+    site-packages, as the system python3 is on a fresh machine) is told to make the venv."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-S", "-m", "stages", "--version"], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert re.fullmatch(r"annsnn: this Python \(.+\) lacks numpy, numba, .*: run `make install`.*\n",
+                        done.stderr), done.stderr
+
+
 def test_embed_says_a_finished_store_is_already_complete_and_where_it_resumes(tmp_path, capsys):
     out = tmp_path / "d.zarr"
     argv = ["embed", "--data", "digits", "--limit", "40", "--image-size", "32", "--chunk-size",
