@@ -480,6 +480,27 @@ def test_timely_unforced_answer_consolidates(impl):
 
 
 @pytest.mark.parametrize("impl", [cn, ref])
+def test_a_copy_sitting_a_sample_out_neither_learns_nor_votes(impl):
+    """copy_share < 1 (bagging): each copy sits out its own seeded draw of the training samples,
+    about the share asked; a sample sat out leaves that copy's whole state as it was."""
+    p, x = _quiet_setup(forcing="all", e=4, copy_share=0.5, seed=1)
+    out = np.array([[ref.sitting_out(p.seed, p.e, i, p.copy_share)[e] for e in range(p.e)]
+                    for i in range(400)])
+    assert 0.4 < out.mean() < 0.6 and len({tuple(c) for c in out.T}) == p.e  # copies differ
+    sample = int(np.flatnonzero(out[:, 1] & ~out[:, 0])[0])  # copy 0 learns it, copy 1 does not
+    st = cn.init_state(p, 8, 3)
+    before = st.copy()
+    votes, st, rec = impl.train_chunk(p, st, x, [1], [sample], 1.0, record=True)
+    assert rec[0, :, 1, :].sum() == 0 and votes[0, 1].sum() == 0
+    for name in cn.STATE_ARRAYS:
+        if cn.AXES[cn.STATE_ARRAYS[name].axes][0] == "E":
+            np.testing.assert_array_equal(getattr(st, name)[1], getattr(before, name)[1], name)
+    assert rec[0, :, 0, :].sum() > 0 and not np.array_equal(st.r[0], before.r[0])
+    # copy_share 1 (the default): nobody ever sits out
+    assert not ref.sitting_out(0, 4, 7, 1.0).any()
+
+
+@pytest.mark.parametrize("impl", [cn, ref])
 def test_column_blocking(impl):
     """Neurons A (w 1.7) and B (w 1.45) of column 0 both cross threshold at
     tick 1; A, more depolarised, fires and blocks the column: B's input is
