@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import importlib
 import importlib.metadata
+import os
 import re
 import sys
 import typing
@@ -113,8 +114,23 @@ def run(args: argparse.Namespace, data_given: bool) -> None:
     entry(args, lambda config_type: config_from_args(args, config_type), data_given)
 
 
+def expand_home(value):
+    """A leading ``~`` of a path option (also after ``imagefolder:``/``csv:``) as the shell would
+    have expanded it: it does not in ``--out=~/x``, in ``ARGS="--out ~/x"`` or in a script."""
+    if isinstance(value, list):
+        return [expand_home(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    kind, sep, rest = value.partition(":")
+    if sep and kind in ("imagefolder", "csv") and rest.startswith("~"):
+        return f"{kind}:{os.path.expanduser(rest)}"
+    return os.path.expanduser(value) if value.startswith("~") else value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for name, value in vars(args).items():
+        setattr(args, name, expand_home(value))
     data_given = getattr(args, "data", None) is not None
     if hasattr(args, "data") and args.data is None:
         args.data = EmbedConfig.data
