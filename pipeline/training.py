@@ -6,7 +6,7 @@ the benchmarks and the scikit-learn estimator (:mod:`pipeline.estimator`) all go
 store, claims the run folder, resumes from the checkpoint (the whole resumable state: resources,
 neuron state, counters, cursor, the resolved model configuration), learns, checkpoints every
 ``checkpoint_every`` samples and on SIGINT/SIGTERM, evaluates with plasticity frozen beside the
-baselines, and writes ``config.json``, ``metrics.json`` and plots.
+baselines, and writes ``config.json``, ``metrics.json``, plots and ``report.html``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pipeline.checkpoint import (check_arrays, load_checkpoint, remove_stale_tem
 from pipeline.cluster import connect
 from pipeline.colanet import (ColanetConfig, ColanetState, checkpoint_arrays, checkpoint_schema,
                               infer_chunk, init_state, readout, state_from_checkpoint, train_chunk)
+from pipeline.html_report import write_html_report
 from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.lock import exclusive, shared
@@ -627,7 +628,9 @@ def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
     metrics["per_class"] = per_class_table(classes, train_count, y_test, predictions)
     metrics["seconds"] = seconds
     _plot(run_dir, store, eval_split, config, state, progress, snn, metrics["per_class"], columns)
-    return write_metrics(run_dir, metrics)
+    written = write_metrics(run_dir, metrics)
+    write_html_report(run_dir)  # last: it is made from the files written above
+    return written
 
 
 def class_input_rates(batches: Iterable[Batch], coding: Coding, n_classes: int) -> np.ndarray:
