@@ -204,7 +204,8 @@ def raster_columns(spikes: np.ndarray, labels: np.ndarray, answers: np.ndarray,
     per_column = spikes.reshape(-1, n_classes, neurons_per_class).sum(axis=(0, 2))
     busiest = np.lexsort((np.arange(n_classes), -per_column))
     chosen = list(dict.fromkeys(wanted))[:limit]
-    chosen += [int(c) for c in busiest if c not in chosen and per_column[c] > 0][:limit - len(chosen)]
+    busy = [int(c) for c in busiest if c not in chosen and per_column[c] > 0]
+    chosen += busy[:limit - len(chosen)]
     return np.array(sorted(chosen), dtype=np.int64)
 
 
@@ -300,9 +301,8 @@ def class_prototypes(weights: np.ndarray, class_rates: np.ndarray, class_names: 
         limit = limit or 1.0
         im = ax.imshow(values, aspect="auto", cmap="coolwarm", vmin=-limit, vmax=limit,
                        interpolation="nearest")
-        ax.set(xlabel=f"input ({len(features)} of {d}" + (")" if len(features) == d else
-                                                           ", those differing most between classes)"),
-               title=title)
+        which = "" if len(features) == d else ", those differing most between classes"
+        ax.set(xlabel=f"input ({len(features)} of {d}{which})", title=title)
         ax.title.set_fontsize(9)
         ticks = np.unique(np.linspace(0, len(features) - 1, 8).round().astype(np.int64))
         ax.set_xticks(ticks, [str(f) for f in features[ticks]], fontsize=7)  # the input's index

@@ -636,7 +636,8 @@ def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
 def class_input_rates(batches: Iterable[Batch], coding: Coding, n_classes: int) -> np.ndarray:
     """Each class's mean input spike rate ``d = clip(v / sat, 0, 1)`` over the rows of
     ``batches`` (labels: columns), float64 (C, inputs), summed a stretch at a time; NaN rows for
-    a class without rows. What a class's prototype is drawn against (:func:`plots.class_prototypes`)."""
+    a class without rows. What a class's prototype is drawn against
+    (:func:`pipeline.plots.class_prototypes`)."""
     sums, counts = None, np.zeros(n_classes, np.int64)
     for batch in batches:
         rates = np.clip(coding.inputs(batch.features).astype(np.float64) / coding.sat, 0.0, 1.0)
