@@ -6,7 +6,7 @@ the benchmarks and the scikit-learn estimator (:mod:`pipeline.estimator`) all go
 store, claims the run folder, resumes from the checkpoint (the whole resumable state: resources,
 neuron state, counters, cursor, the resolved model configuration), learns, checkpoints every
 ``checkpoint_every`` samples and on SIGINT/SIGTERM, evaluates with plasticity frozen beside the
-baselines, and writes ``config.json``, ``metrics.json`` and plots.
+baselines, and writes ``config.json``, ``metrics.json``, plots and ``report.html``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from pipeline.checkpoint import (check_arrays, load_checkpoint, remove_stale_tem
 from pipeline.cluster import connect
 from pipeline.colanet import (ColanetConfig, ColanetState, checkpoint_arrays, checkpoint_schema,
                               infer_chunk, init_state, readout, state_from_checkpoint, train_chunk)
+from pipeline.html_report import write_html_report
 from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.lock import exclusive, shared
@@ -627,7 +628,31 @@ def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
     metrics["per_class"] = per_class_table(classes, train_count, y_test, predictions)
     metrics["seconds"] = seconds
     _plot(run_dir, store, eval_split, config, state, progress, snn, metrics["per_class"], columns)
-    return write_metrics(run_dir, metrics)
+    written = write_metrics(run_dir, metrics)
+    write_html_report(run_dir)  # last: it is made from the files written above
+    return written
+
+
+def class_input_rates(batches: Iterable[Batch], coding: Coding, n_classes: int) -> np.ndarray:
+    """Each class's mean input spike rate ``d = clip(v / sat, 0, 1)`` over the rows of
+    ``batches`` (labels: columns), float64 (C, inputs), summed a stretch at a time; NaN rows for
+    a class without rows. What a class's prototype is drawn against
+    (:func:`pipeline.plots.class_prototypes`)."""
+    sums, counts = None, np.zeros(n_classes, np.int64)
+    for batch in batches:
+        rates = np.clip(coding.inputs(batch.features).astype(np.float64) / coding.sat, 0.0, 1.0)
+        rows = np.zeros((len(batch.labels), n_classes))
+        rows[np.arange(len(batch.labels)), batch.labels] = 1.0
+        part = rows.T @ rates
+        sums = part if sums is None else sums + part
+        counts += np.bincount(batch.labels, minlength=n_classes)
+    if sums is None:
+        raise ValueError("class_input_rates: no rows")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts[:, None] > 0, sums / counts[:, None], np.nan)
+
+
+RASTER_SAMPLES = 6  # samples of the evaluation split in spike_raster.png
 
 
 def _plot(run_dir: Path, store: EmbeddingStore, split: str, config: ColanetConfig,
@@ -638,9 +663,15 @@ def _plot(run_dir: Path, store: EmbeddingStore, split: str, config: ColanetConfi
                            pass_length=len(progress.online_correct) // (progress.pass_index + 1))
     plots.confusion_matrix(np.asarray(snn["confusion"]), classes, run_dir / "confusion.png", split)
     plots.per_class_recall(per_class, run_dir / "per_class_recall.png", split)
-    first = next(iter_batches(store, split, max_rows=6))
-    _, spikes = vote(config, state, progress.coding, first.features, first.sample_id, record=True)
-    plots.spike_raster(spikes[:, :, 0, :], columns[first.labels], config.m,
-                       run_dir / "spike_raster.png")
-    neurons = [c * config.m for c in range(min(len(classes), 8))]
-    plots.neuron_weights(state.w[0], neurons, config.m, run_dir / "weights.png")
+    # The raster: samples of as many classes as the first stretch with usable rows offers (the
+    # split has one: check_split).
+    first = next(b for b in iter_batches(store, split) if len(b.labels))
+    shown = plots.raster_samples(first.labels, RASTER_SAMPLES)
+    votes, spikes = vote(config, state, progress.coding, first.features[shown],
+                         first.sample_id[shown], record=True)
+    answers, _ = readout(votes)
+    plots.spike_raster(spikes[:, :, 0, :], columns[first.labels[shown]], answers, classes,
+                       config.m, run_dir / "spike_raster.png")
+    rates = class_input_rates(as_columns(iter_batches(store, "train"), columns), progress.coding,
+                              len(classes))
+    plots.class_prototypes(state.w, rates, classes, config.m, run_dir / "weights.png")
