@@ -38,7 +38,8 @@ from pipeline.lock import exclusive, shared
 from pipeline.metrics import (classification_metrics, per_class_table, top_k_accuracy,
                               write_metrics)
 from pipeline.outputs import check_name, claim_folder
-from pipeline.store import EmbeddingStore, absolute_location, store_exists, store_name
+from pipeline.runs import run_name
+from pipeline.store import EmbeddingStore, absolute_location, store_exists
 from pipeline.streaming import (Batch, check_split, class_counts, coding_levels, feature_means,
                                 iter_batches, read_rows, require_complete)
 
@@ -569,7 +570,7 @@ def train_run(store_path: str, config: ColanetConfig, run_cfg: TrainConfig,
         store.split(eval_split)  # refuse an unknown split before training, not after
         check_split(store, "train", needs_positive=True)
         check_split(store, eval_split)
-        run_dir = Path(run_cfg.runs_dir) / (run_cfg.run or store_name(store_path))
+        run_dir = Path(run_cfg.runs_dir) / (run_cfg.run or run_name(store_path, config))
         source = None
         if run_cfg.init_from is not None:
             from pipeline.incremental import check_run_folder, start_from  # they import this module

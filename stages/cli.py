@@ -1,4 +1,4 @@
-"""The command line: `annsnn embed|inspect|import|train-snn|tune|report|export|predict ...` (also `python -m stages ...`).
+"""The command line: `annsnn embed|inspect|import|train-snn|tune|report|compare|export|predict ...` (also `python -m stages ...`).
 
 Options and their help are generated from the typed configs (each field's ``Annotated`` text), so a
 config field and its flag never drift apart; a value a config refuses is a one-line error.
@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", metavar="INPUT",
                          help="image files, folders (their images at any depth), "
                               "imagefolder:PATH, csv:PATH, or a store (its features, no encoder)")
+    compare = command("compare", "finished runs side by side: the options that differ and "
+                                 "their accuracy")
+    compare.add_argument("runs", nargs="+", metavar="RUN",
+                         help="run folders (data/runs/NAME: what train-snn printed)")
     return parser
 
 
@@ -103,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 ENTRY_POINTS = {"embed": ("embed", "main"), "inspect": ("inspect", "main"),
                 "import": ("inspect", "main_import"), "train-snn": ("train_snn", "main"),
                 "tune": ("tune", "main"), "report": ("report", "main"), "export": ("export", "main"),
-                "predict": ("predict", "main")}
+                "predict": ("predict", "main"), "compare": ("compare", "main")}
 
 
 def run(args: argparse.Namespace, data_given: bool) -> None:

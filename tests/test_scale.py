@@ -134,7 +134,7 @@ def test_store_on_a_memory_fsspec_url_embeds_trains_and_matches_local(tmp_path):
     metrics = run_train_snn(EmbedConfig(out=url), TrainConfig(runs_dir=str(tmp_path / "runs"),
                                                               skip_baselines=True),
                             ColanetConfig(m=2, e=1))
-    assert metrics["store"] == url and metrics["run_dir"].endswith("digits")
+    assert metrics["store"] == url and metrics["run_dir"].endswith("digits-m2-e1")
     with pytest.raises(UserError, match="memory:// store lives inside one process"):
         embed_store(EmbedConfig(**{**cfg.to_dict(), "out": "memory://annsnn-test/other.zarr"}),
                   ClusterConfig(cluster="local:1"))
