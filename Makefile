@@ -40,7 +40,7 @@ embed: $(STAMP) ## stage one: embed DATA with MODEL into a Zarr store (ARGS: mor
 	$(PY) -m stages embed $(EMBED_ARGS) $(ARGS)
 
 inspect: $(STAMP) ## print what the store of DATA and MODEL holds
-	$(PY) -m stages inspect $(EMBED_ARGS) $(ARGS)
+	$(PY) -m stages inspect --data $(DATA) --model $(MODEL) $(ARGS)
 
 train-snn: $(STAMP) ## stage two: train and evaluate CoLaNET on that store
 	$(PY) -m stages train-snn $(EMBED_ARGS) $(ARGS)

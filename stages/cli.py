@@ -15,8 +15,8 @@ import sys
 import typing
 
 from pipeline.colanet import ColanetConfig
-from pipeline.config import (ClusterConfig, EmbedConfig, ExportConfig, ImportConfig,
-                             PredictConfig, ReportConfig, TrainConfig, TuneConfig)
+from pipeline.config import (STORE_FIELDS, ClusterConfig, EmbedConfig, ExportConfig, ImportConfig,
+                             InspectConfig, PredictConfig, ReportConfig, TrainConfig, TuneConfig)
 from pipeline.errors import UserError
 
 
@@ -27,13 +27,15 @@ def add_config_options(parser, config_type: type, omit: frozenset = frozenset())
         flag, hint = "--" + f.name.replace("_", "-"), hints[f.name]
         kind, text = (hint.__origin__, hint.__metadata__[0]) if hasattr(hint, "__metadata__") else (hint, "")
         if kind is bool:
-            parser.add_argument(flag, action="store_true", help=text)
+            parser.add_argument(flag, action="store_true", help=text + " (default: off)")
             continue
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
         if f.default is dataclasses.MISSING:  # a field without a default is a required option
-            parser.add_argument(flag, type=base, required=True, help=text)
+            parser.add_argument(flag, type=base, required=True, help=text + " (required)")
             continue
-        shown = "" if f.default is None or "default:" in text else f" (default: {f.default})"
+        # The default is shown once: the field's own words where its text says it (a None
+        # default means something: "the model's own", "every image"), else its value.
+        shown = "" if "default:" in text else f" (default: {f.default})"
         parser.add_argument(flag, type=base, default=f.default, help=text + shown)
 
 
@@ -70,9 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("embed", "stage one: cache encoder embeddings in a Zarr store", (None, EmbedConfig),
             ("cluster (default: this process)", ClusterConfig))
-    inspect = command("inspect", "print what a store holds", (None, EmbedConfig))
-    inspect.add_argument("--store", help="store path (default: the one `embed` with the same "
-                                         "--data/--model writes)")
+    command("inspect", "print what a store holds", (None, InspectConfig),
+            ("the store embed writes", EmbedConfig,
+             {f.name for f in dataclasses.fields(EmbedConfig)} - STORE_FIELDS))
     snn = command("train-snn", "stage two: train and evaluate CoLaNET on a store", (None, EmbedConfig),
                   ("run", TrainConfig), ("cluster for embedding and evaluation", ClusterConfig),
                   ("CoLaNET (see docs/accuracy.md and the spec)", ColanetConfig))
