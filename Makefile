@@ -53,7 +53,7 @@ predict: $(STAMP) ## answer INPUT (images, folders, a store) with RUN's model, C
 	@$(PY) -m stages predict --run $(RUN) $(INPUT) $(ARGS)
 
 compare: $(STAMP) ## finished runs side by side (RUNS: their folders; default: every run)
-	$(if $(strip $(RUNS)),,$(error no run folders: train one first (make train-snn), or give RUNS=data/runs/NAME))
+	$(if $(strip $(RUNS)),,$(error no run folders: train one (make train-snn) or give RUNS=...))
 	@$(PY) -m stages compare $(RUNS) $(ARGS)
 
 test: $(STAMP) ## the test suite (what CI runs; TEST_WORKERS processes)

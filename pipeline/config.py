@@ -41,7 +41,8 @@ class EmbedConfig:
               "square input size (default: the model's own, from timm's data config)"] = None
     out: Annotated[str | None,
               "store path or fsspec URL (default: EMBEDDINGS_DIR/<data>-<model>.zarr)"] = None
-    embeddings_dir: Annotated[str, "folder of the stores when --out is not given"] = "data/embeddings"
+    embeddings_dir: Annotated[str,
+              "folder of the stores when --out is not given"] = "data/embeddings"
     split_seed: Annotated[int, "seed of the split and the sample order"] = 0
     test_fraction: Annotated[float, "test share for sources without split folders"] = 0.25
     limit: Annotated[int | None,
@@ -115,7 +116,8 @@ class ImportConfig:
 
     model: Annotated[str, "encoder that made the features (recorded in the store)"] = "unknown"
     out: Annotated[str | None, "store path (default: EMBEDDINGS_DIR/<file stem>.zarr)"] = None
-    embeddings_dir: Annotated[str, "folder of the stores when --out is not given"] = "data/embeddings"
+    embeddings_dir: Annotated[str,
+              "folder of the stores when --out is not given"] = "data/embeddings"
     split_seed: Annotated[int, "seed of the stored row order"] = 0
     chunk_size: Annotated[int, "rows per chunk"] = 256
     overwrite: Annotated[bool, "replace a store of ours written from other arrays"] = False
@@ -266,8 +268,8 @@ class ClusterConfig:
     scheduler: Annotated[str | None,
               "address of a running dask scheduler, e.g. tcp://HOST:8786 (default: none)"] = None
     cluster: Annotated[str | None,
-              "local:N: start a LocalCluster of N worker processes for this run (default: none; "
-              "see the group's title)"] = None
+              "local:N: start a LocalCluster of N worker processes for this run (default: none: "
+              "this process; tune: local:2)"] = None
 
     def __post_init__(self):
         if self.cluster is not None:

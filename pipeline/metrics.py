@@ -51,7 +51,9 @@ def f1_score(precision: float | None, recall: float | None) -> float | None:
     either is None (never predicted, or no samples), 0.0 when both are 0."""
     if precision is None or recall is None:
         return None
-    return 0.0 if precision + recall == 0 else round(2 * precision * recall / (precision + recall), 6)
+    if precision + recall == 0:
+        return 0.0
+    return round(2 * precision * recall / (precision + recall), 6)
 
 
 def top_k_accuracy(y_true: np.ndarray, ranked: np.ndarray) -> float:

@@ -109,8 +109,8 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir)
     hint = "pass run folders (data/runs/NAME: what train-snn printed)"
     if not path.is_dir():
-        raise UserError(f"{run_dir}: {'a file, not a folder' if path.exists() else 'no such folder'}"
-                        f"; {hint}")
+        what = "a file, not a folder" if path.exists() else "no such folder"
+        raise UserError(f"{run_dir}: {what}; {hint}")
     if marked_kind(path) != "run":
         raise UserError(f"{run_dir}: not a run folder of annsnn; {hint}")
     with shared(path):

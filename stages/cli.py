@@ -1,7 +1,8 @@
-"""The command line: `annsnn embed|inspect|import|train-snn|tune|report|compare|export|predict ...` (also `python -m stages ...`).
+"""The command line: `annsnn embed|inspect|import|train-snn|tune|report|compare|export|predict ...`.
 
-Options and their help are generated from the typed configs (each field's ``Annotated`` text), so a
-config field and its flag never drift apart; a value a config refuses is a one-line error.
+Also `python -m stages ...`. Options and their help are generated from the typed configs (each
+field's ``Annotated`` text), so a config field and its flag never drift apart; a value a config
+refuses is a one-line error.
 """
 
 from __future__ import annotations

@@ -7,4 +7,5 @@ from pipeline.tables import format_table
 
 
 def main(args, config, data_given: bool) -> None:
-    print("\n".join(format_table(*comparison([read_run(r) for r in without_lock_files(args.runs)]), left=2)))
+    runs = [read_run(r) for r in without_lock_files(args.runs)]
+    print("\n".join(format_table(*comparison(runs), left=2)))

@@ -116,7 +116,8 @@ def test_compare_refuses_what_is_not_a_finished_run(two_runs, tmp_path, capsys):
     assert_refused(["compare", a["run_dir"], str(tmp_path / "nothing")], capsys,
                    "nothing: no such folder", "data/runs/NAME")
     (tmp_path / "file.txt").write_text("mine")
-    assert_refused(["compare", str(tmp_path / "file.txt")], capsys, "file.txt: a file, not a folder")
+    assert_refused(["compare", str(tmp_path / "file.txt")], capsys,
+                   "file.txt: a file, not a folder")
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("mine")
     assert_refused(["compare", str(tmp_path / "mine")], capsys, "not a run folder of annsnn")

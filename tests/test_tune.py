@@ -116,4 +116,4 @@ def test_the_base_parameters_are_scored_beside_the_trials_once(tmp_path, schedul
     assert len(table) == 1 + 1 + 3 and table[1].split()[0] == "base"
     assert [t.split()[0] for t in table[2:]] == [str(r["number"]) for r in more.rows[:3]]
     assert len({len(t) for t in table}) == 1  # every column right-aligned: lines end together
-    assert table[0].split()[7:] == list(SEARCH_SPACE)  # after "#", "score", "val acc", "no ans", "s"
+    assert table[0].split()[7:] == list(SEARCH_SPACE)  # after: # score val acc no ans s
