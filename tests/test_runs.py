@@ -125,6 +125,10 @@ def test_compare_refuses_what_is_not_a_finished_run(two_runs, tmp_path, capsys):
     assert_refused(["compare", str(tmp_path / "unfinished")], capsys,
                    "not a finished run", "train-snn")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "mine"
+    from pipeline.lock import exclusive
+
+    with exclusive(a["run_dir"]):  # as a train-snn continuing it holds it
+        assert_refused(["compare", a["run_dir"]], capsys, "in use by pid")
 
 
 def test_report_reuses_a_finished_run_of_the_same_configuration(two_runs):
