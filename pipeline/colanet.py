@@ -864,3 +864,19 @@ def readout(votes):
     answered = total.sum(axis=1) > 0
     pred = np.where(answered, np.argmax(total, axis=1), -1).astype(np.int64)
     return pred, answered
+
+
+def ranked_classes(votes, k: int) -> np.ndarray:
+    """The ``k`` classes with most votes of each sample, votes (B, E, C) summed over copies:
+    (B, k) int64, most votes first, ties to the lowest class (so column 0 is :func:`readout`'s
+    answer); a class with no vote is never ranked: its places, and those past the C classes,
+    hold -1 (a sample with no vote at all ranks none)."""
+    votes = np.asarray(votes)
+    if votes.ndim != 3:
+        raise ValueError(f"votes must be (B, E, C), got shape {votes.shape}")
+    if k < 1:
+        raise ValueError(f"k={k!r}: must be >= 1")
+    total = votes.sum(axis=1)
+    order = np.argsort(-total, axis=1, kind="stable")[:, :k]
+    ranked = np.where(np.take_along_axis(total, order, axis=1) > 0, order, -1).astype(np.int64)
+    return np.pad(ranked, ((0, 0), (0, k - ranked.shape[1])), constant_values=-1)

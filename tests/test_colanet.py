@@ -677,6 +677,19 @@ def test_readout():
     np.testing.assert_array_equal(answered, [True, True, False])
 
 
+def test_ranked_classes_order_votes_and_never_rank_a_class_without_one():
+    votes = np.array([
+        [[0, 2, 1, 0], [0, 1, 0, 0]],  # 1 (3 votes), 2 (1); 0 and 3 have none
+        [[1, 0, 1, 0], [0, 0, 0, 1]],  # three tied at 1 vote: lowest class first
+        [[0, 0, 0, 0], [0, 0, 0, 0]],  # no vote: nothing ranked
+    ], np.int32)
+    ranked = cn.ranked_classes(votes, 6)  # more places than classes: padded with -1
+    np.testing.assert_array_equal(ranked, [[1, 2, -1, -1, -1, -1],
+                                           [0, 2, 3, -1, -1, -1],
+                                           [-1, -1, -1, -1, -1, -1]])
+    np.testing.assert_array_equal(cn.ranked_classes(votes, 1)[:, 0], cn.readout(votes)[0])
+
+
 # --- learning ---------------------------------------------------------------------------
 def test_separable_toy_problem_is_learned():
     """4 well-separated positive prototypes in 64-d plus noise, one online
