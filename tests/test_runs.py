@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -88,7 +89,8 @@ def test_compare_shows_the_differing_options_and_the_figures(two_runs, capsys):
                               ("snn_accuracy", "probe_accuracy", "ncm_accuracy", "no_answer_rate")]
         assert cells[7] == f"{m['seconds']['train']:.1f}"
     assert len({len(line) for line in (header, *rows)}) == 1  # aligned: all end together
-    # `annsnn compare data/runs/*` also names each run's lock file: left out
+    # `annsnn compare data/runs/*` also names the lock file a killed run leaves: left out
+    (tmp / "runs" / f"{Path(a['run_dir']).name}.lock").write_text("{}")
     everything = sorted(str(p) for p in (tmp / "runs").iterdir())
     assert any(p.endswith(".lock") for p in everything)
     code, again = run_cli(["compare", *everything], capsys)
