@@ -61,7 +61,7 @@ test-slow: $(STAMP) ## the long checks kept out of make test (10 kills per stage
 
 bench: bench-embed bench-snn bench-scale bench-incremental ## every benchmark below
 
-bench-embed: $(STAMP) ## stage one against the bare forward pass
+bench-embed: $(STAMP) ## stage one on generated photo-like JPEGs against the forward pass alone
 	$(PY) bench/embed.py $(ARGS)
 
 bench-snn: $(STAMP) ## stage two against the NumPy reference, the row-add bound (and Brian2)

@@ -132,7 +132,8 @@ def main() -> None:
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
     print(f"{a.data} ({n} images, batch {a.batch_size}, {a.threads} threads, {a.workers} workers): "
-          f"stage {stage['images_per_s']:.1f} img/s, bare forward {bare['images_per_s']:.1f} img/s, "
+          f"stage {stage['images_per_s']:.1f} img/s, "
+          f"bare forward {bare['images_per_s']:.1f} img/s, "
           f"ratio {ratio:.3f} (target >= {TARGET}); decode + transform alone "
           f"{decode['images_per_s']:.1f} img/s on one thread")
     print(f"  per image: stage {stage['system_ms_per_image']:.1f} ms in the kernel, "

@@ -1,8 +1,10 @@
 """Benchmark stage two: CoLaNET training and inference throughput, its bounds, and streaming memory.
 
-On synthetic pooled-ReLU6-like features (non-negative, ~40 % zeros, long-tailed, class prototypes
-plus noise; sat = 99th percentile of the positive values), at the paper's size (D 1536, C 64) and
-the default size (D 1280, C 10), both with M 10 and E 15, this one run measures:
+On synthetic pooled-ReLU6-like features fitted to real EfficientNet-Lite0 ones (45 % zeros, varying
+from sample to sample, long-tailed; see :class:`Synthetic`), coded as train-snn codes them (the
+shipped coding, measured on the train rows), at the paper's size (D 1536, C 64) with M 10, E 15
+(``paper``) and with the shipped M and E (``shipped``), and at the default size (D 1280, C 10,
+M 10, E 15), this one run measures:
 
 * training samples/s and synaptic events/s of :func:`pipeline.colanet.train_chunk` (the Numba
   kernels), synaptic events = sum over samples of (input spikes, counted with ``encode_inputs``)
@@ -20,11 +22,18 @@ the default size (D 1280, C 10), both with M 10 and E 15, this one run measures:
   shared machine cannot flatter the ratio).  Figure of merit: numba / bound (target >= 0.5x);
 * inference samples/s of :func:`pipeline.colanet.infer_chunk` on held-out samples with the trained
   state (plus its accuracy, to show the network learnt and spikes plausibly);
+* input spikes and L spikes per sample (training: every L spike, forced ones included, of one more
+  chunk from the trained state; inference: the votes);
+* with ``--peer PYTHON`` (a venv with brian2: ``make peer-venv``), at the paper sizes, the Brian2
+  peer ``bench/peer_brian2.py`` (runtime mode, Cython, plastic and frozen, ``--peer-samples``
+  samples, fed the same input spikes) in a child process: training / Brian2 plastic (goal >= 20x)
+  and inference / Brian2 frozen (goal >= 40x);
 * peak memory (ru_maxrss) of the streaming training loop (``iter_batches`` + ``train_chunk``) over
   a synthetic store of ``--memory-rows`` sizes, each in a fresh subprocess; goal: flat (<= 1.1x).
 
-    python bench/snn.py [--samples 1024] [--ref-samples 8] [--threads N] [--sizes paper,default]
-                        [--skip-memory] [--out data/bench/snn.json]
+    python bench/snn.py [--samples 1024] [--ref-samples 8] [--threads N]
+                        [--sizes paper,shipped,default] [--skip-memory] [--out data/bench/snn.json]
+                        [--peer .venv-peer/bin/python] [--peer-samples 1000] [--peer-winit 0,1]
 
 Writes data/bench/snn.json and prints a compact table.
 """
@@ -470,7 +479,8 @@ def print_table(result: dict) -> None:
           f"{'Gev/s':>6} {'ref/s':>6} {'nb/ref':>7} {'bound/s':>8} {'nb/bound':>8} {'infer/s':>8} "
           f"{'acc':>5}")
     for r in result["sizes"]:
-        print(f"{r['size']:8} {r['n_inputs']:5d} {r['n_classes']:3d} {r['m']:3d} {r['n_neurons']:4d} "
+        print(f"{r['size']:8} {r['n_inputs']:5d} {r['n_classes']:3d} {r['m']:3d} "
+              f"{r['n_neurons']:4d} "
               f"{r['e']:3d} "
               f"{r['input_spikes_per_sample']:8.0f} {r['train']['samples_per_s']:8.1f} "
               f"{r['train']['events_per_s'] / 1e9:6.2f} "
@@ -488,9 +498,11 @@ def print_table(result: dict) -> None:
         if q and "error" not in q:
             print(f"  {r['size']}: x Brian2 (runtime, Cython, 1 thread; same input spikes, "
                   f"{q['plastic']['samples']} samples, winit {q['winit']}): training "
-                  f"{r['train']['samples_per_s']:.1f}/s / plastic {q['plastic']['samples_per_s']:.2f}/s "
+                  f"{r['train']['samples_per_s']:.1f}/s / plastic "
+                  f"{q['plastic']['samples_per_s']:.2f}/s "
                   f"= {q['train_ratio']:.1f}x (goal {TARGET_PEER_TRAIN:.0f}x), inference "
-                  f"{r['infer']['samples_per_s']:.1f}/s / frozen {q['frozen']['samples_per_s']:.2f}/s "
+                  f"{r['infer']['samples_per_s']:.1f}/s / frozen "
+                  f"{q['frozen']['samples_per_s']:.2f}/s "
                   f"= {q['infer_ratio']:.1f}x (goal {TARGET_PEER_INFER:.0f}x); Brian2 input spikes/"
                   f"sample {q['plastic']['in_spikes_per_sample']:.0f}, L spikes/sample plastic "
                   f"{q['plastic']['l_spikes_per_sample']:.1f}, frozen "
