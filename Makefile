@@ -10,10 +10,13 @@ MODEL      ?= tf_efficientnet_lite0
 WEIGHTS    ?= package
 CHECKPOINT ?=
 ARGS       ?=
-# make predict: the run folder (default: the one make train-snn writes for DATA and MODEL) and
-# what to answer (image files, folders, imagefolder:/csv: sources or a store; several: quote them)
+# make predict: the run folder (default: the one make train-snn writes for DATA and MODEL with the
+# default CoLaNET options) and what to answer (image files, folders, imagefolder:/csv: sources or a
+# store; several: quote them)
 RUN   ?= data/runs/$(notdir $(basename $(patsubst %/,%,$(lastword $(subst :, ,$(DATA))))))-$(MODEL)
 INPUT ?=
+# make compare: the run folders (default: every run folder under data/runs)
+RUNS  ?= $(wildcard data/runs/*/)
 # pytest-xdist processes for make test (the README's suite times: 2 cores, 2 workers)
 TEST_WORKERS ?= 2
 
@@ -26,7 +29,7 @@ EMBED_ARGS := --data $(DATA) --model $(MODEL) $(if $(CHECKPOINT),--weights $(CHE
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 19
 
-.PHONY: help install embed inspect train-snn tune predict test test-slow bench bench-embed \
+.PHONY: help install embed inspect train-snn tune predict compare test test-slow bench bench-embed \
         bench-snn bench-peer peer-venv bench-scale bench-incremental clean
 
 install: $(STAMP) ## make .venv and install the package with its dev extras
@@ -41,7 +44,7 @@ embed: $(STAMP) ## stage one: embed DATA with MODEL into a Zarr store (ARGS: mor
 	$(PY) -m stages embed $(EMBED_ARGS) $(ARGS)
 
 inspect: $(STAMP) ## print what the store of DATA and MODEL holds
-	$(PY) -m stages inspect $(EMBED_ARGS) $(ARGS)
+	$(PY) -m stages inspect --data $(DATA) --model $(MODEL) $(ARGS)
 
 train-snn: $(STAMP) ## stage two: train and evaluate CoLaNET on that store
 	$(PY) -m stages train-snn $(EMBED_ARGS) $(ARGS)
@@ -52,6 +55,10 @@ tune: $(STAMP) ## search CoLaNET parameters on a validation split
 predict: $(STAMP) ## answer INPUT (images, folders, a store) with RUN's model, CSV on stdout
 	$(if $(INPUT),,$(error give what to predict: make predict INPUT=photo.jpg (RUN=data/runs/NAME)))
 	@$(PY) -m stages predict --run $(RUN) $(INPUT) $(ARGS)
+
+compare: $(STAMP) ## finished runs side by side (RUNS: their folders; default: every run)
+	$(if $(strip $(RUNS)),,$(error no run folders: train one (make train-snn) or give RUNS=...))
+	@$(PY) -m stages compare $(RUNS) $(ARGS)
 
 test: $(STAMP) ## the test suite (what CI runs; TEST_WORKERS processes)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)

@@ -1,7 +1,8 @@
 """Validation accuracy of one model option at each of its values, the rest at the shipped defaults.
 
 The evidence behind each named reading of the spec and each other [choice] in docs/accuracy.md:
-every value is trained on the first 80 % of each store's (seeded, shuffled) train split and scored
+every value (with ``--seeds N``: under model seeds 0..N-1, scored by their mean) is trained on
+the first 80 % of each store's (seeded, shuffled) train split and scored
 on the last 20 % (``pipeline.tuning.run_trial``: the test splits are never read), beside the linear
 probe and nearest class mean fitted on the same rows::
 
@@ -14,10 +15,13 @@ Writes ``data/bench/options-<key>.json`` and prints one table per option.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,6 +49,8 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="KEY=V: a base other than the defaults")
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--passes", type=int, default=1, help="online passes over the fit rows")
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="score each value by its mean over model seeds 0..N-1")
     ap.add_argument("--out", default="data/bench")
     a = ap.parse_args()
     base = dict(parse_values(s) for s in a.set)
@@ -57,10 +63,13 @@ def main() -> None:
                 dim = EmbeddingStore.open(path).attrs["encoder"]["feature_dim"]
                 config = trial_params(ColanetConfig(), {**base, key: value}, dim)
                 started = time.perf_counter()
-                result = run_trial(path, config, a.val_fraction, passes=a.passes)
+                results = [run_trial(path, dataclasses.replace(config, seed=seed), a.val_fraction,
+                                     passes=a.passes) for seed in range(a.seeds)]
                 rows.append({"option": key, "value": value, "store": store_name(path),
-                             "val_accuracy": result["val_accuracy"],
-                             "no_answer_rate": result["no_answer_rate"],
+                             "val_accuracy": float(np.mean([r["val_accuracy"] for r in results])),
+                             "per_seed": [r["val_accuracy"] for r in results],
+                             "no_answer_rate": float(np.mean([r["no_answer_rate"]
+                                                              for r in results])),
                              "probe": baselines[path]["probe"], "ncm": baselines[path]["ncm"],
                              "seconds": round(time.perf_counter() - started, 1)})
                 r = rows[-1]
@@ -68,10 +77,11 @@ def main() -> None:
                       f"(no answer {r['no_answer_rate']:.3f})  probe {r['probe']:.4f}  "
                       f"NCM {r['ncm']:.4f}  {r['seconds']:.0f} s", flush=True)
         tag = "".join(f"-{k}={v}" for k, v in sorted(base.items()))
-        out = Path(a.out) / f"options-{key}{tag}{'-passes%d' % a.passes if a.passes > 1 else ''}.json"
+        out = Path(a.out) / (f"options-{key}{tag}{'-passes%d' % a.passes if a.passes > 1 else ''}"
+                             f"{'-seeds%d' % a.seeds if a.seeds > 1 else ''}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"base": base, "val_fraction": a.val_fraction,
-                                   "passes": a.passes, "rows": rows},
+                                   "passes": a.passes, "seeds": a.seeds, "rows": rows},
                                   indent=2))
 
 

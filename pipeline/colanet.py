@@ -147,7 +147,7 @@ _CHOICES = {"coder": _CODERS, "forcing": _FORCINGS, "blocking": _BLOCKINGS,
             "syn_window": _SYN_WINDOWS, "block_span": _BLOCK_SPANS, "order": _ORDERS}
 
 _FLOAT_FIELDS = ("tau", "theta0", "k_thr", "s_stim", "w_min", "w_max", "gain_total", "d_h",
-                 "dopamine", "r_s", "f_thr", "sat_percentile")
+                 "dopamine", "r_s", "f_thr", "sat_percentile", "copy_share")
 _INT_FIELDS = ("t_syn", "isi_max", "t_dop", "n_silent", "m", "e", "present_ticks", "silent_ticks",
                "block_ticks", "label_tick", "force_tick", "dopamine_tick", "input_delay", "seed")
 
@@ -173,6 +173,9 @@ class ColanetConfig:
     each stretch); ``"balanced"`` shows each sample of class c ``max(1, n_mean / n_c)`` times in
     expectation (integer part always, the fraction by a seeded draw), each stretch shuffled, so a
     small class is learned about as often as the mean class (``n_c``: the class's train rows).
+    ``copy_share`` below 1 makes the copies differ in what they learn (bagging): copy e sits out
+    training sample i, neither learning from it nor voting on it, when the counter-based uniform
+    of (seed, e, i) is ``>= copy_share``; sitting out leaves its state as it was.
 
     Equations (details and the exact per-tick order: module docstring):
 
@@ -287,6 +290,9 @@ class ColanetConfig:
     # Presentation (chosen on validation data like the rest; docs/accuracy.md).
     order: Annotated[str, "present the train split in store order (store) or with each class "
                           "shown at least as often as the mean class (balanced)"] = "balanced"
+    copy_share: Annotated[float, "each copy learns from this share of the training samples, its "
+                                 "own seeded draw (bagging; 1: every copy learns every sample)"
+                          ] = 1.0
     # Readings of the spec (see the docstring and docs/accuracy.md; defaults: the earlier
     # behaviour, the other value: the spec's).
     firing: Annotated[str, "per column and tick the most depolarised neuron above threshold fires "
@@ -336,6 +342,9 @@ class ColanetConfig:
         object.__setattr__(self, "carry_accumulator", bool(self.carry_accumulator))
         if self.tau < 1.0:
             bad("tau", "must be >= 1 (leak factor 1 - 1/tau in [0, 1))")
+        if not 0.0 < self.copy_share <= 1.0:
+            bad("copy_share", "must lie in (0, 1]: the share of the training samples each copy "
+                              "learns from")
         if self.theta0 <= 0:
             bad("theta0", "must be > 0")
         if self.k_thr < 0:
@@ -731,7 +740,8 @@ def kernel_params(params: ColanetConfig, n_inputs: int) -> K.KernelParams:
         bursts_end_with_sample=params.burst_scope == "sample",
         fire_all=params.firing == "all_above_threshold",
         theta_at_ah_only=params.theta_refresh == "anti_hebbian",
-        gate_in_sample=params.gate_scope == "sample", gate_ticks=params.resolved_gate_ticks)
+        gate_in_sample=params.gate_scope == "sample", gate_ticks=params.resolved_gate_ticks,
+        copy_share=params.copy_share)
 
 
 def check_batch(params: ColanetConfig, state: ColanetState, x, sample_index, sat, y=None):
@@ -854,3 +864,19 @@ def readout(votes):
     answered = total.sum(axis=1) > 0
     pred = np.where(answered, np.argmax(total, axis=1), -1).astype(np.int64)
     return pred, answered
+
+
+def ranked_classes(votes, k: int) -> np.ndarray:
+    """The ``k`` classes with most votes of each sample, votes (B, E, C) summed over copies:
+    (B, k) int64, most votes first, ties to the lowest class (so column 0 is :func:`readout`'s
+    answer); a class with no vote is never ranked: its places, and those past the C classes,
+    hold -1 (a sample with no vote at all ranks none)."""
+    votes = np.asarray(votes)
+    if votes.ndim != 3:
+        raise ValueError(f"votes must be (B, E, C), got shape {votes.shape}")
+    if k < 1:
+        raise ValueError(f"k={k!r}: must be >= 1")
+    total = votes.sum(axis=1)
+    order = np.argsort(-total, axis=1, kind="stable")[:, :k]
+    ranked = np.where(np.take_along_axis(total, order, axis=1) > 0, order, -1).astype(np.int64)
+    return np.pad(ranked, ((0, 0), (0, k - ranked.shape[1])), constant_values=-1)

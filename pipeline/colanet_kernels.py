@@ -106,6 +106,7 @@ class KernelParams(NamedTuple):
     theta_at_ah_only: bool  # theta_refresh "anti_hebbian" (else after every weight change)
     gate_in_sample: bool  # gate_scope "sample" (else the window of gate_ticks)
     gate_ticks: int  # the GATE's silence after an OUT spike (gate_scope "window")
+    copy_share: float  # each copy learns from this share of the training samples (bagging)
 
 
 class TrainScratch(NamedTuple):
@@ -136,6 +137,7 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _NOISE_DOMAIN = np.uint64(0x6E6F697365)  # "noise"
 _CODER_DOMAIN = np.uint64(0x636F646572)  # "coder"
+_BAG_DOMAIN = np.uint64(0x626167)  # "bag"
 _SH11 = np.uint64(11)
 _SH27 = np.uint64(27)
 _SH30 = np.uint64(30)
@@ -184,6 +186,18 @@ def coder_tick_key(seed, sample_index, k):
     h = absorb(_CODER_DOMAIN, np.uint64(seed))
     h = absorb(h, np.uint64(sample_index))
     return absorb(h, np.uint64(k))
+
+
+@njit(cache=True)
+def sits_out(hp, copy, sample_index):
+    """Bagging: copy ``copy`` sits training sample ``sample_index`` out (it neither learns from
+    it nor votes on it) when ``unit_float(absorb(absorb(absorb(BAG, seed), copy), sample_index))
+    >= copy_share``; never with ``copy_share`` 1."""
+    if hp.copy_share >= 1.0:
+        return False
+    h = absorb(_BAG_DOMAIN, np.uint64(hp.seed))
+    h = absorb(h, np.uint64(copy))
+    return unit_float(absorb(h, np.uint64(sample_index))) >= hp.copy_share
 
 
 @njit(cache=True)
@@ -777,7 +791,8 @@ def infer_sample(hp, w, theta_add, e, b, pat, sample_index, neuron_key, scratch,
 @njit(cache=True, parallel=True)
 def train_kernel(hp, s, pat, bits0, y, sample_index, t_start, rec):
     """Train all copies on a chunk (the arrays of ``s`` updated in place); sample
-    b starts at global tick ``t_start + b * period``.  ``rec`` (B, P, E, N) bool
+    b starts at global tick ``t_start + b * period``; a copy skips the samples it
+    sits out (:func:`sits_out`).  ``rec`` (B, P, E, N) bool
     records every L spike, or is None.
 
     Returns votes (B, E, C) int32: unforced spikes per class per copy.
@@ -792,6 +807,8 @@ def train_kernel(hp, s, pat, bits0, y, sample_index, t_start, rec):
         scratch = TrainScratch(np.empty((P, N)), np.empty(N), np.empty(N, np.bool_),
                                np.empty(P + 1, np.int64), np.empty(P * D, np.int64))
         for b in range(B):
+            if sits_out(hp, e, sample_index[b]):
+                continue  # its state waits, unchanged, for its next sample
             train_sample(hp, s, e, b, pat[b], bits0[b], y[b], t_start + b * P, sample_index[b],
                          neuron_key, scratch, votes[b, e], rec)
     return votes

@@ -31,6 +31,7 @@ _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _NOISE_DOMAIN = np.uint64(0x6E6F697365)
 _CODER_DOMAIN = np.uint64(0x636F646572)
+_BAG_DOMAIN = np.uint64(0x626167)
 
 
 def mix64(z):
@@ -68,6 +69,14 @@ def coder_uniforms(seed, sample_index, k, n_inputs):
     for part in (sample_index, k):
         h = absorb(h, part)
     return unit_float(absorb(h, np.arange(n_inputs)))
+
+
+def sitting_out(seed, n_copies, sample_index, copy_share):
+    """Bagging: which copies sit training sample ``sample_index`` out (bool (E,))."""
+    h = absorb(_BAG_DOMAIN, seed)
+    out = np.array([unit_float(absorb(absorb(h, e), sample_index)) >= copy_share
+                    for e in range(n_copies)])
+    return out & (copy_share < 1.0)
 
 
 # --- coding -----------------------------------------------------------------
@@ -136,7 +145,8 @@ def _change_resources(p, st, e, n, selected, dr_base, gain):
 
 # --- one sample ----------------------------------------------------------------
 def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, rec):
-    """Simulate one sample for every copy of ``st`` (in place).
+    """Simulate one sample for every copy of ``st`` (in place) but, in training, those that sit
+    it out (:func:`sitting_out`).
 
     ``spikes`` (present_ticks, D) emitted input spikes; ``votes`` (E, C) is
     filled; ``rec`` (P, E, N) bool or None records L spikes."""
@@ -149,6 +159,8 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
     arrivals[p.input_delay:p.input_delay + p.present_ticks] = spikes
     t0 = st.t
     gate = np.zeros(E, bool)
+    # bagging: a copy that sits this training sample out skips it whole (state unchanged)
+    absent = sitting_out(p.seed, E, sample_index, p.copy_share) if train else np.zeros(E, bool)
     # Readings of the spec (ColanetConfig's docstring): a contribution window starts `lookback`
     # ticks before the burst's first spike; a block lasts until t + block_span; the GATE's window.
     lookback = p.t_syn - 1 if p.syn_window == "t_syn" else p.t_syn
@@ -196,6 +208,8 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
         st.arrival_bits[:] = (st.arrival_bits << np.uint64(1)) | arrivals[k].astype(np.uint64)
         active = np.flatnonzero(arrivals[k])
         for e in range(E):
+            if absent[e]:
+                continue
             u = st.u[e]
             # (1) sample start
             if k == 0:

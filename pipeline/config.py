@@ -41,10 +41,12 @@ class EmbedConfig:
               "square input size (default: the model's own, from timm's data config)"] = None
     out: Annotated[str | None,
               "store path or fsspec URL (default: EMBEDDINGS_DIR/<data>-<model>.zarr)"] = None
-    embeddings_dir: Annotated[str, "folder of the default store paths"] = "data/embeddings"
+    embeddings_dir: Annotated[str,
+              "folder of the stores when --out is not given"] = "data/embeddings"
     split_seed: Annotated[int, "seed of the split and the sample order"] = 0
     test_fraction: Annotated[float, "test share for sources without split folders"] = 0.25
-    limit: Annotated[int | None, "at most this many images per split (quick runs)"] = None
+    limit: Annotated[int | None,
+              "at most this many images per split, for quick runs (default: every image)"] = None
     chunk_size: Annotated[int, "rows per chunk: the unit of completion and resume"] = 256
     batch_size: Annotated[int, "images per forward pass"] = 32
     workers: Annotated[int, "DataLoader processes decoding images while the forward pass runs "
@@ -94,12 +96,29 @@ class EmbedConfig:
 
 
 @dataclass(frozen=True)
+class InspectConfig:
+    """`annsnn inspect`: which store (the rest of the store's options are :class:`EmbedConfig`'s
+    ``data``, ``model``, ``out`` and ``embeddings_dir``, as embed finds it)."""
+
+    store: Annotated[str | None, "store path (default: the one embed writes with the same "
+                                 "--data/--model/--out)"] = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+#: The :class:`EmbedConfig` fields that say where a store is (:meth:`EmbedConfig.store_path`).
+STORE_FIELDS = frozenset({"data", "model", "out", "embeddings_dir"})
+
+
+@dataclass(frozen=True)
 class ImportConfig:
     """`annsnn import`: a store from an ``.npz`` of embeddings made elsewhere."""
 
     model: Annotated[str, "encoder that made the features (recorded in the store)"] = "unknown"
     out: Annotated[str | None, "store path (default: EMBEDDINGS_DIR/<file stem>.zarr)"] = None
-    embeddings_dir: Annotated[str, "folder of the default store paths"] = "data/embeddings"
+    embeddings_dir: Annotated[str,
+              "folder of the stores when --out is not given"] = "data/embeddings"
     split_seed: Annotated[int, "seed of the stored row order"] = 0
     chunk_size: Annotated[int, "rows per chunk"] = 256
     overwrite: Annotated[bool, "replace a store of ours written from other arrays"] = False
@@ -120,7 +139,9 @@ class TrainConfig:
     The model itself (its coding included) is :class:`pipeline.colanet.ColanetConfig`.
     """
 
-    run: Annotated[str | None, "run folder name under RUNS_DIR (default: the store's name)"] = None
+    run: Annotated[str | None, "run folder name under RUNS_DIR (default: the store's name, then "
+                               "each CoLaNET option that was changed, e.g. digits-"
+                               "tf_efficientnet_lite0-m12-e5)"] = None
     runs_dir: Annotated[str, "folder of the run folders"] = "data/runs"
     checkpoint_every: Annotated[int, "samples between checkpoints (and on SIGINT/SIGTERM)"] = 1000
     eval_split: Annotated[str | None, "split to evaluate on (default: test, else val)"] = None
@@ -133,7 +154,7 @@ class TrainConfig:
     init_from: Annotated[str | None,
               "continue learning from a finished run's model (its folder, or a file annsnn "
               "export wrote) made with the same encoder and options; new class names get new "
-              "columns (README: Keep learning, add classes)"] = None
+              "columns, README: Keep learning, add classes (default: a fresh model)"] = None
 
     def __post_init__(self):
         _require(self.checkpoint_every >= 1, "checkpoint_every", self.checkpoint_every,
@@ -163,15 +184,16 @@ class ExportConfig:
 class PredictConfig:
     """`annsnn predict`: which model answers, where the CSV goes, how images are embedded."""
 
-    model: Annotated[str | None, "the model file to answer with (annsnn export writes it)"] = None
+    model: Annotated[str | None, "the model file to answer with, which annsnn export writes "
+                                 "(default: none; give it or --run)"] = None
     run: Annotated[str | None, "or a finished run folder (data/runs/NAME): its checkpoint, as "
-                               "export reads it"] = None
+                               "export reads it (default: none; give it or --model)"] = None
     out: Annotated[str | None, "CSV file to write (default: stdout); an existing file is "
                                "refused"] = None
     top_k: Annotated[int, "also list the K classes with most votes, each with its share"] = 0
     weights: Annotated[str | None, "the encoder's checkpoint file, where the path the model "
-                                   "records is not valid here (checked against the recorded "
-                                   "sha256)"] = None
+                                   "records is not valid here, checked against the recorded "
+                                   "sha256 (default: the recorded path)"] = None
     device: Annotated[str | None, "auto | cpu | cuda (default: the device the model's features "
                                   "were computed on, when this machine has it; else cpu)"] = None
     threads: Annotated[int | None, "torch CPU threads (default: torch's, as for embed)"] = None
@@ -208,9 +230,11 @@ class TuneConfig:
     """The search: how many trials, how they are split and where they run."""
 
     name: Annotated[str | None,
-              "study folder name under TUNE_DIR (default: the store's name)"] = None
+              "study folder name under TUNE_DIR (default: the store's name, then each base "
+              "CoLaNET option and search setting that was changed)"] = None
     stores: Annotated[str | None,
-              "comma-separated store paths: a joint study scoring every trial on all of them"] = None
+              "comma-separated store paths: a joint study scoring every trial on all of them "
+              "(default: only the store of --data/--out)"] = None
     tune_dir: Annotated[str, "folder of the study folders"] = "data/tune"
     trials: Annotated[int, "total trials (rerun with more to extend the study)"] = 40
     batch: Annotated[int, "trials asked at once (the result does not depend on processes)"] = 4
@@ -243,9 +267,10 @@ class ClusterConfig:
     """
 
     scheduler: Annotated[str | None,
-              "address of a running dask scheduler, e.g. tcp://HOST:8786"] = None
+              "address of a running dask scheduler, e.g. tcp://HOST:8786 (default: none)"] = None
     cluster: Annotated[str | None,
-              "local:N: start a LocalCluster of N worker processes for this run"] = None
+              "local:N: start a LocalCluster of N worker processes for this run (default: none: "
+              "this process; tune: local:2)"] = None
 
     def __post_init__(self):
         if self.cluster is not None:

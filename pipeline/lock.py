@@ -1,7 +1,12 @@
 """One lock per output (a store, a run folder, a study), held for a stage's lifetime.
 
 ``fcntl.flock`` on a ``.lock`` file beside the output: the kernel releases it when the holder
-exits, even by SIGKILL, so a killed run never leaves a stale lock. Writers (embed, import,
+exits, even by SIGKILL, so a killed run never leaves a stale lock (only, then, its empty-of-meaning
+file, which the next run reuses). The last holder to finish removes the file: it takes the lock
+exclusively, without waiting, and unlinks the file only if that succeeds. A process that opened
+the file before it was removed sees, once it holds the lock, that the path no longer names that
+file, and locks the path's new file instead, so two runs never hold two different files of one
+output. Writers (embed, import,
 ``--overwrite``, a training run in its run folder) hold it exclusively; readers of a store
 (train-snn, tune, report, inspect) hold it shared, so a store cannot be replaced or rewritten under a
 running train-snn while any number of readers share it.
@@ -78,25 +83,37 @@ def shared(output: str | Path) -> Iterator[None]:
         yield
 
 
+#: How often a lock whose file was removed meanwhile (by its finishing holder) is taken again.
+_ATTEMPTS = 5
+
+
 @contextmanager
 def _locked(output: str | Path, mode: int) -> Iterator[None]:
     path = lock_path(output)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        if mode == fcntl.LOCK_SH and not path.exists():
-            yield
-            return
-        raise UserError(f"{path}: cannot create the lock file of {output} ({e.strerror or e}); "
-                        f"check that its folder is writable") from None
-    try:
+    for _ in range(_ATTEMPTS):
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            if mode == fcntl.LOCK_SH and not path.exists():
+                yield
+                return
+            raise UserError(f"{path}: cannot create the lock file of {output} "
+                            f"({e.strerror or e}); check that its folder is writable") from None
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)
             role = "written" if mode == fcntl.LOCK_EX else "read"
             raise UserError(f"{output} is in use by {_holder(path)} (it cannot be {role} while "
                             f"that runs); wait for that run to end or stop it, then run again") from None
+        if _names(path, fd):
+            break
+        os.close(fd)  # its holder removed the file before we locked it: lock the new one
+    else:
+        raise UserError(f"{path}: the lock file of {output} was replaced {_ATTEMPTS} times while "
+                        f"taking it; another program is deleting it: stop that, then run again")
+    try:
         # Readers record themselves too (the latest one is named), so a refused writer is told
         # who reads the output now, not who last wrote it.
         os.ftruncate(fd, 0)
@@ -107,6 +124,28 @@ def _locked(output: str | Path, mode: int) -> Iterator[None]:
         yield
     finally:
         _HELD.discard(fd)
+        _release(path, fd)
+
+
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` is still the file open as ``fd``."""
+    try:
+        here = os.stat(path)
+    except OSError:
+        return False
+    mine = os.fstat(fd)
+    return (here.st_dev, here.st_ino) == (mine.st_dev, mine.st_ino)
+
+
+def _release(path: Path, fd: int) -> None:
+    """Release the lock, removing its file when no other process holds it (see the module)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # fails while another reader holds it
+        if _names(path, fd):
+            path.unlink()
+    except OSError:  # held by another reader, or the folder is read-only: the file stays
+        pass
+    finally:
         os.close(fd)  # closing the descriptor releases the lock
 
 

@@ -37,15 +37,47 @@ def class_recall(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> list
     return [None if n == 0 else round(float(c / n), 6) for c, n in zip(correct, samples)]
 
 
+def class_precision(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> list[float | None]:
+    """Per class: the share of the samples predicted as it that are of it, rounded to 6 places;
+    None for a class never predicted (no answer, -1, is no prediction of any class)."""
+    y_true, y_pred = np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)
+    predicted = np.bincount(y_pred[y_pred >= 0], minlength=n_classes)
+    correct = np.bincount(y_true[y_pred == y_true], minlength=n_classes)
+    return [None if n == 0 else round(float(c / n), 6) for c, n in zip(correct, predicted)]
+
+
+def f1_score(precision: float | None, recall: float | None) -> float | None:
+    """The harmonic mean of a class's precision and recall, rounded to 6 places; None when
+    either is None (never predicted, or no samples), 0.0 when both are 0."""
+    if precision is None or recall is None:
+        return None
+    if precision + recall == 0:
+        return 0.0
+    return round(2 * precision * recall / (precision + recall), 6)
+
+
+def top_k_accuracy(y_true: np.ndarray, ranked: np.ndarray) -> float:
+    """The share of samples whose class is among their ranked classes, (samples, k)
+    (:func:`pipeline.colanet.ranked_classes`: -1 places rank nothing, so a class with no vote
+    never counts and a sample with no vote at all is a miss); 0.0 for no samples."""
+    y_true, ranked = np.asarray(y_true), np.asarray(ranked)
+    return float((ranked == y_true[:, None]).any(axis=1).mean()) if len(y_true) else 0.0
+
+
 def per_class_table(class_names: list[str], train_count: np.ndarray, y_true: np.ndarray,
                     predictions: dict[str, np.ndarray]) -> list[dict[str, Any]]:
-    """One entry per class, in class order: ``name``, ``train_count``, ``eval_count`` and
-    ``<method>_recall`` for each of ``predictions`` (method -> predictions of ``y_true``)."""
+    """One entry per class, in class order: ``name``, ``train_count``, ``eval_count`` and for
+    each of ``predictions`` (method -> predictions of ``y_true``) ``<method>_recall``,
+    ``<method>_precision`` and ``<method>_f1`` (None: see :func:`class_recall`,
+    :func:`class_precision`, :func:`f1_score`)."""
     n = len(class_names)
     eval_count = np.bincount(np.asarray(y_true, dtype=np.int64), minlength=n)
     recall = {k: class_recall(y_true, pred, n) for k, pred in predictions.items()}
+    precision = {k: class_precision(y_true, pred, n) for k, pred in predictions.items()}
     return [{"name": name, "train_count": int(train_count[i]), "eval_count": int(eval_count[i]),
-             **{f"{k}_recall": r[i] for k, r in recall.items()}}
+             **{f"{k}_recall": r[i] for k, r in recall.items()},
+             **{f"{k}_precision": p[i] for k, p in precision.items()},
+             **{f"{k}_f1": f1_score(precision[k][i], recall[k][i]) for k in predictions}}
             for i, name in enumerate(class_names)]
 
 

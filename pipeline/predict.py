@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator, TextIO
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.colanet import ranked_classes
 from pipeline.config import PredictConfig
 from pipeline.data import (IMAGE_EXTENSIONS, failure_reason, find_images, is_source, list_images,
                            read_image_file)
@@ -166,15 +167,15 @@ def answer_rows(clf: ColanetClassifier, paths: list[str], features: np.ndarray,
     if ok.any():
         votes[ok] = clf.votes(features[ok]).sum(axis=1)
     names = [str(c) for c in clf.classes_]
+    top = ranked_classes(votes[:, None, :], max(top_k, 2))  # most votes first; ties: first class
     rows = []
-    for path, total, error in zip(storable_text(paths), votes, errors):
+    for path, total, classes, error in zip(storable_text(paths), votes, top, errors):
         if error:
             rows.append([path, "", "", "", "", *[""] * (2 * top_k), error])
             continue
         n = total.sum()
-        order = np.argsort(-total, kind="stable")  # most votes first; ties: the first class
-        ranked = [(names[c], f"{total[c] / n:.4f}") if total[c] else ("", "") for c in order]
-        (first, share), (second, _) = ranked[0], ranked[1] if len(ranked) > 1 else ("", "")
+        ranked = [(names[c], f"{total[c] / n:.4f}") if c >= 0 else ("", "") for c in classes]
+        (first, share), (second, _) = ranked[0], ranked[1]
         rows.append([path, first, share, second, "0" if n else "1",
                      *[x for pair in ranked[:top_k] for x in pair], ""])
     return rows

@@ -6,7 +6,7 @@ the benchmarks and the scikit-learn estimator (:mod:`pipeline.estimator`) all go
 store, claims the run folder, resumes from the checkpoint (the whole resumable state: resources,
 neuron state, counters, cursor, the resolved model configuration), learns, checkpoints every
 ``checkpoint_every`` samples and on SIGINT/SIGTERM, evaluates with plasticity frozen beside the
-baselines, and writes ``config.json``, ``metrics.json`` and plots.
+baselines, and writes ``config.json``, ``metrics.json``, plots and ``report.html``.
 """
 
 from __future__ import annotations
@@ -30,17 +30,22 @@ from pipeline.checkpoint import (check_arrays, load_checkpoint, remove_stale_tem
                                  save_checkpoint)
 from pipeline.cluster import connect
 from pipeline.colanet import (ColanetConfig, ColanetState, checkpoint_arrays, checkpoint_schema,
-                              infer_chunk, init_state, readout, state_from_checkpoint, train_chunk)
+                              infer_chunk, init_state, ranked_classes, readout,
+                              state_from_checkpoint, train_chunk)
+from pipeline.html_report import write_html_report
 from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.lock import exclusive, shared
-from pipeline.metrics import classification_metrics, per_class_table, write_metrics
+from pipeline.metrics import (classification_metrics, per_class_table, top_k_accuracy,
+                              write_metrics)
 from pipeline.outputs import check_name, claim_folder
-from pipeline.store import EmbeddingStore, absolute_location, store_exists, store_name
+from pipeline.runs import run_name
+from pipeline.store import EmbeddingStore, absolute_location, store_exists
 from pipeline.streaming import (Batch, check_split, class_counts, coding_levels, feature_means,
                                 iter_batches, read_rows, require_complete)
 
 CHECKPOINT = "checkpoint.npz"
+TOP_K = 5  # metrics.json's snn_top5_accuracy: the class among the 5 with most votes
 
 
 @dataclass(frozen=True)
@@ -269,12 +274,21 @@ def predict_stream(store: EmbeddingStore, split: str, config: ColanetConfig, sta
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Frozen-plasticity predictions (-1: no answer) and labels of the usable rows
     ``start:stop`` of a split, streamed a chunk at a time; ``state`` is not changed."""
-    preds, labels = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    ranked, labels = rank_stream(store, split, config, state, coding, 1, start=start, stop=stop)
+    return ranked[:, 0], labels
+
+
+def rank_stream(store: EmbeddingStore, split: str, config: ColanetConfig, state: ColanetState,
+                coding: Coding, k: int, *, start: int = 0, stop: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_stream` with each row's ``k`` classes of most votes, (rows, k) int64
+    (:func:`pipeline.colanet.ranked_classes`: column 0 is the prediction, -1 an unranked place)."""
+    ranked, labels = [np.zeros((0, k), np.int64)], [np.zeros(0, np.int64)]
     for batch in iter_batches(store, split, start, stop=stop):
-        pred, _ = readout(vote(config, state, coding, batch.features, batch.sample_id))
-        preds.append(pred)
+        ranked.append(ranked_classes(vote(config, state, coding, batch.features,
+                                          batch.sample_id), k))
         labels.append(batch.labels)
-    return np.concatenate(preds), np.concatenate(labels)
+    return np.concatenate(ranked), np.concatenate(labels)
 
 
 def vote(config: ColanetConfig, state: ColanetState, coding: Coding, features: np.ndarray,
@@ -285,31 +299,32 @@ def vote(config: ColanetConfig, state: ColanetState, coding: Coding, features: n
                        record=record)
 
 
-def predict_task(path: str, split: str, start: int, stop: int | None, config: ColanetConfig,
-                 state: ColanetState, coding: Coding, numba_threads: int | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`predict_stream` as a dask task on a worker running one task per core."""
+def rank_task(path: str, split: str, start: int, stop: int | None, config: ColanetConfig,
+              state: ColanetState, coding: Coding, k: int, numba_threads: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`rank_stream` as a dask task on a worker running one task per core."""
     if numba_threads:
         numba.set_num_threads(numba_threads)
-    return predict_stream(EmbeddingStore.open(path), split, config, state, coding, start=start,
-                          stop=stop)
+    return rank_stream(EmbeddingStore.open(path), split, config, state, coding, k, start=start,
+                       stop=stop)
 
 
 def evaluate(store: EmbeddingStore, split: str, config: ColanetConfig, state: ColanetState,
-             coding: Coding, client=None) -> tuple[np.ndarray, np.ndarray]:
-    """Predictions and labels of a whole split: here, or with a dask ``client`` one task per
-    stored chunk (the state is sent to every worker once). The answers are the same either way:
-    a sample's noise is keyed by its id and nothing is learned."""
+             coding: Coding, client=None, *, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``k`` classes of most votes, (rows, k) (column 0: the prediction, -1: no
+    answer; :func:`rank_stream`), and the labels of a whole split: here, or with a dask
+    ``client`` one task per stored chunk (the state is sent to every worker once). The answers
+    are the same either way: a sample's noise is keyed by its id and nothing is learned."""
     if client is None:
-        return predict_stream(store, split, config, state, coding)
+        return rank_stream(store, split, config, state, coding, k)
     require_complete(store, split)  # once here, not in every task
     n_chunks = store.split(split)["done"].shape[0]
     state_on_workers = client.scatter(state, broadcast=True)
     path = absolute_location(store.path)
-    futures = [client.submit(predict_task, path, split, rows.start, rows.stop, config,
-                             state_on_workers, coding, 1, pure=False)
+    futures = [client.submit(rank_task, path, split, rows.start, rows.stop, config,
+                             state_on_workers, coding, k, 1, pure=False)
                for rows in (store.chunk_slice(split, c) for c in range(n_chunks))]
-    parts = client.gather(futures) or [(np.zeros(0, np.int64), np.zeros(0, np.int64))]
+    parts = client.gather(futures) or [(np.zeros((0, k), np.int64), np.zeros(0, np.int64))]
     return np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts])
 
 
@@ -556,7 +571,7 @@ def train_run(store_path: str, config: ColanetConfig, run_cfg: TrainConfig,
         store.split(eval_split)  # refuse an unknown split before training, not after
         check_split(store, "train", needs_positive=True)
         check_split(store, eval_split)
-        run_dir = Path(run_cfg.runs_dir) / (run_cfg.run or store_name(store_path))
+        run_dir = Path(run_cfg.runs_dir) / (run_cfg.run or run_name(store_path, config))
         source = None
         if run_cfg.init_from is not None:
             from pipeline.incremental import check_run_folder, start_from  # they import this module
@@ -590,8 +605,10 @@ def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
                "compile": round(progress.compile_seconds, 3)}
     started = time.perf_counter()
     with connect(cluster, stores=(store.path,)) as client:
-        pred, y_test = evaluate(store, eval_split, config, state, progress.coding, client)
+        ranked, y_test = evaluate(store, eval_split, config, state, progress.coding, client,
+                                  k=TOP_K)
     seconds["snn_eval"] = round(time.perf_counter() - started, 3)
+    pred = ranked[:, 0]
     # The model's columns by class name; the store's labels as columns (a model continued with
     # --init-from may know classes the store lacks: they are reported with no eval samples).
     classes = progress.class_names(store)
@@ -600,16 +617,31 @@ def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
     snn = classification_metrics(y_test, pred, len(classes))
     train_count = np.zeros(len(classes), np.int64)
     train_count[columns] = class_counts(store, "train")
-    finite_sat = np.asarray(progress.coding.sat, dtype=np.float64)
-    finite_sat = finite_sat[np.isfinite(finite_sat)]  # features never positive have no level
+    levels = np.asarray(progress.coding.sat, dtype=np.float64).ravel()
+    finite_sat = levels[np.isfinite(levels)]  # features never positive have no level
+    n_inputs = config.n_inputs(store.attrs["encoder"]["feature_dim"])
+    presented = len(progress.online_correct)  # every presentation of every pass, repeats included
     metrics: dict[str, Any] = {
         "store": store.path, "run_dir": str(run_dir), "eval_split": eval_split,
         "n_train": int(train_count.sum()), "passes": progress.pass_index + 1,
         "n_test": int(len(y_test)),
         "sat": float(np.median(finite_sat)) if finite_sat.size else None,
         "sat_scope": config.sat_scope,
+        "colanet": config.to_dict(),
+        "resolved": {"n_inputs": n_inputs, "gain": config.resolved_gain(n_inputs),
+                     "sat_levels": int(levels.size),
+                     "sat_min": float(finite_sat.min()) if finite_sat.size else None,
+                     "sat_max": float(finite_sat.max()) if finite_sat.size else None,
+                     "inputs_never_spiking": int(levels.size - finite_sat.size)},
         "snn_accuracy": snn["accuracy"], "no_answer_rate": snn["no_answer_rate"],
+        f"snn_top{TOP_K}_accuracy": top_k_accuracy(y_test, ranked),
         "online_train_accuracy": float(progress.online_correct.mean()),
+        "train_presentations": presented,
+        "train_samples_per_s": round(presented / progress.train_seconds, 1)
+        if progress.train_seconds > 0 else None,
+        "eval_samples_per_s": round(len(y_test) / seconds["snn_eval"], 1)
+        if seconds["snn_eval"] > 0 else None,
+        "classes": classes,
         "per_class_accuracy": dict(zip(classes, snn["per_class_accuracy"])),
         "confusion": snn["confusion"],
     }
@@ -627,7 +659,31 @@ def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
     metrics["per_class"] = per_class_table(classes, train_count, y_test, predictions)
     metrics["seconds"] = seconds
     _plot(run_dir, store, eval_split, config, state, progress, snn, metrics["per_class"], columns)
-    return write_metrics(run_dir, metrics)
+    written = write_metrics(run_dir, metrics)
+    write_html_report(run_dir)  # last: it is made from the files written above
+    return written
+
+
+def class_input_rates(batches: Iterable[Batch], coding: Coding, n_classes: int) -> np.ndarray:
+    """Each class's mean input spike rate ``d = clip(v / sat, 0, 1)`` over the rows of
+    ``batches`` (labels: columns), float64 (C, inputs), summed a stretch at a time; NaN rows for
+    a class without rows. What a class's prototype is drawn against
+    (:func:`pipeline.plots.class_prototypes`)."""
+    sums, counts = None, np.zeros(n_classes, np.int64)
+    for batch in batches:
+        rates = np.clip(coding.inputs(batch.features).astype(np.float64) / coding.sat, 0.0, 1.0)
+        rows = np.zeros((len(batch.labels), n_classes))
+        rows[np.arange(len(batch.labels)), batch.labels] = 1.0
+        part = rows.T @ rates
+        sums = part if sums is None else sums + part
+        counts += np.bincount(batch.labels, minlength=n_classes)
+    if sums is None:
+        raise ValueError("class_input_rates: no rows")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(counts[:, None] > 0, sums / counts[:, None], np.nan)
+
+
+RASTER_SAMPLES = 6  # samples of the evaluation split in spike_raster.png
 
 
 def _plot(run_dir: Path, store: EmbeddingStore, split: str, config: ColanetConfig,
@@ -638,9 +694,15 @@ def _plot(run_dir: Path, store: EmbeddingStore, split: str, config: ColanetConfi
                            pass_length=len(progress.online_correct) // (progress.pass_index + 1))
     plots.confusion_matrix(np.asarray(snn["confusion"]), classes, run_dir / "confusion.png", split)
     plots.per_class_recall(per_class, run_dir / "per_class_recall.png", split)
-    first = next(iter_batches(store, split, max_rows=6))
-    _, spikes = vote(config, state, progress.coding, first.features, first.sample_id, record=True)
-    plots.spike_raster(spikes[:, :, 0, :], columns[first.labels], config.m,
-                       run_dir / "spike_raster.png")
-    neurons = [c * config.m for c in range(min(len(classes), 8))]
-    plots.neuron_weights(state.w[0], neurons, config.m, run_dir / "weights.png")
+    # The raster: samples of as many classes as the first stretch with usable rows offers (the
+    # split has one: check_split).
+    first = next(b for b in iter_batches(store, split) if len(b.labels))
+    shown = plots.raster_samples(first.labels, RASTER_SAMPLES)
+    votes, spikes = vote(config, state, progress.coding, first.features[shown],
+                         first.sample_id[shown], record=True)
+    answers, _ = readout(votes)
+    plots.spike_raster(spikes[:, :, 0, :], columns[first.labels[shown]], answers, classes,
+                       config.m, run_dir / "spike_raster.png")
+    rates = class_input_rates(as_columns(iter_batches(store, "train"), columns), progress.coding,
+                              len(classes))
+    plots.class_prototypes(state.w, rates, classes, config.m, run_dir / "weights.png")

@@ -32,6 +32,7 @@ from pipeline.config import ClusterConfig, EmbedConfig, TuneConfig
 from pipeline.errors import UserError
 from pipeline.lock import exclusive, shared
 from pipeline.outputs import check_name, claim_folder
+from pipeline.runs import changed_options, readable_name
 from pipeline.store import EmbeddingStore, absolute_location, store_name
 from pipeline.streaming import check_split, read_rows
 from pipeline.training import ensure_store, fit_stream, new_model, predict_stream
@@ -67,6 +68,10 @@ SEARCH_SPACE: dict[str, Knob] = {
     "coding": Knob("choice", choices=("saturation", "centred", "on_off")),
     "order": Knob("choice", choices=("store", "balanced")),
 }
+
+
+#: The search settings a study records and a resumed one must share (``--trials`` may grow).
+STUDY_SETTINGS = ("batch", "val_fraction", "search_seed", "startup")
 
 
 def trial_params(base: ColanetConfig, values: dict[str, Any], n_features: int) -> ColanetConfig:
@@ -204,10 +209,21 @@ def ask_batch(history: list[dict[str, Any]], space: dict[str, Knob], batch: int,
 
 # --- a study ---------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class StudyResult:
+    """A study's outcome: every finished trial row, best first, and the row of the base
+    parameters (the CoLaNET options given: the defaults unless changed), scored like a trial on
+    the same split but never part of the search (``base.json`` in the study folder)."""
+
+    rows: list[dict[str, Any]]
+    base: dict[str, Any]
+    study_dir: Path
+
+
 def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetConfig,
              cluster: ClusterConfig = ClusterConfig(), *, data_given: bool = True
-             ) -> list[dict[str, Any]]:
-    """Run (or resume) the study; returns all finished trial rows, best first.
+             ) -> StudyResult:
+    """Run (or resume) the study; returns its trials, best first, and the base row.
 
     With one store a trial's score is its validation accuracy. With ``cfg.stores`` (a joint
     study) every trial runs on every store and scores :func:`pipeline.tuning.joint_score`.
@@ -228,14 +244,13 @@ def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetConfig,
 
 
 def _run_locked(cfg: TuneConfig, base: ColanetConfig, cluster: ClusterConfig,
-                stores: list[EmbeddingStore]) -> list[dict[str, Any]]:
+                stores: list[EmbeddingStore]) -> StudyResult:
     dims = {s.attrs["encoder"]["feature_dim"] for s in stores}
-    name = cfg.name or ("joint-" + "-".join(store_name(s.path) for s in stores)
-                        if len(stores) > 1 else store_name(stores[0].path))
+    name = cfg.name or study_name(cfg, base, [s.path for s in stores])
     study_dir = Path(cfg.tune_dir) / name
     study = {"stores": [s.path for s in stores], "identity": [s.attrs["identity"] for s in stores],
              "space": {k: asdict(v) for k, v in SEARCH_SPACE.items()}, "base": base.to_dict(),
-             **{k: getattr(cfg, k) for k in ("batch", "val_fraction", "search_seed", "startup")}}
+             **{k: getattr(cfg, k) for k in STUDY_SETTINGS}}
     study = json.loads(json.dumps(study))
     study_file = study_dir / "study.json"
     claim_folder(study_dir, "study")
@@ -255,9 +270,19 @@ def _run_locked(cfg: TuneConfig, base: ColanetConfig, cluster: ClusterConfig,
             return _run_study(cfg, base, stores, dims, study_dir, study, study_file, client)
 
 
+def study_name(cfg: TuneConfig, base: ColanetConfig, stores: list[str]) -> str:
+    """The default study folder name: the store's name (``joint-A-B`` for several), then each
+    base CoLaNET option and search setting that a resumed study must share (batch, val fraction,
+    search seed, startup) that differs from its default (:func:`pipeline.runs.readable_name`)."""
+    prefix = ("joint-" + "-".join(store_name(p) for p in stores) if len(stores) > 1
+              else store_name(stores[0]))
+    search = {k: v for k, v in changed_options(cfg).items() if k in STUDY_SETTINGS}
+    return readable_name(prefix, {**changed_options(base), **search})
+
+
 def _run_study(cfg: TuneConfig, base: ColanetConfig, stores: list[EmbeddingStore], dims: set[int],
                study_dir: Path, study: dict[str, Any], study_file: Path,
-               client) -> list[dict[str, Any]]:
+               client) -> StudyResult:
     log = TrialLog(study_dir / "trials.jsonl")
     done = log.read()
     joint = len(stores) > 1
@@ -266,6 +291,11 @@ def _run_study(cfg: TuneConfig, base: ColanetConfig, stores: list[EmbeddingStore
                                              cfg.val_fraction) for s in stores])
         study["probe"] = {s.path: b["probe"] for s, b in zip(stores, found)}
     study_file.write_text(json.dumps(study, indent=2))
+    base_file = study_dir / "base.json"
+    base_row = _read_base(base_file)
+    base_futures = {} if base_row is not None else {  # run beside the trials, once per study
+        client.submit(run_trial, absolute_location(s.path), base, cfg.val_fraction,
+                      cfg.numba_threads, pure=False): s.path for s in stores}
     with tqdm(total=cfg.trials, initial=sum(n < cfg.trials for n in done), unit="trial",
               desc=f"tune {study_dir.name}", dynamic_ncols=True) as bar:
         for batch in range(math.ceil(cfg.trials / cfg.batch)):
@@ -296,6 +326,10 @@ def _run_study(cfg: TuneConfig, base: ColanetConfig, stores: list[EmbeddingStore
                 done[n] = row
                 bar.update(1)
                 bar.set_postfix(best=f"{max(r['score'] for r in done.values()):.4f}")
+    if base_row is None:
+        results = {path: future.result() for future, path in base_futures.items()}
+        base_row = _trial_row("base", None, base_values(base), results, study.get("probe"))
+        base_file.write_text(json.dumps(base_row, indent=2))
     rows = sorted(done.values(), key=lambda r: (-r["score"], r["number"]))
     if len(dims) == 1:
         best = trial_params(base, rows[0]["values"], dims.pop())
@@ -303,12 +337,27 @@ def _run_study(cfg: TuneConfig, base: ColanetConfig, stores: list[EmbeddingStore
             {"trial": rows[0]["number"], "score": rows[0]["score"],
              "val_accuracy": rows[0]["val_accuracy"], "colanet": best.to_dict(),
              "train_snn_args": train_snn_args(best)}, indent=2))
-    return rows
+    return StudyResult(rows, base_row, study_dir)
 
 
-def _trial_row(number: int, batch: int, values: dict[str, Any], results: dict[str, dict],
-               probe: dict[str, float] | None) -> dict[str, Any]:
-    """One trials.jsonl row: a single store's result, or per-store results and the joint score."""
+def base_values(base: ColanetConfig) -> dict[str, Any]:
+    """The searched parameters' values of the base configuration (``gain_scale`` 1: its gain)."""
+    return {k: 1.0 if k == "gain_scale" else getattr(base, k) for k in SEARCH_SPACE}
+
+
+def _read_base(path: Path) -> dict[str, Any] | None:
+    """The base row a study recorded; None when there is none yet (or it was cut short by a
+    kill: it is scored again, with the same result)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _trial_row(number: int | str, batch: int | None, values: dict[str, Any],
+               results: dict[str, dict], probe: dict[str, float] | None) -> dict[str, Any]:
+    """One trials.jsonl row (``number`` "base", ``batch`` None: the base row): a single store's
+    result, or per-store results and the joint score."""
     if len(results) == 1:
         (result,) = results.values()
         return {"number": number, "batch": batch, "values": values, **result,

@@ -1,7 +1,8 @@
-"""The command line: `annsnn embed|inspect|import|train-snn|tune|report|export|predict ...` (also `python -m stages ...`).
+"""The command line: `annsnn embed|inspect|import|train-snn|tune|report|compare|export|predict ...`.
 
-Options and their help are generated from the typed configs (each field's ``Annotated`` text), so a
-config field and its flag never drift apart; a value a config refuses is a one-line error.
+Also `python -m stages ...`. Options and their help are generated from the typed configs (each
+field's ``Annotated`` text), so a config field and its flag never drift apart; a value a config
+refuses is a one-line error.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import argparse
 import dataclasses
 import importlib
 import importlib.metadata
+import os
 import re
 import sys
 import typing
 
 from pipeline.colanet import ColanetConfig
-from pipeline.config import (ClusterConfig, EmbedConfig, ExportConfig, ImportConfig,
-                             PredictConfig, ReportConfig, TrainConfig, TuneConfig)
+from pipeline.config import (STORE_FIELDS, ClusterConfig, EmbedConfig, ExportConfig, ImportConfig,
+                             InspectConfig, PredictConfig, ReportConfig, TrainConfig, TuneConfig)
 from pipeline.errors import UserError
 
 
@@ -27,13 +29,15 @@ def add_config_options(parser, config_type: type, omit: frozenset = frozenset())
         flag, hint = "--" + f.name.replace("_", "-"), hints[f.name]
         kind, text = (hint.__origin__, hint.__metadata__[0]) if hasattr(hint, "__metadata__") else (hint, "")
         if kind is bool:
-            parser.add_argument(flag, action="store_true", help=text)
+            parser.add_argument(flag, action="store_true", help=text + " (default: off)")
             continue
         base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
         if f.default is dataclasses.MISSING:  # a field without a default is a required option
-            parser.add_argument(flag, type=base, required=True, help=text)
+            parser.add_argument(flag, type=base, required=True, help=text + " (required)")
             continue
-        shown = "" if f.default is None or "default:" in text else f" (default: {f.default})"
+        # The default is shown once: the field's own words where its text says it (a None
+        # default means something: "the model's own", "every image"), else its value.
+        shown = "" if "default:" in text else f" (default: {f.default})"
         parser.add_argument(flag, type=base, default=f.default, help=text + shown)
 
 
@@ -70,9 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("embed", "stage one: cache encoder embeddings in a Zarr store", (None, EmbedConfig),
             ("cluster (default: this process)", ClusterConfig))
-    inspect = command("inspect", "print what a store holds", (None, EmbedConfig))
-    inspect.add_argument("--store", help="store path (default: the one `embed` with the same "
-                                         "--data/--model writes)")
+    command("inspect", "print what a store holds", (None, InspectConfig),
+            ("the store embed writes", EmbedConfig,
+             {f.name for f in dataclasses.fields(EmbedConfig)} - STORE_FIELDS))
     snn = command("train-snn", "stage two: train and evaluate CoLaNET on a store", (None, EmbedConfig),
                   ("run", TrainConfig), ("cluster for embedding and evaluation", ClusterConfig),
                   ("CoLaNET (see docs/accuracy.md and the spec)", ColanetConfig))
@@ -95,6 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("inputs", nargs="+", metavar="INPUT",
                          help="image files, folders (their images at any depth), "
                               "imagefolder:PATH, csv:PATH, or a store (its features, no encoder)")
+    compare = command("compare", "finished runs side by side: the options that differ and "
+                                 "their accuracy")
+    compare.add_argument("runs", nargs="+", metavar="RUN",
+                         help="run folders (data/runs/NAME: what train-snn printed)")
     return parser
 
 
@@ -103,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 ENTRY_POINTS = {"embed": ("embed", "main"), "inspect": ("inspect", "main"),
                 "import": ("inspect", "main_import"), "train-snn": ("train_snn", "main"),
                 "tune": ("tune", "main"), "report": ("report", "main"), "export": ("export", "main"),
-                "predict": ("predict", "main")}
+                "predict": ("predict", "main"), "compare": ("compare", "main")}
 
 
 def run(args: argparse.Namespace, data_given: bool) -> None:
@@ -113,8 +121,23 @@ def run(args: argparse.Namespace, data_given: bool) -> None:
     entry(args, lambda config_type: config_from_args(args, config_type), data_given)
 
 
+def expand_home(value):
+    """A leading ``~`` of a path option (also after ``imagefolder:``/``csv:``) as the shell would
+    have expanded it: it does not in ``--out=~/x``, in ``ARGS="--out ~/x"`` or in a script."""
+    if isinstance(value, list):
+        return [expand_home(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    kind, sep, rest = value.partition(":")
+    if sep and kind in ("imagefolder", "csv") and rest.startswith("~"):
+        return f"{kind}:{os.path.expanduser(rest)}"
+    return os.path.expanduser(value) if value.startswith("~") else value
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for name, value in vars(args).items():
+        setattr(args, name, expand_home(value))
     data_given = getattr(args, "data", None) is not None
     if hasattr(args, "data") and args.data is None:
         args.data = EmbedConfig.data

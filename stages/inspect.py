@@ -8,7 +8,7 @@ import dask.array as da
 import numpy as np
 
 from pipeline.arrays import import_npz
-from pipeline.config import EmbedConfig, ImportConfig
+from pipeline.config import EmbedConfig, ImportConfig, InspectConfig
 from pipeline.lock import shared
 from pipeline.store import EmbeddingStore
 
@@ -16,7 +16,7 @@ PERCENTILES = (1, 50, 99)
 
 
 def main(args, config, data_given: bool) -> None:
-    print(describe(args.store or config(EmbedConfig).store_path()))
+    print(describe(config(InspectConfig).store or config(EmbedConfig).store_path()))
 
 
 def main_import(args, config, data_given: bool) -> None:

@@ -1,29 +1,23 @@
 """`annsnn report`: CoLaNET beside a linear probe and nearest class mean on several stores.
 
-Each store gets a run folder named after the store and a hash of the CoLaNET parameters, so a
-finished run is only evaluated again and a changed parameter set trains afresh beside it.
+Each store's run is a finished run of the same configuration when there is one (evaluated again,
+not retrained), else a run folder with the default name (:func:`pipeline.runs.run_name`: the
+store's name and the options that differ from the defaults), so a changed parameter set trains
+afresh beside the others.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from pipeline.colanet import ColanetConfig
 from pipeline.config import EmbedConfig, ReportConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.metrics import worst_classes
+from pipeline.runs import find_finished_run, run_name
 from pipeline.store import store_exists, store_name
 from pipeline.training import ensure_store, train_run
-
-
-def run_name(store: str | Path, config: ColanetConfig) -> str:
-    """The store's name and a hash of the whole model configuration (its coding included)."""
-    key = json.dumps(config.to_dict(), sort_keys=True)
-    return f"{store_name(store)}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
 
 def main(args, config, data_given: bool) -> None:
@@ -38,7 +32,9 @@ def run_report(stores: list[str], train_cfg: TrainConfig, params: ColanetConfig)
         if not store_exists(store):
             raise UserError(f"{store}: no store here; make it with `annsnn embed` or `annsnn import`")
         path = ensure_store(EmbedConfig(out=store), data_given=False)  # finished as it records
-        rows.append(train_run(path, params, replace(train_cfg, run=run_name(store, params))))
+        name = find_finished_run(train_cfg.runs_dir, path, params, passes=train_cfg.passes,
+                                 eval_split=train_cfg.eval_split) or run_name(path, params)
+        rows.append(train_run(path, params, replace(train_cfg, run=name)))
     return rows
 
 

@@ -34,4 +34,4 @@ def print_table(metrics: dict[str, Any]) -> None:
         print(f"{name:<20} {acc:>9.2%} {none:>10}")
     s = metrics["seconds"]
     print("seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in s.items()))
-    print(f"run folder: {metrics['run_dir']} (metrics.json, config.json, checkpoint.npz, *.png)")
+    print(f"run folder: {metrics['run_dir']} (open report.html: metrics, plots, configuration)")

@@ -480,6 +480,27 @@ def test_timely_unforced_answer_consolidates(impl):
 
 
 @pytest.mark.parametrize("impl", [cn, ref])
+def test_a_copy_sitting_a_sample_out_neither_learns_nor_votes(impl):
+    """copy_share < 1 (bagging): each copy sits out its own seeded draw of the training samples,
+    about the share asked; a sample sat out leaves that copy's whole state as it was."""
+    p, x = _quiet_setup(forcing="all", e=4, copy_share=0.5, seed=1)
+    out = np.array([[ref.sitting_out(p.seed, p.e, i, p.copy_share)[e] for e in range(p.e)]
+                    for i in range(400)])
+    assert 0.4 < out.mean() < 0.6 and len({tuple(c) for c in out.T}) == p.e  # copies differ
+    sample = int(np.flatnonzero(out[:, 1] & ~out[:, 0])[0])  # copy 0 learns it, copy 1 does not
+    st = cn.init_state(p, 8, 3)
+    before = st.copy()
+    votes, st, rec = impl.train_chunk(p, st, x, [1], [sample], 1.0, record=True)
+    assert rec[0, :, 1, :].sum() == 0 and votes[0, 1].sum() == 0
+    for name in cn.STATE_ARRAYS:
+        if cn.AXES[cn.STATE_ARRAYS[name].axes][0] == "E":
+            np.testing.assert_array_equal(getattr(st, name)[1], getattr(before, name)[1], name)
+    assert rec[0, :, 0, :].sum() > 0 and not np.array_equal(st.r[0], before.r[0])
+    # copy_share 1 (the default): nobody ever sits out
+    assert not ref.sitting_out(0, 4, 7, 1.0).any()
+
+
+@pytest.mark.parametrize("impl", [cn, ref])
 def test_column_blocking(impl):
     """Neurons A (w 1.7) and B (w 1.45) of column 0 both cross threshold at
     tick 1; A, more depolarised, fires and blocks the column: B's input is
@@ -654,6 +675,19 @@ def test_readout():
     pred, answered = cn.readout(votes)
     np.testing.assert_array_equal(pred, [1, 0, -1])
     np.testing.assert_array_equal(answered, [True, True, False])
+
+
+def test_ranked_classes_order_votes_and_never_rank_a_class_without_one():
+    votes = np.array([
+        [[0, 2, 1, 0], [0, 1, 0, 0]],  # 1 (3 votes), 2 (1); 0 and 3 have none
+        [[1, 0, 1, 0], [0, 0, 0, 1]],  # three tied at 1 vote: lowest class first
+        [[0, 0, 0, 0], [0, 0, 0, 0]],  # no vote: nothing ranked
+    ], np.int32)
+    ranked = cn.ranked_classes(votes, 6)  # more places than classes: padded with -1
+    np.testing.assert_array_equal(ranked, [[1, 2, -1, -1, -1, -1],
+                                           [0, 2, 3, -1, -1, -1],
+                                           [-1, -1, -1, -1, -1, -1]])
+    np.testing.assert_array_equal(cn.ranked_classes(votes, 1)[:, 0], cn.readout(votes)[0])
 
 
 # --- learning ---------------------------------------------------------------------------

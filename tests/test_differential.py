@@ -201,6 +201,7 @@ def exercised(params, state, votes, spikes, n_inputs_silent):
     ("shipped defaults, bernoulli coder", {"coder": "bernoulli", "seed": 3}),
     ("spec settings and readings", {**SPEC, **SPEC_READINGS}),
     ("shipped defaults, spec readings", SPEC_READINGS),
+    ("shipped defaults, bagging", {"copy_share": 0.6, "seed": 5}),
 ])
 def test_plasticity_on_matches_reference(name, choices):
     """Explicit cases with plasticity fully on (teacher, dopamine, stability, conservation), run

@@ -191,6 +191,29 @@ def test_version_is_the_installed_package_version(capsys):
     assert code == 0 and out.strip() == f"annsnn {version('annsnn')}"
 
 
+def test_a_python_without_the_packages_gets_one_line_saying_what_to_run():
+    """`python -m stages` with a Python that lacks annsnn's packages (here: ours without its
+    site-packages, as the system python3 is on a fresh machine) is told to make the venv."""
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-S", "-m", "stages", "--version"], cwd=root,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert re.fullmatch(r"annsnn: this Python \(.+\) lacks numpy, numba, .*: run `make install`.*\n",
+                        done.stderr), done.stderr
+
+
+def test_a_tilde_the_shell_left_alone_is_the_home_folder(tmp_path, monkeypatch, capsys):
+    """``--out=~/x`` (the shell expands no ``~`` after ``=``), or ``ARGS="--out ~/x"`` through make,
+    means the home folder, never a folder named ``~`` here."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "home"
+    assert_refused(["inspect", "--store=~/missing.zarr"], capsys, re.escape(str(home / "missing.zarr")))
+    assert_refused(["embed", "--data=imagefolder:~/no-photos"], capsys, re.escape(str(home / "no-photos")))
+    assert not (tmp_path / "~").exists()
+
+
 def test_embed_says_a_finished_store_is_already_complete_and_where_it_resumes(tmp_path, capsys):
     out = tmp_path / "d.zarr"
     argv = ["embed", "--data", "digits", "--limit", "40", "--image-size", "32", "--chunk-size",

@@ -252,11 +252,55 @@ def test_per_class_entries_agree_with_the_confusion_matrix_and_train_labels(tmp_
     methods = ["snn", "probe", "ncm"] if baselines else ["snn"]
     for c in per_class:
         assert {k for k in c if k.endswith("_recall")} == {f"{k}_recall" for k in methods}
+        assert {k for k in c if k.endswith("_f1")} == {f"{k}_f1" for k in methods}
+    for k, c in enumerate(per_class):  # precision: the confusion's column; no answer: the last
+        predicted = confusion[:, k].sum()
+        assert c["snn_precision"] == (None if predicted == 0 else
+                                      pytest.approx(confusion[k, k] / predicted, abs=1e-6))
+        p, r = c["snn_precision"], c["snn_recall"]
+        assert c["snn_f1"] == (None if p is None or r is None else 0.0 if p + r == 0 else
+                               pytest.approx(2 * p * r / (p + r), abs=1e-5))
+    n = len(store.class_names)
+    assert confusion.shape == (n, n + 1)
+    assert confusion[:, n].sum() == round(saved["no_answer_rate"] * m["n_test"])
     for k in methods:  # recall weighted by eval count is the accuracy
         weighted = sum(c[f"{k}_recall"] * c["eval_count"] for c in per_class if c["eval_count"])
         assert weighted / m["n_test"] == pytest.approx(saved[f"{k}_accuracy"], abs=1e-5)
     if baselines:
         assert per_class[3]["probe_recall"] is None and per_class[3]["ncm_recall"] is None
+
+
+def test_precision_f1_and_top_k_accuracy_by_hand():
+    from pipeline.metrics import class_precision, f1_score, top_k_accuracy
+
+    # Predicted as 0: samples of 0 and 1; as 1: one of 1; class 2 never predicted; -1 counts
+    # as no prediction of any class.
+    assert class_precision([0, 0, 1, 1, 2], [0, -1, 0, 1, 1], 3) == [0.5, 0.5, None]
+    assert f1_score(0.5, 1.0) == pytest.approx(2 / 3, abs=1e-6)
+    assert f1_score(0.0, 0.0) == 0.0 and f1_score(None, 1.0) is None
+    ranked = np.array([[2, 0, -1], [1, -1, -1], [-1, -1, -1], [0, 1, 2]])
+    assert top_k_accuracy(np.array([0, 0, 2, 2]), ranked) == 0.5  # rows 0 and 3
+    assert top_k_accuracy(np.array([], np.int64), ranked[:0]) == 0.0
+
+
+def test_metrics_record_the_model_speed_and_top5(tmp_path):
+    store = separable_store(tmp_path / "s.zarr", classes=7)
+    m = _run(tmp_path, store, skip_baselines=True)
+    saved = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
+    assert saved["colanet"] == SMALL.to_dict()
+    assert saved["resolved"]["n_inputs"] == 48 and saved["resolved"]["sat_levels"] == 48
+    assert saved["resolved"]["gain"] == pytest.approx(SMALL.gain_total / 48)
+    config = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    finite = [v for v in config["coding"]["sat"] if v is not None]
+    assert saved["resolved"]["inputs_never_spiking"] == 48 - len(finite)
+    assert saved["resolved"]["sat_max"] == max(finite)
+    assert saved["classes"] == store.class_names == [c["name"] for c in saved["per_class"]]
+    # balanced order: at least every usable row once
+    assert saved["train_presentations"] >= m["n_train"] == 120
+    assert saved["train_samples_per_s"] == pytest.approx(
+        saved["train_presentations"] / m["seconds"]["train"], rel=0.01)
+    assert saved["eval_samples_per_s"] == pytest.approx(60 / m["seconds"]["snn_eval"], rel=0.01)
+    assert saved["snn_accuracy"] <= saved["snn_top5_accuracy"] <= 1.0
 
 
 def test_class_recall_and_the_worst_classes_order():

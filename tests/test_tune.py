@@ -10,7 +10,8 @@ import pytest
 from pipeline.colanet import ColanetConfig
 from pipeline.config import ClusterConfig, EmbedConfig, TuneConfig
 from pipeline.errors import UserError
-from pipeline.tuning import TrialLog, joint_score, run_trial, run_tune, trial_params
+from pipeline.tuning import (SEARCH_SPACE, TrialLog, base_values, joint_score, run_trial, run_tune,
+                             trial_params)
 from tests.conftest import separable_store
 
 BASE = ColanetConfig(m=3, e=1)
@@ -31,7 +32,7 @@ def scheduler():
 def _tune(tmp_path, scheduler):
     def run(tmp_path, store, name="s", **kw):
         cfg = TuneConfig(tune_dir=str(tmp_path / "tune"), name=name, batch=2, startup=2, **kw)
-        return run_tune(EmbedConfig(out=store.path), cfg, BASE, scheduler)
+        return run_tune(EmbedConfig(out=store.path), cfg, BASE, scheduler).rows
     return run
 
 
@@ -90,3 +91,29 @@ def test_joint_score_is_parity_at_zero_and_relative():
     assert joint_score({"a": 0.9, "b": 0.99}, {"a": 0.9, "b": 0.99}) == 0
     twice = joint_score({"a": 0.795}, {"a": 0.8975})  # (0.205+0.005)/(0.1025+0.005) ~ 1.95
     assert twice == pytest.approx(-np.log(0.21 / 0.1075))
+
+
+def test_the_base_parameters_are_scored_beside_the_trials_once(tmp_path, scheduler, capsys):
+    from stages.tune import print_rows
+
+    store = separable_store(tmp_path / "s.zarr", n_train=80, n_test=20)
+    cfg = TuneConfig(tune_dir=str(tmp_path / "tune"), batch=2, startup=2, trials=2)
+    study = run_tune(EmbedConfig(out=store.path), cfg, BASE, scheduler)
+    assert study.study_dir == tmp_path / "tune" / "s-m3-e1-batch2-startup2"  # the default name
+    alone = run_trial(store.path, BASE, cfg.val_fraction)
+    assert {**study.base, "seconds": 0} == {"number": "base", "batch": None,
+                                            "values": base_values(BASE), **alone, "seconds": 0,
+                                            "score": alone["val_accuracy"]}
+    assert base_values(BASE)["gain_scale"] == 1.0 and base_values(BASE)["m"] == 3
+    recorded = (study.study_dir / "base.json").stat().st_mtime_ns
+    more = run_tune(EmbedConfig(out=store.path), TuneConfig(**{**cfg.to_dict(), "trials": 4}),
+                    BASE, scheduler)
+    assert more.base == study.base and len(more.rows) == 4
+    assert (study.study_dir / "base.json").stat().st_mtime_ns == recorded  # not scored again
+    print_rows(more, top=3)
+    lines = capsys.readouterr().out.strip().splitlines()
+    table = lines[lines.index(next(x for x in lines if x.lstrip().startswith("#"))):]
+    assert len(table) == 1 + 1 + 3 and table[1].split()[0] == "base"
+    assert [t.split()[0] for t in table[2:]] == [str(r["number"]) for r in more.rows[:3]]
+    assert len({len(t) for t in table}) == 1  # every column right-aligned: lines end together
+    assert table[0].split()[7:] == list(SEARCH_SPACE)  # after: # score val acc no ans s

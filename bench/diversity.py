@@ -1,0 +1,84 @@
+"""Do ensemble copies that each see their own presentation order beat copies that share one?
+
+Issue 12 asks whether copies that differ in more than their noise make the ensemble worth more.
+For each store this trains, on the fit rows of the train split (the tail ``--val-fraction`` scores,
+as in ``annsnn tune``):
+
+* ``shared``: one network of E copies (shipped defaults) on one class-balanced presentation list
+  (each row of class c presented ``max(1, n_mean/n_c)`` times in expectation, shuffled);
+* ``own``: E networks of one copy each, every one with its own balanced draw, its own shuffle and
+  its own noise seed, their votes summed: what copies with their own order would do. (The
+  engine's copies share one order; ``--copy-share`` bagging is measured by bench/options.py.)
+
+Both feed their lists to the estimator's in-order ``partial_fit``. Prints each variant's
+validation accuracy per repeat (the repeat seeds the draws)::
+
+    python bench/diversity.py --stores data/embeddings/digits-tf_efficientnet_lite0.zarr --repeats 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.estimator import ColanetClassifier  # noqa: E402
+from pipeline.store import EmbeddingStore, store_name  # noqa: E402
+from pipeline.streaming import read_rows  # noqa: E402
+from pipeline.tuning import validation_rows  # noqa: E402
+
+
+def balanced_list(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Row indices of one balanced pass: a row of class c ``floor(r_c)`` times plus once more with
+    probability ``frac(r_c)``, ``r_c = max(1, n_mean / n_c)``; shuffled."""
+    counts = np.bincount(labels)
+    r = np.maximum(1.0, counts.mean() / counts)[labels]
+    times = np.floor(r).astype(np.int64) + (rng.random(len(r)) < r - np.floor(r))
+    rows = np.repeat(np.arange(len(r)), times)
+    return rows[rng.permutation(len(rows))]
+
+
+def score(path: str, variant: str, repeat: int, val_fraction: float, copies: int) -> float:
+    store = EmbeddingStore.open(path)
+    first = validation_rows(store, val_fraction)
+    x_fit, y_fit = read_rows(store, "train", stop=first)
+    x_val, y_val = read_rows(store, "train", start=first)
+    classes, labels = np.unique(y_fit, return_inverse=True)
+    if variant == "shared":
+        rows = balanced_list(labels, np.random.default_rng([repeat, 0]))
+        model = ColanetClassifier(e=copies, seed=repeat).partial_fit(x_fit[rows], y_fit[rows],
+                                                                     classes=classes)
+        total = model.votes(x_val).astype(np.int64).sum(axis=1)
+    else:
+        total = np.zeros((len(x_val), len(classes)), np.int64)
+        for copy in range(copies):
+            rows = balanced_list(labels, np.random.default_rng([repeat, copy]))
+            model = ColanetClassifier(e=1, seed=repeat * 1000 + copy).partial_fit(
+                x_fit[rows], y_fit[rows], classes=classes)
+            total += model.votes(x_val).astype(np.int64).sum(axis=1)
+    return float((classes[total.argmax(axis=1)] == y_val).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stores", nargs="+", required=True)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--copies", type=int, default=ColanetClassifier().e)
+    ap.add_argument("--val-fraction", type=float, default=0.2)
+    a = ap.parse_args()
+    print(f"{'store':<40} {'repeat':>6} {'shared':>8} {'own':>8}  seconds", flush=True)
+    for path in a.stores:
+        for repeat in range(a.repeats):
+            started = time.perf_counter()
+            acc = {v: score(path, v, repeat, a.val_fraction, a.copies) for v in ("shared", "own")}
+            print(f"{store_name(path)[:40]:<40} {repeat:>6} {acc['shared']:>8.4f} "
+                  f"{acc['own']:>8.4f}  {time.perf_counter() - started:.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
