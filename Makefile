@@ -20,13 +20,17 @@ RUNS  ?= $(wildcard data/runs/*/)
 # pytest-xdist processes for make test (the README's suite times: 2 cores, 2 workers)
 TEST_WORKERS ?= 2
 
+# The Brian2 peer of bench-snn (bench/peer_brian2.py) runs from its own venv: brian2 2.9 needs numpy<2.4
+PEER_VENV ?= .venv-peer
+PEER_PY   := $(PEER_VENV)/bin/python
+
 EMBED_ARGS := --data $(DATA) --model $(MODEL) $(if $(CHECKPOINT),--weights $(CHECKPOINT),--weights $(WEIGHTS))
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 19
 
 .PHONY: help install embed inspect train-snn tune predict compare test test-slow bench bench-embed \
-        bench-snn bench-scale bench-incremental clean
+        bench-snn bench-peer peer-venv bench-scale bench-incremental clean
 
 install: $(STAMP) ## make .venv and install the package with its dev extras
 
@@ -64,11 +68,20 @@ test-slow: $(STAMP) ## the long checks kept out of make test (10 kills per stage
 
 bench: bench-embed bench-snn bench-scale bench-incremental ## every benchmark below
 
-bench-embed: $(STAMP) ## stage one against the bare forward pass
+bench-embed: $(STAMP) ## stage one on generated photo-like JPEGs against the forward pass alone
 	$(PY) bench/embed.py $(ARGS)
 
-bench-snn: $(STAMP) ## stage two against the NumPy reference and the row-add bound
-	$(PY) bench/snn.py $(ARGS)
+bench-snn: $(STAMP) ## stage two against the NumPy reference, the row-add bound (and Brian2)
+	$(PY) bench/snn.py $(if $(wildcard $(PEER_PY)),--peer $(PEER_PY)) $(ARGS)
+
+peer-venv: $(PEER_PY) ## make .venv-peer with brian2 (for bench-snn's x Brian2 ratios)
+
+$(PEER_PY):
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_PY) -m pip install --quiet brian2 "numpy<2.4"
+
+bench-peer: $(PEER_PY) ## the Brian2 peer alone: runtime, standalone, NumPy (E 15, 1000 samples)
+	$(PEER_PY) bench/peer_brian2.py --ensemble 15 --samples 1000 --winit=0,1 --out data/bench/peer.json $(ARGS)
 
 bench-scale: $(STAMP) ## cluster speed-up, flat memory, 1000 classes
 	$(PY) bench/scale.py $(ARGS)
@@ -76,5 +89,5 @@ bench-scale: $(STAMP) ## cluster speed-up, flat memory, 1000 classes
 bench-incremental: $(STAMP) ## classes learned in 5 tasks with train-snn --init-from
 	$(PY) bench/incremental.py $(ARGS)
 
-clean: ## remove .venv and build files
-	rm -rf $(VENV) build *.egg-info
+clean: ## remove .venv, .venv-peer and build files
+	rm -rf $(VENV) $(PEER_VENV) build *.egg-info

@@ -1,8 +1,10 @@
 """Benchmark stage two: CoLaNET training and inference throughput, its bounds, and streaming memory.
 
-On synthetic pooled-ReLU6-like features (non-negative, ~40 % zeros, long-tailed, class prototypes
-plus noise; sat = 99th percentile of the positive values), at the paper's size (D 1536, C 64) and
-the default size (D 1280, C 10), both with M 10 and E 15, this one run measures:
+On synthetic pooled-ReLU6-like features fitted to real EfficientNet-Lite0 ones (45 % zeros, varying
+from sample to sample, long-tailed; see :class:`Synthetic`), coded as train-snn codes them (the
+shipped coding, measured on the train rows), at the paper's size (D 1536, C 64) with M 10, E 15
+(``paper``) and with the shipped M and E (``shipped``), and at the default size (D 1280, C 10,
+M 10, E 15), this one run measures:
 
 * training samples/s and synaptic events/s of :func:`pipeline.colanet.train_chunk` (the Numba
   kernels), synaptic events = sum over samples of (input spikes, counted with ``encode_inputs``)
@@ -20,11 +22,18 @@ the default size (D 1280, C 10), both with M 10 and E 15, this one run measures:
   shared machine cannot flatter the ratio).  Figure of merit: numba / bound (target >= 0.5x);
 * inference samples/s of :func:`pipeline.colanet.infer_chunk` on held-out samples with the trained
   state (plus its accuracy, to show the network learnt and spikes plausibly);
+* input spikes and L spikes per sample (training: every L spike, forced ones included, of one more
+  chunk from the trained state; inference: the votes);
+* with ``--peer PYTHON`` (a venv with brian2: ``make peer-venv``), at the paper sizes, the Brian2
+  peer ``bench/peer_brian2.py`` (runtime mode, Cython, plastic and frozen, ``--peer-samples``
+  samples, fed the same input spikes) in a child process: training / Brian2 plastic (goal >= 20x)
+  and inference / Brian2 frozen (goal >= 40x);
 * peak memory (ru_maxrss) of the streaming training loop (``iter_batches`` + ``train_chunk``) over
   a synthetic store of ``--memory-rows`` sizes, each in a fresh subprocess; goal: flat (<= 1.1x).
 
-    python bench/snn.py [--samples 1024] [--ref-samples 8] [--threads N] [--sizes paper,default]
-                        [--skip-memory] [--out data/bench/snn.json]
+    python bench/snn.py [--samples 1024] [--ref-samples 8] [--threads N]
+                        [--sizes paper,shipped,default] [--skip-memory] [--out data/bench/snn.json]
+                        [--peer .venv-peer/bin/python] [--peer-samples 1000] [--peer-winit 0,1]
 
 Writes data/bench/snn.json and prints a compact table.
 """
@@ -49,42 +58,55 @@ from numba import njit, prange
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipeline import colanet_reference  # noqa: E402
+from pipeline.streaming import array_batches  # noqa: E402
 from pipeline.training import Coding  # noqa: E402
 from pipeline.colanet import (ColanetConfig, encode_inputs, infer_chunk, init_state,  # noqa: E402
                               readout, train_chunk)
 
-SIZES = {"paper": (1536, 64), "default": (1280, 10)}  # name: (D inputs, C classes)
+# name: (D inputs, C classes, M, E); M or E None: the shipped default (ColanetConfig)
+SIZES = {"paper": (1536, 64, 10, 15), "shipped": (1536, 64, None, None),
+         "default": (1280, 10, 10, 15)}
 M, E = 10, 15
 CHUNK = 256  # rows per train_chunk / infer_chunk call, as the store's chunks in stage two
 SEED = 0
 TARGET_REF, TARGET_BOUND, TARGET_MEMORY = 100.0, 0.5, 1.1
+TARGET_PEER_TRAIN, TARGET_PEER_INFER = 20.0, 40.0  # x Brian2 runtime plastic / frozen
+PEER = Path(__file__).resolve().parent / "peer_brian2.py"
+PEER_D, PEER_C = 1536, 64  # the peer's network is the paper's size
 
 
 # --- synthetic features ------------------------------------------------------------------------
 class Synthetic:
-    """Pooled-ReLU6-like features with class structure.
+    """Pooled-ReLU6-like features with class structure, fitted to real EfficientNet-Lite0 features
+    (the dev stores of caltech51 and imagenette-mini; ``--real-store`` prints both side by side).
 
-    Each class c has, per feature j, a probability ``p0[c, j]`` (Beta(2, 3), mean 0.4) that the
-    feature is 0 and a typical magnitude ``mag[c, j]`` (Gamma(1.2, 0.6): long-tailed).  A sample of
-    class y keeps feature j with probability ``1 - p0[y, j]`` and draws its value as
-    ``mag[y, j] * Gamma(4, 1/4)`` (multiplicative noise, mean 1), capped at 6 (ReLU6)."""
+    Whether feature j of a sample of class y is 0 is a logistic draw: logit P(zero) = f_j (feature,
+    N(logit 0.445, 0.45)) + c_yj (class, N(0, 1)) + s (sample, N(0, 0.6): some images switch off
+    many features, others few).  A kept feature is ``mag[y, j] * Exp(1) * exp(-0.2 s)``
+    (``mag`` ~ Gamma(8, 0.034): most values small, a long tail), capped at 6 (ReLU6).  Measured
+    (D 1280, shipped coding): 45 % zeros (real 44-45 %), per-sample zero fraction sd 0.11 (real
+    0.12-0.13), 750 +- 290 input spikes per sample (real 720 +- 210 to 760 +- 250), mean positive
+    value 0.34 (real 0.33-0.34)."""
 
     def __init__(self, n_inputs: int, n_classes: int, seed: int = SEED):
         rng = np.random.default_rng([seed, n_inputs, n_classes])
-        self.p0 = rng.beta(2.0, 3.0, (n_classes, n_inputs))
-        self.mag = rng.gamma(1.2, 0.6, (n_classes, n_inputs))
+        feature = rng.normal(np.log(0.445 / 0.555), 0.45, n_inputs)
+        self.zero_logit = feature[None, :] + rng.normal(0.0, 1.0, (n_classes, n_inputs))
+        self.mag = rng.gamma(8.0, 0.034, (n_classes, n_inputs))
         self.n_classes = n_classes
 
     def sample(self, n: int, seed: int, block: int = 2048):
         """``n`` samples (X (n, D) float32, y (n,) int64), made ``block`` rows at a time so that
         the float64 temporaries stay small."""
-        x = np.empty((n, self.p0.shape[1]), np.float32)
+        x = np.empty((n, self.mag.shape[1]), np.float32)
         y = np.empty(n, np.int64)
         for i, lo in enumerate(range(0, n, block)):
             rng = np.random.default_rng([seed, i])
             yb = rng.integers(0, self.n_classes, min(block, n - lo))
-            keep = rng.random((len(yb), self.p0.shape[1])) >= self.p0[yb]
-            v = self.mag[yb] * rng.gamma(4.0, 0.25, keep.shape)
+            s = rng.normal(0.0, 0.6, (len(yb), 1))
+            p_zero = 1.0 / (1.0 + np.exp(-(self.zero_logit[yb] + s)))
+            keep = rng.random(p_zero.shape) >= p_zero
+            v = self.mag[yb] * rng.exponential(1.0, keep.shape) * np.exp(-0.2 * s)
             x[lo:lo + len(yb)] = np.where(keep, np.minimum(v, 6.0), 0.0)
             y[lo:lo + len(yb)] = yb
         return x, y
@@ -200,18 +222,20 @@ def checkpoint_seconds(state) -> float:
     return best
 
 
-def bench_size(name: str, n_samples: int, n_ref: int, log, overrides: dict | None = None) -> dict:
-    D, C = SIZES[name]
-    params = ColanetConfig(**{"seed": SEED, **(overrides or {}), "m": M, "e": E})
+def bench_size(name: str, n_samples: int, n_ref: int, log, overrides: dict | None = None,
+               peer: dict | None = None) -> dict:
+    D, C, m, e = SIZES[name]
+    fixed = {k: v for k, v in (("m", m), ("e", e)) if v is not None}
+    params = ColanetConfig(**{"seed": SEED, **(overrides or {}), **fixed})
+    M, E = params.m, params.e
     N = C * M
     gen = Synthetic(D, C)
     x, y = gen.sample(n_samples, seed=1)
     xt, yt = gen.sample(n_samples, seed=2)
-    if params.coding != "saturation":  # the coder's inputs, as the training engine makes them
-        coding = Coding(1.0, x.astype(np.float64).mean(axis=0).astype(np.float32),
-                        params.coding == "on_off")
-        x, xt, D = coding.inputs(x), coding.inputs(xt), params.n_inputs(D)
-    sat = saturation(x)
+    zeros = float(np.mean(x == 0))
+    # the coding train-snn measures on the train rows (centre, per-feature levels), applied as it is
+    coding = Coding.measured(params, lambda: array_batches(x, y), x, "synthetic features")
+    x, xt, D, sat = coding.inputs(x), coding.inputs(xt), params.n_inputs(D), coding.sat
     sid = np.arange(n_samples, dtype=np.int64)
     sid_t = np.arange(n_samples, dtype=np.int64) + n_samples
     spikes = encode_inputs(params, x, sid, sat)
@@ -222,8 +246,8 @@ def bench_size(name: str, n_samples: int, n_ref: int, log, overrides: dict | Non
     late = n_samples - n_ref if n_samples >= 2 * n_ref else None
 
     fresh = init_state(params, D, C)
-    log(f"[{name}] D {D} C {C} N {N} E {E}: {n_samples} samples, {per_sample.mean():.0f} input "
-        f"spikes/sample, {np.mean(x == 0):.0%} zeros, sat {sat:.3f}")
+    log(f"[{name}] D {D} C {C} M {M} E {E}: {n_samples} samples, {per_sample.mean():.0f} input "
+        f"spikes/sample, {zeros:.0%} zeros")
 
     # warm-up: JIT compile (or load the cache) before timing each kernel
     train_chunk(params, fresh.copy(), x[:2], y[:2], sid[:2], sat)
@@ -246,6 +270,13 @@ def bench_size(name: str, n_samples: int, n_ref: int, log, overrides: dict | Non
 
     ivotes, infer_s = infer_timed(params, state, xt, sid_t, sat)
     ipred, ians = readout(ivotes)
+    # every L spike of training (forced ones included), untimed: the trained state (a copy) on
+    # one more chunk; in inference every L spike is a vote
+    rows = slice(0, min(CHUNK, n_samples))
+    _, _, rec = train_chunk(params, state.copy(), xt[rows], yt[rows], sid_t[rows], sat, record=True)
+    l_train, l_infer = float(rec.sum()) / len(rec), float(ivotes.sum()) / n_samples
+    log(f"[{name}] inference {n_samples / infer_s:.1f}/s; L spikes/sample: training {l_train:.1f}, "
+        f"inference {l_infer:.1f}")
     tpred, tans = readout(votes)
     half = n_samples // 2
 
@@ -273,11 +304,25 @@ def bench_size(name: str, n_samples: int, n_ref: int, log, overrides: dict | Non
     train_rate = n_samples / train_s
     ref_rate = ref["first"]["reference_samples_per_s"]
     bound_rate = n_samples / bound_best
+    infer_rate = n_samples / infer_s
+    peer_result = None
+    if peer is not None:
+        peer_result = bench_peer(peer, params, gen, coding, spikes, name, log)
+        if peer_result is not None and "error" not in peer_result:
+            peer_result["train_ratio"] = train_rate / peer_result["plastic"]["samples_per_s"]
+            peer_result["infer_ratio"] = infer_rate / peer_result["frozen"]["samples_per_s"]
+            log(f"[{name}] x Brian2: training {peer_result['train_ratio']:.1f}x "
+                f"(goal {TARGET_PEER_TRAIN:.0f}x), inference {peer_result['infer_ratio']:.1f}x "
+                f"(goal {TARGET_PEER_INFER:.0f}x)")
     return {
         "size": name, "n_inputs": D, "n_classes": C, "m": M, "e": E, "n_neurons": N,
-        "samples": n_samples, "ref_samples": n_ref, "chunk": CHUNK, "sat": sat,
-        "zero_fraction": float(np.mean(x == 0)),
+        "samples": n_samples, "ref_samples": n_ref, "chunk": CHUNK, "coding": params.coding,
+        "sat_median": float(np.median(sat)),
+        "zero_fraction": zeros,
         "input_spikes_per_sample": float(per_sample.mean()),
+        "input_spikes_per_sample_sd": float(per_sample.std()),
+        "l_spikes_per_sample": {"train": l_train, "infer": l_infer},
+        "peer": peer_result,
         "synaptic_events_per_sample": events / n_samples,
         "train": {"seconds": train_s, "samples_per_s": train_rate, "events_per_s": events / train_s,
                   "checkpoint_seconds": save_s, "checkpoint_every": CHECKPOINT_EVERY,
@@ -288,7 +333,7 @@ def bench_size(name: str, n_samples: int, n_ref: int, log, overrides: dict | Non
         "reference": ref,
         "bound": {"seconds": bound_s, "samples_per_s": bound_rate,
                   "events_per_s": events / bound_best},
-        "infer": {"seconds": infer_s, "samples_per_s": n_samples / infer_s,
+        "infer": {"seconds": infer_s, "samples_per_s": infer_rate,
                   "events_per_s": int(spikes_t.sum()) * ev_per_spike / infer_s,
                   "accuracy": float(np.mean(ipred == yt)), "answered": float(np.mean(ians))},
         "numba_over_reference": train_rate / ref_rate,
@@ -297,6 +342,49 @@ def bench_size(name: str, n_samples: int, n_ref: int, log, overrides: dict | Non
         "meets_reference": train_rate / ref_rate >= TARGET_REF,
         "meets_bound": train_rate / bound_rate >= TARGET_BOUND,
     }
+
+
+# --- the Brian2 peer ------------------------------------------------------------------------------
+def bench_peer(peer: dict, params: ColanetConfig, gen: Synthetic, coding: Coding,
+               spikes: np.ndarray, name: str, log) -> dict | None:
+    """Run bench/peer_brian2.py (Brian2 runtime/Cython, plastic and frozen) in a child process of
+    the peer's own Python on the input spikes of our coding (its first sample is its warm-up), at
+    this size's E and M. None when the peer does not simulate this size."""
+    D, C = spikes.shape[2], gen.n_classes
+    if (D, C) != (PEER_D, PEER_C) or (params.present_ticks, params.period) != (10, 15):
+        log(f"[{name}] no Brian2 peer: it simulates D {PEER_D}, C {PEER_C}, 10 + 5 ticks")
+        return None
+    n = peer["samples"] + 1
+    if len(spikes) < n:  # more samples than the bench trains on: code more of the same kind
+        xs, _ = gen.sample(n, seed=1)
+        spikes = encode_inputs(params, coding.inputs(xs), np.arange(n, dtype=np.int64), coding.sat)
+    b, k, j = np.nonzero(spikes[:n])  # row-major: by tick, then input
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, out = Path(tmp) / "inputs.npz", Path(tmp) / "peer.json"
+        np.savez(inputs, idx=j.astype(np.int32), ticks=(b * params.period + k).astype(np.int64))
+        cmd = [peer["python"], str(PEER), "--mode", "runtime", "--plasticity", "both",
+               "--ensemble", str(params.e), "--m", str(params.m), "--samples", str(peer["samples"]),
+               f"--winit={peer['winit']}", "--inputs", str(inputs), "--max-load", "1e9",
+               "--out", str(out)]
+        log(f"[{name}] Brian2 peer: {' '.join(cmd[1:])}")
+        started = time.perf_counter()
+        run = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - started
+        rows = json.loads(out.read_text())["results"] if out.exists() else []
+    rows = {("plastic" if r["plastic"] else "frozen"): r for r in rows if "error" not in r}
+    if run.returncode != 0 or set(rows) != {"plastic", "frozen"}:
+        error = (run.stderr or run.stdout)[-2000:]
+        log(f"[{name}] Brian2 peer failed:\n{error}")
+        return {"error": error}
+    keys = ("samples_per_s", "run_s", "compile_s", "setup_s", "in_spikes_per_sample",
+            "post_spikes", "samples", "N")
+    result = {kind: {k: r[k] for k in keys} for kind, r in rows.items()}
+    for r in result.values():
+        r["l_spikes_per_sample"] = r["post_spikes"] / r["samples"]
+    result.update(winit=peer["winit"], wall_seconds=seconds, mode="runtime (Cython)")
+    log(f"[{name}] Brian2 plastic {result['plastic']['samples_per_s']:.1f}/s, frozen "
+        f"{result['frozen']['samples_per_s']:.1f}/s ({seconds:.0f} s with compiles)")
+    return result
 
 
 # --- streaming memory ----------------------------------------------------------------------------
@@ -387,11 +475,12 @@ def machine_info(threads: int) -> dict:
 
 
 def print_table(result: dict) -> None:
-    print(f"{'size':8} {'D':>5} {'C':>3} {'N':>4} {'E':>3} {'spk/smp':>8} {'train/s':>8} "
+    print(f"{'size':8} {'D':>5} {'C':>3} {'M':>3} {'N':>4} {'E':>3} {'spk/smp':>8} {'train/s':>8} "
           f"{'Gev/s':>6} {'ref/s':>6} {'nb/ref':>7} {'bound/s':>8} {'nb/bound':>8} {'infer/s':>8} "
           f"{'acc':>5}")
     for r in result["sizes"]:
-        print(f"{r['size']:8} {r['n_inputs']:5d} {r['n_classes']:3d} {r['n_neurons']:4d} "
+        print(f"{r['size']:8} {r['n_inputs']:5d} {r['n_classes']:3d} {r['m']:3d} "
+              f"{r['n_neurons']:4d} "
               f"{r['e']:3d} "
               f"{r['input_spikes_per_sample']:8.0f} {r['train']['samples_per_s']:8.1f} "
               f"{r['train']['events_per_s'] / 1e9:6.2f} "
@@ -401,6 +490,25 @@ def print_table(result: dict) -> None:
               f"{r['infer']['accuracy']:5.2f}")
     print(f"targets: numba/reference >= {TARGET_REF:.0f}x, numba/bound >= {TARGET_BOUND}x "
           f"(Gev/s: synaptic events = input spikes x N x E; acc: held-out inference accuracy)")
+    for r in result["sizes"]:
+        q, l = r["peer"], r["l_spikes_per_sample"]
+        print(f"  {r['size']}: {r['zero_fraction']:.0%} zeros, input spikes/sample "
+              f"{r['input_spikes_per_sample']:.0f} +- {r['input_spikes_per_sample_sd']:.0f}, "
+              f"L spikes/sample training {l['train']:.1f}, inference {l['infer']:.1f}")
+        if q and "error" not in q:
+            print(f"  {r['size']}: x Brian2 (runtime, Cython, 1 thread; same input spikes, "
+                  f"{q['plastic']['samples']} samples, winit {q['winit']}): training "
+                  f"{r['train']['samples_per_s']:.1f}/s / plastic "
+                  f"{q['plastic']['samples_per_s']:.2f}/s "
+                  f"= {q['train_ratio']:.1f}x (goal {TARGET_PEER_TRAIN:.0f}x), inference "
+                  f"{r['infer']['samples_per_s']:.1f}/s / frozen "
+                  f"{q['frozen']['samples_per_s']:.2f}/s "
+                  f"= {q['infer_ratio']:.1f}x (goal {TARGET_PEER_INFER:.0f}x); Brian2 input spikes/"
+                  f"sample {q['plastic']['in_spikes_per_sample']:.0f}, L spikes/sample plastic "
+                  f"{q['plastic']['l_spikes_per_sample']:.1f}, frozen "
+                  f"{q['frozen']['l_spikes_per_sample']:.1f}")
+        elif q:
+            print(f"  {r['size']}: Brian2 peer failed (see the log above)")
     for r in result["sizes"]:
         t = r["train"]
         print(f"  {r['size']}: one checkpoint {t['checkpoint_seconds']:.2f} s; training with a "
@@ -426,12 +534,19 @@ def main() -> None:
     p.add_argument("--ref-samples", type=int, default=8,
                    help="samples for the NumPy reference (first ones, and again the last ones)")
     p.add_argument("--threads", type=int, default=numba.config.NUMBA_NUM_THREADS)
-    p.add_argument("--sizes", default="paper,default", help=f"comma-separated of {sorted(SIZES)}")
+    p.add_argument("--sizes", default="paper,shipped,default",
+                   help=f"comma-separated of {sorted(SIZES)} (shipped: paper size, shipped M, E)")
+    p.add_argument("--peer", metavar="PYTHON",
+                   help="the Python of a venv with brian2 (make bench-peer makes .venv-peer): "
+                        "run bench/peer_brian2.py at the paper sizes and print x Brian2 ratios")
+    p.add_argument("--peer-samples", type=int, default=1000, help="timed samples of the peer")
+    p.add_argument("--peer-winit", default="0,1",
+                   help="the peer's uniform weight init lo,hi (0,1: its L neurons fire)")
     p.add_argument("--memory-rows", default="2000,20000", help="store sizes for the memory check")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--out", default="data/bench/snn.json")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=V",
-                   help="CoLaNET options other than the shipped defaults (M and E stay fixed)")
+                   help="CoLaNET options other than the shipped defaults (a size's M and E stay)")
     p.add_argument("--memory-child", help=argparse.SUPPRESS)
     p.add_argument("--sat", type=float, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -443,8 +558,13 @@ def main() -> None:
     unknown = [s for s in sizes if s not in SIZES]
     if unknown or not sizes:
         p.error(f"--sizes: unknown {unknown}; choose from {sorted(SIZES)}")
-    if a.samples < 1 or a.ref_samples < 1:
-        p.error("--samples and --ref-samples must be >= 1")
+    if a.samples < 1 or a.ref_samples < 1 or a.peer_samples < 1:
+        p.error("--samples, --ref-samples and --peer-samples must be >= 1")
+    peer = None
+    if a.peer:
+        if not (Path(a.peer).is_file() and os.access(a.peer, os.X_OK)):
+            p.error(f"--peer {a.peer}: no such Python (make bench-peer makes .venv-peer)")
+        peer = {"python": a.peer, "samples": a.peer_samples, "winit": a.peer_winit}
 
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
@@ -454,11 +574,15 @@ def main() -> None:
 
     overrides = {k: v[0] for k, v in (parse_values(s) for s in a.set)}
     result = {"machine": machine_info(a.threads), "seed": SEED, "overrides": overrides,
-              "sizes": [bench_size(s, a.samples, a.ref_samples, log, overrides) for s in sizes]}
+              "sizes": [bench_size(s, a.samples, a.ref_samples, log, overrides, peer)
+                        for s in sizes]}
     if not a.skip_memory:
         rows = [int(v) for v in a.memory_rows.split(",")]
         result["memory"] = measure_memory(rows, a.threads, log)
     result["wall_seconds"] = time.perf_counter() - started
+    if not a.peer:
+        print("no Brian2 peer: make peer-venv once, then make bench-snn prints the x Brian2 ratios "
+              "(or: python bench/snn.py --peer .venv-peer/bin/python)", file=sys.stderr)
     result["machine"]["load_average_at_end"] = list(os.getloadavg())
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))

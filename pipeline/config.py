@@ -49,7 +49,8 @@ class EmbedConfig:
               "at most this many images per split, for quick runs (default: every image)"] = None
     chunk_size: Annotated[int, "rows per chunk: the unit of completion and resume"] = 256
     batch_size: Annotated[int, "images per forward pass"] = 32
-    workers: Annotated[int, "DataLoader processes decoding images"] = 0
+    workers: Annotated[int, "DataLoader processes decoding images while the forward pass runs "
+                       "(0: decode in this process, in turn)"] = 2
     threads: Annotated[int | None,
               "torch CPU threads (default: torch's; a store keeps the count it was made with)"] = None
     device: Annotated[str, "auto | cpu | cuda"] = "auto"

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from pipeline.cluster import connect, task_threads
 from pipeline.config import ClusterConfig, EmbedConfig
 from pipeline.data import DataSet, failure_reason, open_dataset
-from pipeline.encoder import Encoder, load_encoder
+from pipeline.encoder import Encoder, load_encoder, release_freed_memory
 from pipeline.errors import UserError
 from pipeline.lock import exclusive
 from pipeline.store import (EmbeddingStore, SplitLayout, absolute_location, encoder_identity,
@@ -44,6 +44,20 @@ class _Images(Dataset):
             return self.transform(self.ds.read_image(self.ds.splits[split].ids[row])), key, ""
         except Exception as e:  # any decoder failure is a property of the file, recorded not fatal
             return self.blank, key, failure_reason(e)
+
+    def __getitems__(self, keys: list[tuple[str, int]]):
+        """A batch's images (the DataLoader's fetch), with one torch thread: the transform's small
+        elementwise tensor ops gain nothing from torch's intra-op threads, which spin beside them
+        (10x the CPU time, taken from the forward pass). A DataLoader worker has one already; the
+        values are the same with any count."""
+        threads = torch.get_num_threads()
+        if threads == 1:
+            return [self[k] for k in keys]
+        torch.set_num_threads(1)
+        try:
+            return [self[k] for k in keys]
+        finally:
+            torch.set_num_threads(threads)
 
 
 def prepare(cfg: EmbedConfig) -> tuple[DataSet, Encoder]:
@@ -155,8 +169,9 @@ def embed_chunks(ds: DataSet, encoder: Encoder, store: EmbeddingStore, chunks: l
     """Embed and write ``chunks`` (``(split, chunk)`` pairs) of ``store``; returns the image count
     and the ``(id, reason)`` of each unreadable image. ``progress(n, failed)`` after each batch.
 
-    Batches are cut inside chunks, ``workers`` DataLoader processes decode ahead, and each chunk
-    is written (then flagged done) as soon as its last batch is embedded.
+    Batches are cut inside chunks, ``workers`` DataLoader processes decode ahead (0: this process
+    decodes each batch before its forward pass), and each chunk is written (then flagged done) as
+    soon as its last batch is embedded. The features do not depend on ``workers``.
     """
     batches, batch_chunk, chunk_len = [], [], {}
     for s, c in chunks:
@@ -168,6 +183,8 @@ def embed_chunks(ds: DataSet, encoder: Encoder, store: EmbeddingStore, chunks: l
     images = _Images(ds, encoder.transform, tuple(encoder.data_config["input_size"]))
     loader = DataLoader(images, batch_sampler=batches, num_workers=workers, collate_fn=_collate,
                         persistent_workers=False)
+    if workers:
+        release_freed_memory()  # the workers fork next: no page shared with them is kept in use
     failures: list[tuple[str, str]] = []
     current, parts = None, []
     for (x, keys, errors), key in zip(loader, batch_chunk):

@@ -19,6 +19,7 @@ Preprocessing is timm's own: the model's resolved data config and ``create_trans
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import importlib
 from dataclasses import dataclass, field
@@ -76,6 +77,44 @@ class Encoder:
         else:
             y = self.model(x)
         return y.float().cpu().numpy()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+_KEEP_FREED_BYTES = 1 << 30
+_KEPT_FREED_MEMORY: list[bool] = []  # this process's answer, once
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc keep the memory that a forward pass frees for the next one.
+
+    A CPU forward pass allocates activations of tens to hundreds of MB (Lite0 at 224 px, batch 32:
+    up to 154 MB). glibc serves blocks above its mmap threshold (at most 32 MB) with a fresh
+    ``mmap`` and unmaps them when freed, so every batch page-faults all of its activations in
+    again: about 18,000 minor faults and a third of the CPU time in the kernel per image. With
+    ``M_MMAP_MAX`` 0 they come from the heap and with ``M_TRIM_THRESHOLD`` 1 GiB the heap keeps up
+    to that much freed memory, so from the second batch on the pages are reused (no faults; the
+    process keeps its peak forward memory). Results are unchanged. Once per process; False (and
+    nothing done) where malloc is not glibc's."""
+    if not _KEPT_FREED_MEMORY:
+        ok = False
+        try:
+            libc = ctypes.CDLL(None)
+            if hasattr(libc, "gnu_get_libc_version") and hasattr(libc, "mallopt"):
+                ok = bool(libc.mallopt(_M_MMAP_MAX, 0)) & bool(
+                    libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_FREED_BYTES))
+        except (OSError, AttributeError):
+            ok = False
+        _KEPT_FREED_MEMORY.append(ok)
+    return _KEPT_FREED_MEMORY[0]
+
+
+def release_freed_memory() -> None:
+    """Hand the freed memory that :func:`keep_freed_memory` keeps back to the system (glibc's
+    ``malloc_trim``), e.g. before forking DataLoader workers: pages the parent and its children
+    share are copied on the parent's next write to them (a copy-on-write fault per page while the
+    children live), so the next forward pass had better start on fresh pages."""
+    if keep_freed_memory():
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 _LOADED: dict[tuple, Encoder] = {}  # this process's encoders: built (and their weights hashed) once
@@ -143,6 +182,8 @@ def _build_encoder(model_name: str, weights: str, image_size: int | None, device
     model.to(dev)
     if dev.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    else:
+        keep_freed_memory()  # no page-fault churn from one batch's activations to the next
     return Encoder(name=model_name, weights=weights, weights_sha256=_tensor_hash(model),
                    model=model, data_config=dict(data_config), transform=transform,
                    feature_dim=model.num_features if num_classes == 0 else num_classes, device=dev)

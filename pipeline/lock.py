@@ -16,6 +16,10 @@ to it are one output with one lock file, ``<resolved path>.lock``. The file name
 host, start time, command) for the message a refused run gets. An output on an fsspec URL (an
 object store) is locked by a file in the local temporary folder named after the URL: that guards
 against a second run on this machine, not on another one.
+
+A forked child (a DataLoader worker decoding images) closes its copies of the held lock
+descriptors at once: the lock is the parent's, and a child outliving a killed parent for a moment
+would otherwise keep it and refuse the rerun.
 """
 
 from __future__ import annotations
@@ -34,6 +38,21 @@ from typing import Iterator
 
 from pipeline.errors import UserError
 from pipeline.store import is_url, location
+
+
+_HELD: set[int] = set()  # descriptors of the locks this process holds
+
+
+def _close_held_in_child() -> None:
+    for fd in _HELD:
+        try:
+            os.close(fd)  # the child's copy only: the parent's descriptor keeps the lock
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_in_child)
 
 
 def lock_path(output: str | Path) -> Path:
@@ -101,8 +120,10 @@ def _locked(output: str | Path, mode: int) -> Iterator[None]:
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "since": time.strftime("%Y-%m-%d %H:%M:%S"),
                                  "command": " ".join(sys.argv)[:200]}).encode())
+        _HELD.add(fd)
         yield
     finally:
+        _HELD.discard(fd)
         _release(path, fd)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+from PIL import Image
 
 from pipeline.config import EmbedConfig
 from pipeline.data import open_dataset
@@ -225,3 +226,32 @@ def test_embed_says_a_finished_store_is_already_complete_and_where_it_resumes(tm
     assert code == 0 and done and int(done[1]) - 2 == int(done[2]), text
     code, text = run_cli(argv, capsys)
     assert code == 0 and "already complete: nothing to embed" in text, text
+
+
+def _photo_folder(root: Path, count: int = 10) -> Path:
+    """Small photo-like JPEGs (gradient, shapes, noise) in two classes, and one broken file."""
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[0:60, 0:80]
+    for i in range(count):
+        folder = root / f"c{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        img = np.stack([xx * 3, yy * 4, (xx + yy) * 2], axis=-1) + rng.normal(0, 20, (60, 80, 3))
+        img[10 + i:30 + i, 20:40] = rng.uniform(0, 255, 3)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
+    (root / "c1" / "broken.jpg").write_bytes(b"\xff\xd8 not the rest of a JPEG")
+    return root
+
+
+def test_decoding_workers_do_not_change_the_store(tmp_path):
+    """DataLoader workers decode ahead by default; the store (features, errors, done flags) is
+    the one a single process writes, bit for bit, whatever their number."""
+    root = _photo_folder(tmp_path / "photos")
+    outs = {}
+    for workers in (0, 2):
+        outs[workers] = tmp_path / f"w{workers}.zarr"
+        summary = embed_store(EmbedConfig(data=f"imagefolder:{root}", out=str(outs[workers]),
+                                          workers=workers, image_size=48, chunk_size=4,
+                                          batch_size=3, test_fraction=0.5))
+        assert summary["images"] == 11 and summary["failures"] == 1
+    assert EmbedConfig().workers > 0  # decoding overlaps the forward pass by default
+    assert_same_store(outs[0], outs[2])

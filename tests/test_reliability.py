@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import time
 from pathlib import Path
 
 import numpy as np
@@ -506,3 +508,24 @@ def test_a_killed_writers_temporary_is_removed_and_modes_are_consistent(tmp_path
     modes = {p.name: p.stat().st_mode & 0o777 for p in (runs / "r").iterdir() if p.is_file()}
     assert modes["checkpoint.npz"] == modes["metrics.json"] == modes["config.json"], modes
 
+
+
+def test_a_forked_child_does_not_keep_its_parents_lock(tmp_path):
+    """A DataLoader worker is a fork of the embed run: if it outlives a killed run for a moment,
+    the rerun must not find the store locked by it."""
+    out = tmp_path / "s.zarr"
+    ready, up = os.pipe()
+    with exclusive(out):
+        child = os.fork()
+        if child == 0:  # the child holds a copy of every other descriptor; it just lingers
+            os.write(up, b"1")  # after the fork hooks ran
+            time.sleep(60)
+            os._exit(0)
+    assert os.read(ready, 1) == b"1"
+    os.close(ready), os.close(up)
+    try:
+        with exclusive(out):  # the parent has let go: the lingering child does not hold the lock
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
