@@ -110,7 +110,7 @@ class KernelParams(NamedTuple):
 
 
 class TrainScratch(NamedTuple):
-    """Per-copy work arrays of a training sample."""
+    """Per-copy work arrays of a training chunk."""
 
     current: np.ndarray  # (P, N) float64: buffered input current of every tick
     row: np.ndarray  # (N,) float64: one weight row, converted once
@@ -119,6 +119,13 @@ class TrainScratch(NamedTuple):
     # arrival_inputs[arrival_start[k]:arrival_start[k + 1]].
     arrival_start: np.ndarray  # (P + 1,) int64
     arrival_inputs: np.ndarray  # (P * D,) int64
+    # Neuron-major copies of the copy's resources and weights for the chunk: row n holds
+    # neuron n's D synapses, contiguous, so that plasticity passes are unit-stride.  ``r_t`` is
+    # the truth during the chunk (written back to ``r`` at its end); ``w_t`` is the truth for
+    # the neurons marked ``stale`` (their columns are written back to ``w`` at the sample's end).
+    r_t: np.ndarray  # (N, D) float32
+    w_t: np.ndarray  # (N, D) float32
+    stale_list: np.ndarray  # (N,) int64: the stale neurons, ascending, when written back
 
 
 class InferScratch(NamedTuple):
@@ -220,30 +227,105 @@ def neuron_keys(N):
 
 
 # --- small helpers ----------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def weight_scalar(r, w_min, span):
     """w(r) = w_min + span * r+ / (span + r+), evaluated in float64 from a
     float32 resource and rounded to float32 (same expression order as the
-    NumPy version)."""
+    NumPy version).  (``error_model="numpy"``: no zero-divisor test, which would
+    keep LLVM from vectorising the loops that inline it; ``span + r+ > 0``.)"""
     rp = np.float64(r)
-    if rp < 0.0:
-        rp = 0.0
+    rp = rp if rp > 0.0 else 0.0
     return np.float32(w_min + span * rp / (span + rp))
+
+
+#: Partial sums of :func:`positive_weight_sum` (a fixed number: the order of its float64
+#: additions, and so its rounding, is part of the model).
+SUM_LANES = 8
+
+
+@njit(cache=True)
+def positive_weight_sum(w):
+    """``sum_j max(w_j, 0)`` of one neuron's weights ``w`` (D,) float32, in float64, in a
+    fixed order that vectorises: ``SUM_LANES`` (8) partial sums, lane ``l`` adding the
+    ``w_j`` with ``j % 8 == l`` in ascending j (the weights zero-padded to a multiple of 8),
+    combined as ``((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))``.
+
+    The one definition of the threshold's sum: the NumPy reference
+    (``pipeline.colanet_reference.positive_weight_sum``) and any other port
+    must add in exactly this order to give the same ``theta_add``."""
+    D = w.shape[0]
+    full = D - D % SUM_LANES
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    for j in range(0, full, SUM_LANES):
+        s0 += max(np.float64(w[j]), 0.0)
+        s1 += max(np.float64(w[j + 1]), 0.0)
+        s2 += max(np.float64(w[j + 2]), 0.0)
+        s3 += max(np.float64(w[j + 3]), 0.0)
+        s4 += max(np.float64(w[j + 4]), 0.0)
+        s5 += max(np.float64(w[j + 5]), 0.0)
+        s6 += max(np.float64(w[j + 6]), 0.0)
+        s7 += max(np.float64(w[j + 7]), 0.0)
+    # the tail j = full..D-1 goes to lanes 0..D-full-1 (its zero padding adds nothing)
+    tail = D - full
+    if tail > 0:
+        s0 += max(np.float64(w[full]), 0.0)
+    if tail > 1:
+        s1 += max(np.float64(w[full + 1]), 0.0)
+    if tail > 2:
+        s2 += max(np.float64(w[full + 2]), 0.0)
+    if tail > 3:
+        s3 += max(np.float64(w[full + 3]), 0.0)
+    if tail > 4:
+        s4 += max(np.float64(w[full + 4]), 0.0)
+    if tail > 5:
+        s5 += max(np.float64(w[full + 5]), 0.0)
+    if tail > 6:
+        s6 += max(np.float64(w[full + 6]), 0.0)
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@njit(cache=True)
+def theta_of_sum(hp, total):
+    """theta_add = k_thr * (g * total) of a neuron's :func:`positive_weight_sum`."""
+    return hp.k_thr * (hp.gain * total)
+
+
+@njit(cache=True)
+def to_neuron_major(a, out):
+    """``out[n, j] = a[j, n]`` for a (D, N) array, in 32 x 32 tiles (both sides stay in cache)."""
+    D, N = a.shape
+    for j0 in range(0, D, 32):
+        j1 = min(j0 + 32, D)
+        for n0 in range(0, N, 32):
+            n1 = min(n0 + 32, N)
+            for n in range(n0, n1):
+                for j in range(j0, j1):
+                    out[n, j] = a[j, n]
+
+
+@njit(cache=True)
+def to_input_major(a_t, out):
+    """``out[j, n] = a_t[n, j]``: the inverse of :func:`to_neuron_major`."""
+    N, D = a_t.shape
+    for n0 in range(0, N, 32):
+        n1 = min(n0 + 32, N)
+        for j0 in range(0, D, 32):
+            j1 = min(j0 + 32, D)
+            for j in range(j0, j1):
+                for n in range(n0, n1):
+                    out[j, n] = a_t[n, j]
 
 
 @njit(cache=True)
 def theta_of_weights(w, k_thr, gain):
     """theta_add_n = k_thr * (g * sum_j max(w_jn, 0)) for every column n of
-    ``w`` (D, N), each summed in ascending j (float64)."""
+    ``w`` (D, N), each summed by :func:`positive_weight_sum`."""
     D, N = w.shape
-    total = np.zeros(N)
-    for j in range(D):
-        for n in range(N):
-            v = np.float64(w[j, n])
-            if v > 0.0:
-                total[n] += v
+    w_t = np.empty((N, D), np.float32)
+    to_neuron_major(w, w_t)
+    total = np.empty(N)
     for n in range(N):
-        total[n] = k_thr * (gain * total[n])
+        total[n] = k_thr * (gain * positive_weight_sum(w_t[n]))
     return total
 
 
@@ -433,19 +515,41 @@ def arrival_lists(pat, arriving, arrival_start, arrival_inputs):
 
 
 @njit(cache=True)
-def refresh_stale_currents(scratch, k, w, t, m, block_until, block_by):
+def refresh_stale_currents(scratch, k, t, m, block_until, block_by):
     """``I[k, n] = sum_j w_jn`` over tick k's arrival list (ascending j, float64)
     for every neuron whose weights changed in this sample and whose current is
-    used at tick k (not blocked): the buffered value predates the change."""
+    used at tick k (not blocked): the buffered value predates the change.  The
+    weights are read from the neuron-major ``w_t`` (one contiguous row)."""
     current = scratch.current[k]
     lo = scratch.arrival_start[k]
     hi = scratch.arrival_start[k + 1]
-    for n in range(w.shape[1]):
+    for n in range(scratch.w_t.shape[0]):
         if scratch.stale[n] and not is_blocked(t, n, n // m, block_until, block_by):
+            w_n = scratch.w_t[n]
             total = 0.0
             for i in range(lo, hi):
-                total += w[scratch.arrival_inputs[i], n]
+                total += w_n[scratch.arrival_inputs[i]]
             current[n] = total
+
+
+@njit(cache=True)
+def write_back_stale_weights(scratch, w):
+    """At a sample's end: the columns ``w[:, n]`` of the neurons whose weights changed
+    in it are copied from ``w_t`` (row by row of ``w``, so that the stale neurons of
+    a column share its cache lines), for the next sample's row pass."""
+    n_stale = 0
+    for n in range(scratch.stale.shape[0]):
+        if scratch.stale[n]:
+            scratch.stale_list[n_stale] = n
+            n_stale += 1
+    if n_stale == 0:
+        return
+    stale_list = scratch.stale_list
+    w_t = scratch.w_t
+    for j in range(w.shape[0]):
+        for i in range(n_stale):
+            n = stale_list[i]
+            w[j, n] = w_t[n, j]
 
 
 # --- the steps of a tick, shared by training and inference ----------------------
@@ -526,32 +630,33 @@ def stability_scale(stability):
     return scale if scale < 1.0 else 1.0
 
 
-@njit(cache=True)
-def change_synapses(hp, r, w, n, dr, select_all, inside, outside, pat, bits0):
-    """``r_jn <- float32(r_jn + dr)`` and ``w_jn <- w(r_jn)`` on the selected
-    synapses of neuron n: all of them with ``select_all``, else those whose input
-    arrived in the window ``inside`` and not in ``outside`` (each a
-    ``(history_mask, sample_mask)`` pair of :func:`window_masks`).  One strided
-    pass, ascending j, that also sums the new threshold.
+@njit(cache=True, error_model="numpy")
+def change_all_synapses(hp, r_n, w_n, dr):
+    """``r_j <- float32(r_j + dr)`` and ``w_j <- w(r_j)`` on every synapse of one neuron
+    (its contiguous rows ``r_n``, ``w_n`` of ``r_t``, ``w_t``): one elementwise loop
+    that LLVM vectorises (``error_model="numpy"``: no zero-divisor test)."""
+    for j in range(r_n.shape[0]):
+        rr = np.float32(np.float64(r_n[j]) + dr)
+        r_n[j] = rr
+        w_n[j] = weight_scalar(rr, hp.w_min, hp.span)
 
-    Returns ``(count of changed synapses, theta_add = k_thr g sum_j max(w_jn, 0))``.
-    """
-    total = 0.0
+
+@njit(cache=True, error_model="numpy")
+def change_synapses(hp, r_n, w_n, dr, inside, outside, pat, bits0):
+    """``r_j <- float32(r_j + dr)`` and ``w_j <- w(r_j)`` on the synapses of one
+    neuron (its contiguous rows ``r_n``, ``w_n`` of ``r_t``, ``w_t``) whose input
+    arrived in the window ``inside`` and not in ``outside`` (each a
+    ``(history_mask, sample_mask)`` pair of :func:`window_masks`).  Returns the
+    count of changed synapses."""
     count = 0
-    for j in range(r.shape[0]):
-        if select_all or (((bits0[j] & inside[0]) | (pat[j] & inside[1])) != _ZERO
-                          and ((bits0[j] & outside[0]) | (pat[j] & outside[1])) == _ZERO):
-            rr = np.float32(np.float64(r[j, n]) + dr)
-            r[j, n] = rr
-            wv = weight_scalar(rr, hp.w_min, hp.span)
-            w[j, n] = wv
+    for j in range(r_n.shape[0]):
+        if (((bits0[j] & inside[0]) | (pat[j] & inside[1])) != _ZERO
+                and ((bits0[j] & outside[0]) | (pat[j] & outside[1])) == _ZERO):
+            rr = np.float32(np.float64(r_n[j]) + dr)
+            r_n[j] = rr
+            w_n[j] = weight_scalar(rr, hp.w_min, hp.span)
             count += 1
-        else:
-            wv = w[j, n]
-        v = np.float64(wv)
-        if v > 0.0:
-            total += v
-    return count, hp.k_thr * (hp.gain * total)
+    return count
 
 
 #: When :func:`plastic_change` sets ``theta_add`` from the weights.
@@ -561,19 +666,19 @@ THETA_NEVER = 2  # never: dopamine with theta_refresh "anti_hebbian"
 
 
 @njit(cache=True)
-def plastic_change(hp, s, e, n, dr_base, inside, outside, pat, bits0, stale, theta_when):
+def plastic_change(hp, s, e, n, dr_base, inside, outside, pat, bits0, scratch, theta_when):
     """A resource change of neuron n on the synapses that arrived in ``inside``
     and not in ``outside``: ``dr = dr_base min(2^-S_n, 1)``, mirrored in the free
     pool ``F_n -= dr * count``; when any synapse changed the neuron's buffered
     currents are stale.  ``theta_add_n`` is set from the weights as ``theta_when``
     says (THETA_IF_CHANGED, THETA_ALWAYS or THETA_NEVER)."""
     dr = dr_base * stability_scale(s.stability[e, n])
-    count, theta = change_synapses(hp, s.r[e], s.w[e], n, dr, False, inside, outside, pat, bits0)
+    count = change_synapses(hp, scratch.r_t[n], scratch.w_t[n], dr, inside, outside, pat, bits0)
     s.free_pool[e, n] -= dr * count
     if count > 0:
-        stale[n] = True
+        scratch.stale[n] = True
     if theta_when == THETA_ALWAYS or (theta_when == THETA_IF_CHANGED and count > 0):
-        s.theta_add[e, n] = theta
+        s.theta_add[e, n] = theta_of_sum(hp, positive_weight_sum(scratch.w_t[n]))
 
 
 @njit(cache=True)
@@ -591,7 +696,7 @@ def continue_or_start_burst(hp, s, e, n, t, floor):
 
 
 @njit(cache=True)
-def anti_hebbian(hp, s, e, n, t, t0, pat, bits0, stale):
+def anti_hebbian(hp, s, e, n, t, t0, pat, bits0, scratch):
     """Anti-Hebbian step at an unforced spike of neuron n at t: ``dr = d_h`` on the
     inputs that arrived in ``[t_first - L, t]`` and not in ``[t_first - L,
     last_ah_tick]`` (already depressed in this burst, when ``last_ah_tick >=
@@ -603,7 +708,7 @@ def anti_hebbian(hp, s, e, n, t, t0, pat, bits0, stale):
     outside = (_ZERO, _ZERO)
     if s.last_ah_tick[e, n] >= s.t_first[e, n]:
         outside = window_masks(t0, t, start, s.last_ah_tick[e, n])
-    plastic_change(hp, s, e, n, hp.d_h, inside, outside, pat, bits0, stale,
+    plastic_change(hp, s, e, n, hp.d_h, inside, outside, pat, bits0, scratch,
                    THETA_ALWAYS if hp.theta_at_ah_only else THETA_IF_CHANGED)
     s.last_ah_tick[e, n] = t
 
@@ -669,7 +774,7 @@ def stability_after_dopamine(hp, s, e, n, t):
 
 
 @njit(cache=True)
-def dopamine(hp, s, e, label, t, t0, pat, bits0, stale):
+def dopamine(hp, s, e, label, t, t0, pat, bits0, scratch):
     """Step 5 at dopamine_tick: every L neuron of column ``label`` receives
     ``Dp = dopamine``.  One that spiked within ``t_dop`` ticks
     (``t - t_spike <= t_dop``) gets ``dr = Dp`` on the inputs that arrived in
@@ -680,27 +785,26 @@ def dopamine(hp, s, e, label, t, t0, pat, bits0, stale):
     for n in range(label * hp.m, (label + 1) * hp.m):
         if t - s.t_spike[e, n] <= hp.t_dop:
             inside = window_masks(t0, t, s.t_first[e, n] - hp.syn_lookback, s.t_spike[e, n])
-            plastic_change(hp, s, e, n, hp.dopamine, inside, (_ZERO, _ZERO), pat, bits0, stale,
+            plastic_change(hp, s, e, n, hp.dopamine, inside, (_ZERO, _ZERO), pat, bits0, scratch,
                            theta_when)
         stability_after_dopamine(hp, s, e, n, t)
 
 
 @njit(cache=True)
-def conservation(hp, s, e, t, floor, pat, bits0, stale):
+def conservation(hp, s, e, t, floor, scratch):
     """Step 6, every tick: a neuron out of a burst with ``|F| >= f_thr`` spreads its
     pool back, ``r_jn += F / (D + n_silent)`` on all its synapses (the share of the
     ``n_silent`` fictitious synapses leaks away), and ``F = 0``; ``theta_add``
     follows the weights, except with theta_refresh "anti_hebbian"."""
-    D, N = s.w.shape[1], s.w.shape[2]
+    N, D = scratch.r_t.shape
     for n in range(N):
         pool = s.free_pool[e, n]
         if not in_burst(t, s.t_spike[e, n], hp.isi_max, floor) and abs(pool) >= hp.f_thr:
-            _, theta = change_synapses(hp, s.r[e], s.w[e], n, pool / (D + hp.n_silent), True,
-                                       (_ZERO, _ZERO), (_ZERO, _ZERO), pat, bits0)
+            change_all_synapses(hp, scratch.r_t[n], scratch.w_t[n], pool / (D + hp.n_silent))
             if not hp.theta_at_ah_only:
-                s.theta_add[e, n] = theta
+                s.theta_add[e, n] = theta_of_sum(hp, positive_weight_sum(scratch.w_t[n]))
             s.free_pool[e, n] = 0.0
-            stale[n] = True
+            scratch.stale[n] = True
 
 
 # --- one sample -------------------------------------------------------------------
@@ -713,7 +817,7 @@ def train_unforced_spike(hp, s, e, b, k, n, c, t, t0, floor, pat, bits0, scratch
     record_spike(rec, b, k, e, n)
     continue_or_start_burst(hp, s, e, n, t, floor)
     s.t_out[e, c] = t
-    anti_hebbian(hp, s, e, n, t, t0, pat, bits0, scratch.stale)
+    anti_hebbian(hp, s, e, n, t, t0, pat, bits0, scratch)
 
 
 @njit(cache=True)
@@ -737,7 +841,7 @@ def train_sample(hp, s, e, b, pat, bits0, label, t0, sample_index, neuron_key, s
         t = t0 + k
         leak_and_noise(u, hp, noise_tick_key(hp.seed, e, TRAIN_NOISE, sample_index, k), neuron_key)
         if arrives(arriving, k):
-            refresh_stale_currents(scratch, k, w, t, hp.m, block_until, block_by)
+            refresh_stale_currents(scratch, k, t, hp.m, block_until, block_by)
             add_input(u, scratch.current[k], hp, t, block_until, block_by)
         for c in range(block_until.shape[0]):
             best = column_spiker(u, theta_add, hp, c)
@@ -755,8 +859,9 @@ def train_sample(hp, s, e, b, pat, bits0, label, t0, sample_index, neuron_key, s
         if k == hp.force_tick and gate:
             force_label_column(hp, s, e, label, t, floor, b, k, rec)
         if k == hp.dopamine_tick:
-            dopamine(hp, s, e, label, t, t0, pat, bits0, scratch.stale)
-        conservation(hp, s, e, t, floor, pat, bits0, scratch.stale)
+            dopamine(hp, s, e, label, t, t0, pat, bits0, scratch)
+        conservation(hp, s, e, t, floor, scratch)
+    write_back_stale_weights(scratch, w)
 
 
 @njit(cache=True)
@@ -805,12 +910,17 @@ def train_kernel(hp, s, pat, bits0, y, sample_index, t_start, rec):
     neuron_key = neuron_keys(N)
     for e in prange(E):
         scratch = TrainScratch(np.empty((P, N)), np.empty(N), np.empty(N, np.bool_),
-                               np.empty(P + 1, np.int64), np.empty(P * D, np.int64))
+                               np.empty(P + 1, np.int64), np.empty(P * D, np.int64),
+                               np.empty((N, D), np.float32), np.empty((N, D), np.float32),
+                               np.empty(N, np.int64))
+        to_neuron_major(s.r[e], scratch.r_t)
+        to_neuron_major(s.w[e], scratch.w_t)
         for b in range(B):
             if sits_out(hp, e, sample_index[b]):
                 continue  # its state waits, unchanged, for its next sample
             train_sample(hp, s, e, b, pat[b], bits0[b], y[b], t_start + b * P, sample_index[b],
                          neuron_key, scratch, votes[b, e], rec)
+        to_input_major(scratch.r_t, s.r[e])  # w is already current: each sample wrote its changes
     return votes
 
 
