@@ -38,12 +38,20 @@ Design (see the cost model in ``shared/spec/colanet.md``):
   into a ``(P, N)`` float64 buffer.  The tick dynamics then read the buffer.
   Whenever a neuron's weights change mid-sample (anti-Hebbian step,
   dopamine, conservation) its buffered currents go stale; from then on its
-  current of each tick is recomputed from its column over that tick's
+  current of each tick is recomputed from its row of ``w_t`` over that tick's
   arrival list, in the same ascending input order, and only on ticks where
   it is used (not blocked).  The result is bit-identical to recomputing
   every tick from the weights, as the reference does.
 * Plasticity touches only neurons that spiked, got dopamine or release their
-  free pool.
+  free pool.  Its passes run over one neuron's D synapses, so each copy works
+  on neuron-major copies ``r_t``, ``w_t`` (N, D) of its resources and weights
+  for the whole chunk (made at the chunk's start; ``r`` is written back at its
+  end): a pass is unit-stride, its ``w(r)`` loop vectorises, and the synapses
+  it changes are found once per window (:func:`select_synapses`).  The input-major
+  ``w`` that the row pass reads is brought up to date at each sample's end,
+  for the neurons whose weights changed in it (:func:`write_back_stale_weights`).
+* The new threshold ``theta_add`` sums a neuron's positive weights in 8 fixed
+  partial sums (:func:`positive_weight_sum`), an order the reference shares.
 
 Randomness is counter-based (splitmix64 finaliser of a chained key), never a
 stateful generator: results do not depend on chunking, threads or resume
@@ -113,7 +121,6 @@ class TrainScratch(NamedTuple):
     """Per-copy work arrays of a training chunk."""
 
     current: np.ndarray  # (P, N) float64: buffered input current of every tick
-    row: np.ndarray  # (N,) float64: one weight row, converted once
     stale: np.ndarray  # (N,) bool: weights changed in this sample, recompute the current
     # Inputs arriving at each tick, ascending: tick k's are
     # arrival_inputs[arrival_start[k]:arrival_start[k + 1]].
@@ -126,6 +133,11 @@ class TrainScratch(NamedTuple):
     r_t: np.ndarray  # (N, D) float32
     w_t: np.ndarray  # (N, D) float32
     stale_list: np.ndarray  # (N,) int64: the stale neurons, ascending, when written back
+    # The synapses of the last window selection (:func:`select_synapses`): ``selected[:count]``
+    # for the masks ``selection_key[:4]``; ``selection_key[4] == 0``: none yet in this sample.
+    selected: np.ndarray  # (D,) int64
+    selection_key: np.ndarray  # (5,) uint64
+    selection_count: np.ndarray  # (1,) int64
 
 
 class InferScratch(NamedTuple):
@@ -135,7 +147,6 @@ class InferScratch(NamedTuple):
     block_until: np.ndarray  # (C,) int64
     block_by: np.ndarray  # (C,) int32
     current: np.ndarray  # (P, N) float64
-    row: np.ndarray  # (N,) float64
 
 
 # --- counter-based hash ----------------------------------------------------
@@ -149,6 +160,8 @@ _SH11 = np.uint64(11)
 _SH27 = np.uint64(27)
 _SH30 = np.uint64(30)
 _SH31 = np.uint64(31)
+_SH37 = np.uint64(37)
+_LOW26 = np.uint64((1 << 26) - 1)
 _ONE = np.uint64(1)
 _ZERO = np.uint64(0)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -171,8 +184,14 @@ def absorb(h, x):
 
 @njit(cache=True)
 def unit_float(h):
-    """Top 53 bits of ``h`` as a float64 uniform in [0, 1)."""
-    return np.float64(h >> _SH11) * _INV_2_53
+    """Top 53 bits of ``h`` as a float64 uniform in [0, 1): ``float64(h >> 11) * 2^-53``.
+
+    The 53-bit integer is converted as two exact 27- and 26-bit halves (int32, which AVX2
+    converts four at a time; uint64 it cannot), ``hi * 2^26 + lo``: every step is exact, so
+    the value is the same as converting it at once."""
+    hi = np.float64(np.int32(h >> _SH37))
+    lo = np.float64(np.int32((h >> _SH11) & _LOW26))
+    return (hi * 67108864.0 + lo) * _INV_2_53
 
 
 @njit(cache=True)
@@ -292,28 +311,45 @@ def theta_of_sum(hp, total):
 
 @njit(cache=True)
 def to_neuron_major(a, out):
-    """``out[n, j] = a[j, n]`` for a (D, N) array, in 32 x 32 tiles (both sides stay in cache)."""
+    """``out[n, j] = a[j, n]`` for a (D, N) array: strips of 8 input rows, each neuron's 8
+    values written at once (the 8 rows' lines stay in cache while n sweeps them)."""
     D, N = a.shape
-    for j0 in range(0, D, 32):
-        j1 = min(j0 + 32, D)
-        for n0 in range(0, N, 32):
-            n1 = min(n0 + 32, N)
-            for n in range(n0, n1):
-                for j in range(j0, j1):
-                    out[n, j] = a[j, n]
+    full = D - D % 8
+    for j in range(0, full, 8):
+        for n in range(N):
+            o = out[n]
+            o[j] = a[j, n]
+            o[j + 1] = a[j + 1, n]
+            o[j + 2] = a[j + 2, n]
+            o[j + 3] = a[j + 3, n]
+            o[j + 4] = a[j + 4, n]
+            o[j + 5] = a[j + 5, n]
+            o[j + 6] = a[j + 6, n]
+            o[j + 7] = a[j + 7, n]
+    for j in range(full, D):
+        for n in range(N):
+            out[n, j] = a[j, n]
 
 
 @njit(cache=True)
 def to_input_major(a_t, out):
-    """``out[j, n] = a_t[n, j]``: the inverse of :func:`to_neuron_major`."""
+    """``out[j, n] = a_t[n, j]``: the inverse of :func:`to_neuron_major`, by the same strips."""
     N, D = a_t.shape
-    for n0 in range(0, N, 32):
-        n1 = min(n0 + 32, N)
-        for j0 in range(0, D, 32):
-            j1 = min(j0 + 32, D)
-            for j in range(j0, j1):
-                for n in range(n0, n1):
-                    out[j, n] = a_t[n, j]
+    full = D - D % 8
+    for j in range(0, full, 8):
+        for n in range(N):
+            i = a_t[n]
+            out[j, n] = i[j]
+            out[j + 1, n] = i[j + 1]
+            out[j + 2, n] = i[j + 2]
+            out[j + 3, n] = i[j + 3]
+            out[j + 4, n] = i[j + 4]
+            out[j + 5, n] = i[j + 5]
+            out[j + 6, n] = i[j + 6]
+            out[j + 7, n] = i[j + 7]
+    for j in range(full, D):
+        for n in range(N):
+            out[j, n] = a_t[n, j]
 
 
 @njit(cache=True)
@@ -470,10 +506,12 @@ def history_chunk(bits, pat, period):
 
 # --- currents -------------------------------------------------------------------
 @njit(cache=True)
-def sample_currents(w, pat, current, row):
+def sample_currents(w, pat, current):
     """Buffered currents of a sample: ``I[k, n] = sum_j w_jn`` over the inputs
     ``j`` arriving at local tick ``k``, summed in ascending j in float64, in one
-    pass over the active rows (each read once and converted once into ``row``).
+    pass over the active rows (each read once from memory, and again from cache for
+    each further tick it arrives at; converting it on the fly costs less than
+    storing a converted copy).
 
     Fills ``current`` (P, N) and returns the OR of the arrival words (bit k:
     some input arrives at tick k)."""
@@ -488,12 +526,12 @@ def sample_currents(w, pat, current, row):
         if p == _ZERO:
             continue
         arriving |= p
-        for n in range(N):
-            row[n] = w[j, n]
+        row = w[j]
         for ka in range(P):
             if (p >> np.uint64(ka)) & _ONE:
+                current_k = current[ka]
                 for n in range(N):
-                    current[ka, n] += row[n]
+                    current_k[n] += row[n]
     return arriving
 
 
@@ -577,11 +615,12 @@ def add_input(u, current, hp, t, block_until, block_by):
     """Step 3, on a tick where inputs arrive: ``u_n <- max(u_n + g I_n, 0)`` for
     every neuron not blocked (:func:`is_blocked`); a blocked neuron keeps its
     ``u``.  (Without arrivals ``u >= 0`` already: leak and noise keep it so.)"""
-    for n in range(u.shape[0]):
-        if not is_blocked(t, n, n // hp.m, block_until, block_by):
-            u[n] += hp.gain * current[n]
-        if u[n] < 0.0:
-            u[n] = 0.0
+    for c in range(block_until.shape[0]):  # column by column: no division n // m per neuron
+        for n in range(c * hp.m, (c + 1) * hp.m):
+            if not is_blocked(t, n, c, block_until, block_by):
+                u[n] += hp.gain * current[n]
+            if u[n] < 0.0:
+                u[n] = 0.0
 
 
 @njit(cache=True)
@@ -641,22 +680,43 @@ def change_all_synapses(hp, r_n, w_n, dr):
         w_n[j] = weight_scalar(rr, hp.w_min, hp.span)
 
 
-@njit(cache=True, error_model="numpy")
-def change_synapses(hp, r_n, w_n, dr, inside, outside, pat, bits0):
-    """``r_j <- float32(r_j + dr)`` and ``w_j <- w(r_j)`` on the synapses of one
-    neuron (its contiguous rows ``r_n``, ``w_n`` of ``r_t``, ``w_t``) whose input
-    arrived in the window ``inside`` and not in ``outside`` (each a
-    ``(history_mask, sample_mask)`` pair of :func:`window_masks`).  Returns the
-    count of changed synapses."""
+@njit(cache=True)
+def select_synapses(scratch, inside, outside, pat, bits0):
+    """The inputs j (ascending) that arrived in the window ``inside`` and not in
+    ``outside`` (each a ``(history_mask, sample_mask)`` pair of :func:`window_masks`):
+    ``scratch.selected[:count]``; returns ``count``.  One branch-free pass over the
+    arrival words; the last selection of the sample is reused when the masks are the
+    same (the neurons of a column given dopamine together often share their window)."""
+    key = scratch.selection_key
+    if (key[4] != _ZERO and key[0] == inside[0] and key[1] == inside[1]
+            and key[2] == outside[0] and key[3] == outside[1]):
+        return scratch.selection_count[0]
+    selected = scratch.selected
     count = 0
-    for j in range(r_n.shape[0]):
-        if (((bits0[j] & inside[0]) | (pat[j] & inside[1])) != _ZERO
-                and ((bits0[j] & outside[0]) | (pat[j] & outside[1])) == _ZERO):
-            rr = np.float32(np.float64(r_n[j]) + dr)
-            r_n[j] = rr
-            w_n[j] = weight_scalar(rr, hp.w_min, hp.span)
-            count += 1
+    for j in range(pat.shape[0]):
+        arrived = ((bits0[j] & inside[0]) | (pat[j] & inside[1])) != _ZERO
+        excluded = ((bits0[j] & outside[0]) | (pat[j] & outside[1])) != _ZERO
+        selected[count] = j
+        count += np.int64(arrived) & (np.int64(excluded) ^ 1)
+    key[0] = inside[0]
+    key[1] = inside[1]
+    key[2] = outside[0]
+    key[3] = outside[1]
+    key[4] = _ONE
+    scratch.selection_count[0] = count
     return count
+
+
+@njit(cache=True, error_model="numpy")
+def change_synapses(hp, r_n, w_n, dr, selected, count):
+    """``r_j <- float32(r_j + dr)`` and ``w_j <- w(r_j)`` on the synapses
+    ``selected[:count]`` of one neuron (its contiguous rows ``r_n``, ``w_n`` of
+    ``r_t``, ``w_t``; see :func:`select_synapses`)."""
+    for i in range(count):
+        j = selected[i]
+        rr = np.float32(np.float64(r_n[j]) + dr)
+        r_n[j] = rr
+        w_n[j] = weight_scalar(rr, hp.w_min, hp.span)
 
 
 #: When :func:`plastic_change` sets ``theta_add`` from the weights.
@@ -673,7 +733,8 @@ def plastic_change(hp, s, e, n, dr_base, inside, outside, pat, bits0, scratch, t
     currents are stale.  ``theta_add_n`` is set from the weights as ``theta_when``
     says (THETA_IF_CHANGED, THETA_ALWAYS or THETA_NEVER)."""
     dr = dr_base * stability_scale(s.stability[e, n])
-    count = change_synapses(hp, scratch.r_t[n], scratch.w_t[n], dr, inside, outside, pat, bits0)
+    count = select_synapses(scratch, inside, outside, pat, bits0)
+    change_synapses(hp, scratch.r_t[n], scratch.w_t[n], dr, scratch.selected, count)
     s.free_pool[e, n] -= dr * count
     if count > 0:
         scratch.stale[n] = True
@@ -833,9 +894,10 @@ def train_sample(hp, s, e, b, pat, bits0, label, t0, sample_index, neuron_key, s
     w = s.w[e]
     floor = burst_floor(hp, t0)
     reset_sample(u, block_until, block_by)
-    arriving = sample_currents(w, pat, scratch.current, scratch.row)
+    arriving = sample_currents(w, pat, scratch.current)
     arrival_lists(pat, arriving, scratch.arrival_start, scratch.arrival_inputs)
     scratch.stale[:] = False
+    scratch.selection_key[4] = _ZERO  # a new sample: new arrival words
     gate = False
     for k in range(hp.period):
         t = t0 + k
@@ -873,7 +935,7 @@ def infer_sample(hp, w, theta_add, e, b, pat, sample_index, neuron_key, scratch,
     block_until = scratch.block_until
     block_by = scratch.block_by
     reset_sample(u, block_until, block_by)
-    arriving = sample_currents(w, pat, scratch.current, scratch.row)
+    arriving = sample_currents(w, pat, scratch.current)
     for k in range(hp.period):
         t = k  # every sample starts at tick 0
         leak_and_noise(u, hp, noise_tick_key(hp.seed, e, INFER_NOISE, sample_index, k), neuron_key)
@@ -909,10 +971,11 @@ def train_kernel(hp, s, pat, bits0, y, sample_index, t_start, rec):
     votes = np.zeros((B, E, C), np.int32)
     neuron_key = neuron_keys(N)
     for e in prange(E):
-        scratch = TrainScratch(np.empty((P, N)), np.empty(N), np.empty(N, np.bool_),
+        scratch = TrainScratch(np.empty((P, N)), np.empty(N, np.bool_),
                                np.empty(P + 1, np.int64), np.empty(P * D, np.int64),
                                np.empty((N, D), np.float32), np.empty((N, D), np.float32),
-                               np.empty(N, np.int64))
+                               np.empty(N, np.int64), np.empty(D, np.int64),
+                               np.zeros(5, np.uint64), np.zeros(1, np.int64))
         to_neuron_major(s.r[e], scratch.r_t)
         to_neuron_major(s.w[e], scratch.w_t)
         for b in range(B):
@@ -944,7 +1007,7 @@ def infer_kernel(hp, w, theta_add, n_classes, pat, sample_index, rec):
         e = item // n_blocks
         block = item % n_blocks
         scratch = InferScratch(np.empty(N), np.empty(n_classes, np.int64),
-                               np.empty(n_classes, np.int32), np.empty((P, N)), np.empty(N))
+                               np.empty(n_classes, np.int32), np.empty((P, N)))
         for b in range(block * INFER_BLOCK, min(B, (block + 1) * INFER_BLOCK)):
             infer_sample(hp, w[e], theta_add[e], e, b, pat[b], sample_index[b], neuron_key,
                          scratch, votes[b, e], rec)
