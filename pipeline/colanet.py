@@ -83,7 +83,9 @@ last 64 ticks: windows reaching further back are clipped to ``[t - 63, t]``.
 Every resource change is ``dr * min(2^-S, 1)`` and is mirrored into the
 neuron's free pool (``F -= dr * count``); touched weights are recomputed,
 ``w = w(r)``, and ``theta_add = k_thr * (g * sum_j max(w_jn, 0))`` after
-every change that moved a weight.  With ``theta_refresh="anti_hebbian"``
+every change that moved a weight (the sum in float64 in a fixed order: 8
+partial sums over ``j % 8``, combined pairwise; see
+:func:`pipeline.colanet_kernels.positive_weight_sum`).  With ``theta_refresh="anti_hebbian"``
 ``theta_add`` is set that way at every anti-Hebbian step (whether or not a
 weight moved) and nowhere else: dopamine and conservation leave it as it is.
 Contribution windows start ``L`` ticks before the burst's first spike, with

@@ -38,12 +38,20 @@ Design (see the cost model in ``shared/spec/colanet.md``):
   into a ``(P, N)`` float64 buffer.  The tick dynamics then read the buffer.
   Whenever a neuron's weights change mid-sample (anti-Hebbian step,
   dopamine, conservation) its buffered currents go stale; from then on its
-  current of each tick is recomputed from its column over that tick's
+  current of each tick is recomputed from its row of ``w_t`` over that tick's
   arrival list, in the same ascending input order, and only on ticks where
   it is used (not blocked).  The result is bit-identical to recomputing
   every tick from the weights, as the reference does.
 * Plasticity touches only neurons that spiked, got dopamine or release their
-  free pool.
+  free pool.  Its passes run over one neuron's D synapses, so each copy works
+  on neuron-major copies ``r_t``, ``w_t`` (N, D) of its resources and weights
+  for the whole chunk (made at the chunk's start; ``r`` is written back at its
+  end): a pass is unit-stride, its ``w(r)`` loop vectorises, and the synapses
+  it changes are found once per window (:func:`select_synapses`).  The input-major
+  ``w`` that the row pass reads is brought up to date at each sample's end,
+  for the neurons whose weights changed in it (:func:`write_back_stale_weights`).
+* The new threshold ``theta_add`` sums a neuron's positive weights in 8 fixed
+  partial sums (:func:`positive_weight_sum`), an order the reference shares.
 
 Randomness is counter-based (splitmix64 finaliser of a chained key), never a
 stateful generator: results do not depend on chunking, threads or resume
@@ -110,15 +118,26 @@ class KernelParams(NamedTuple):
 
 
 class TrainScratch(NamedTuple):
-    """Per-copy work arrays of a training sample."""
+    """Per-copy work arrays of a training chunk."""
 
     current: np.ndarray  # (P, N) float64: buffered input current of every tick
-    row: np.ndarray  # (N,) float64: one weight row, converted once
     stale: np.ndarray  # (N,) bool: weights changed in this sample, recompute the current
     # Inputs arriving at each tick, ascending: tick k's are
     # arrival_inputs[arrival_start[k]:arrival_start[k + 1]].
     arrival_start: np.ndarray  # (P + 1,) int64
     arrival_inputs: np.ndarray  # (P * D,) int64
+    # Neuron-major copies of the copy's resources and weights for the chunk: row n holds
+    # neuron n's D synapses, contiguous, so that plasticity passes are unit-stride.  ``r_t`` is
+    # the truth during the chunk (written back to ``r`` at its end); ``w_t`` is the truth for
+    # the neurons marked ``stale`` (their columns are written back to ``w`` at the sample's end).
+    r_t: np.ndarray  # (N, D) float32
+    w_t: np.ndarray  # (N, D) float32
+    stale_list: np.ndarray  # (N,) int64: the stale neurons, ascending, when written back
+    # The synapses of the last window selection (:func:`select_synapses`): ``selected[:count]``
+    # for the masks ``selection_key[:4]``; ``selection_key[4] == 0``: none yet in this sample.
+    selected: np.ndarray  # (D,) int64
+    selection_key: np.ndarray  # (5,) uint64
+    selection_count: np.ndarray  # (1,) int64
 
 
 class InferScratch(NamedTuple):
@@ -128,7 +147,6 @@ class InferScratch(NamedTuple):
     block_until: np.ndarray  # (C,) int64
     block_by: np.ndarray  # (C,) int32
     current: np.ndarray  # (P, N) float64
-    row: np.ndarray  # (N,) float64
 
 
 # --- counter-based hash ----------------------------------------------------
@@ -142,6 +160,8 @@ _SH11 = np.uint64(11)
 _SH27 = np.uint64(27)
 _SH30 = np.uint64(30)
 _SH31 = np.uint64(31)
+_SH37 = np.uint64(37)
+_LOW26 = np.uint64((1 << 26) - 1)
 _ONE = np.uint64(1)
 _ZERO = np.uint64(0)
 _ALL = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -164,8 +184,14 @@ def absorb(h, x):
 
 @njit(cache=True)
 def unit_float(h):
-    """Top 53 bits of ``h`` as a float64 uniform in [0, 1)."""
-    return np.float64(h >> _SH11) * _INV_2_53
+    """Top 53 bits of ``h`` as a float64 uniform in [0, 1): ``float64(h >> 11) * 2^-53``.
+
+    The 53-bit integer is converted as two exact 27- and 26-bit halves (int32, which AVX2
+    converts four at a time; uint64 it cannot), ``hi * 2^26 + lo``: every step is exact, so
+    the value is the same as converting it at once."""
+    hi = np.float64(np.int32(h >> _SH37))
+    lo = np.float64(np.int32((h >> _SH11) & _LOW26))
+    return (hi * 67108864.0 + lo) * _INV_2_53
 
 
 @njit(cache=True)
@@ -220,30 +246,122 @@ def neuron_keys(N):
 
 
 # --- small helpers ----------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def weight_scalar(r, w_min, span):
     """w(r) = w_min + span * r+ / (span + r+), evaluated in float64 from a
     float32 resource and rounded to float32 (same expression order as the
-    NumPy version)."""
+    NumPy version).  (``error_model="numpy"``: no zero-divisor test, which would
+    keep LLVM from vectorising the loops that inline it; ``span + r+ > 0``.)"""
     rp = np.float64(r)
-    if rp < 0.0:
-        rp = 0.0
+    rp = rp if rp > 0.0 else 0.0
     return np.float32(w_min + span * rp / (span + rp))
+
+
+#: Partial sums of :func:`positive_weight_sum` (a fixed number: the order of its float64
+#: additions, and so its rounding, is part of the model).
+SUM_LANES = 8
+
+
+@njit(cache=True)
+def positive_weight_sum(w):
+    """``sum_j max(w_j, 0)`` of one neuron's weights ``w`` (D,) float32, in float64, in a
+    fixed order that vectorises: ``SUM_LANES`` (8) partial sums, lane ``l`` adding the
+    ``w_j`` with ``j % 8 == l`` in ascending j (the weights zero-padded to a multiple of 8),
+    combined as ``((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))``.
+
+    The one definition of the threshold's sum: the NumPy reference
+    (``pipeline.colanet_reference.positive_weight_sum``) and any other port
+    must add in exactly this order to give the same ``theta_add``."""
+    D = w.shape[0]
+    full = D - D % SUM_LANES
+    s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+    for j in range(0, full, SUM_LANES):
+        s0 += max(np.float64(w[j]), 0.0)
+        s1 += max(np.float64(w[j + 1]), 0.0)
+        s2 += max(np.float64(w[j + 2]), 0.0)
+        s3 += max(np.float64(w[j + 3]), 0.0)
+        s4 += max(np.float64(w[j + 4]), 0.0)
+        s5 += max(np.float64(w[j + 5]), 0.0)
+        s6 += max(np.float64(w[j + 6]), 0.0)
+        s7 += max(np.float64(w[j + 7]), 0.0)
+    # the tail j = full..D-1 goes to lanes 0..D-full-1 (its zero padding adds nothing)
+    tail = D - full
+    if tail > 0:
+        s0 += max(np.float64(w[full]), 0.0)
+    if tail > 1:
+        s1 += max(np.float64(w[full + 1]), 0.0)
+    if tail > 2:
+        s2 += max(np.float64(w[full + 2]), 0.0)
+    if tail > 3:
+        s3 += max(np.float64(w[full + 3]), 0.0)
+    if tail > 4:
+        s4 += max(np.float64(w[full + 4]), 0.0)
+    if tail > 5:
+        s5 += max(np.float64(w[full + 5]), 0.0)
+    if tail > 6:
+        s6 += max(np.float64(w[full + 6]), 0.0)
+    return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@njit(cache=True)
+def theta_of_sum(hp, total):
+    """theta_add = k_thr * (g * total) of a neuron's :func:`positive_weight_sum`."""
+    return hp.k_thr * (hp.gain * total)
+
+
+@njit(cache=True)
+def to_neuron_major(a, out):
+    """``out[n, j] = a[j, n]`` for a (D, N) array: strips of 8 input rows, each neuron's 8
+    values written at once (the 8 rows' lines stay in cache while n sweeps them)."""
+    D, N = a.shape
+    full = D - D % 8
+    for j in range(0, full, 8):
+        for n in range(N):
+            o = out[n]
+            o[j] = a[j, n]
+            o[j + 1] = a[j + 1, n]
+            o[j + 2] = a[j + 2, n]
+            o[j + 3] = a[j + 3, n]
+            o[j + 4] = a[j + 4, n]
+            o[j + 5] = a[j + 5, n]
+            o[j + 6] = a[j + 6, n]
+            o[j + 7] = a[j + 7, n]
+    for j in range(full, D):
+        for n in range(N):
+            out[n, j] = a[j, n]
+
+
+@njit(cache=True)
+def to_input_major(a_t, out):
+    """``out[j, n] = a_t[n, j]``: the inverse of :func:`to_neuron_major`, by the same strips."""
+    N, D = a_t.shape
+    full = D - D % 8
+    for j in range(0, full, 8):
+        for n in range(N):
+            i = a_t[n]
+            out[j, n] = i[j]
+            out[j + 1, n] = i[j + 1]
+            out[j + 2, n] = i[j + 2]
+            out[j + 3, n] = i[j + 3]
+            out[j + 4, n] = i[j + 4]
+            out[j + 5, n] = i[j + 5]
+            out[j + 6, n] = i[j + 6]
+            out[j + 7, n] = i[j + 7]
+    for j in range(full, D):
+        for n in range(N):
+            out[j, n] = a_t[n, j]
 
 
 @njit(cache=True)
 def theta_of_weights(w, k_thr, gain):
     """theta_add_n = k_thr * (g * sum_j max(w_jn, 0)) for every column n of
-    ``w`` (D, N), each summed in ascending j (float64)."""
+    ``w`` (D, N), each summed by :func:`positive_weight_sum`."""
     D, N = w.shape
-    total = np.zeros(N)
-    for j in range(D):
-        for n in range(N):
-            v = np.float64(w[j, n])
-            if v > 0.0:
-                total[n] += v
+    w_t = np.empty((N, D), np.float32)
+    to_neuron_major(w, w_t)
+    total = np.empty(N)
     for n in range(N):
-        total[n] = k_thr * (gain * total[n])
+        total[n] = k_thr * (gain * positive_weight_sum(w_t[n]))
     return total
 
 
@@ -388,10 +506,12 @@ def history_chunk(bits, pat, period):
 
 # --- currents -------------------------------------------------------------------
 @njit(cache=True)
-def sample_currents(w, pat, current, row):
+def sample_currents(w, pat, current):
     """Buffered currents of a sample: ``I[k, n] = sum_j w_jn`` over the inputs
     ``j`` arriving at local tick ``k``, summed in ascending j in float64, in one
-    pass over the active rows (each read once and converted once into ``row``).
+    pass over the active rows (each read once from memory, and again from cache for
+    each further tick it arrives at; converting it on the fly costs less than
+    storing a converted copy).
 
     Fills ``current`` (P, N) and returns the OR of the arrival words (bit k:
     some input arrives at tick k)."""
@@ -406,12 +526,12 @@ def sample_currents(w, pat, current, row):
         if p == _ZERO:
             continue
         arriving |= p
-        for n in range(N):
-            row[n] = w[j, n]
+        row = w[j]
         for ka in range(P):
             if (p >> np.uint64(ka)) & _ONE:
+                current_k = current[ka]
                 for n in range(N):
-                    current[ka, n] += row[n]
+                    current_k[n] += row[n]
     return arriving
 
 
@@ -433,19 +553,41 @@ def arrival_lists(pat, arriving, arrival_start, arrival_inputs):
 
 
 @njit(cache=True)
-def refresh_stale_currents(scratch, k, w, t, m, block_until, block_by):
+def refresh_stale_currents(scratch, k, t, m, block_until, block_by):
     """``I[k, n] = sum_j w_jn`` over tick k's arrival list (ascending j, float64)
     for every neuron whose weights changed in this sample and whose current is
-    used at tick k (not blocked): the buffered value predates the change."""
+    used at tick k (not blocked): the buffered value predates the change.  The
+    weights are read from the neuron-major ``w_t`` (one contiguous row)."""
     current = scratch.current[k]
     lo = scratch.arrival_start[k]
     hi = scratch.arrival_start[k + 1]
-    for n in range(w.shape[1]):
+    for n in range(scratch.w_t.shape[0]):
         if scratch.stale[n] and not is_blocked(t, n, n // m, block_until, block_by):
+            w_n = scratch.w_t[n]
             total = 0.0
             for i in range(lo, hi):
-                total += w[scratch.arrival_inputs[i], n]
+                total += w_n[scratch.arrival_inputs[i]]
             current[n] = total
+
+
+@njit(cache=True)
+def write_back_stale_weights(scratch, w):
+    """At a sample's end: the columns ``w[:, n]`` of the neurons whose weights changed
+    in it are copied from ``w_t`` (row by row of ``w``, so that the stale neurons of
+    a column share its cache lines), for the next sample's row pass."""
+    n_stale = 0
+    for n in range(scratch.stale.shape[0]):
+        if scratch.stale[n]:
+            scratch.stale_list[n_stale] = n
+            n_stale += 1
+    if n_stale == 0:
+        return
+    stale_list = scratch.stale_list
+    w_t = scratch.w_t
+    for j in range(w.shape[0]):
+        for i in range(n_stale):
+            n = stale_list[i]
+            w[j, n] = w_t[n, j]
 
 
 # --- the steps of a tick, shared by training and inference ----------------------
@@ -473,11 +615,12 @@ def add_input(u, current, hp, t, block_until, block_by):
     """Step 3, on a tick where inputs arrive: ``u_n <- max(u_n + g I_n, 0)`` for
     every neuron not blocked (:func:`is_blocked`); a blocked neuron keeps its
     ``u``.  (Without arrivals ``u >= 0`` already: leak and noise keep it so.)"""
-    for n in range(u.shape[0]):
-        if not is_blocked(t, n, n // hp.m, block_until, block_by):
-            u[n] += hp.gain * current[n]
-        if u[n] < 0.0:
-            u[n] = 0.0
+    for c in range(block_until.shape[0]):  # column by column: no division n // m per neuron
+        for n in range(c * hp.m, (c + 1) * hp.m):
+            if not is_blocked(t, n, c, block_until, block_by):
+                u[n] += hp.gain * current[n]
+            if u[n] < 0.0:
+                u[n] = 0.0
 
 
 @njit(cache=True)
@@ -526,32 +669,54 @@ def stability_scale(stability):
     return scale if scale < 1.0 else 1.0
 
 
-@njit(cache=True)
-def change_synapses(hp, r, w, n, dr, select_all, inside, outside, pat, bits0):
-    """``r_jn <- float32(r_jn + dr)`` and ``w_jn <- w(r_jn)`` on the selected
-    synapses of neuron n: all of them with ``select_all``, else those whose input
-    arrived in the window ``inside`` and not in ``outside`` (each a
-    ``(history_mask, sample_mask)`` pair of :func:`window_masks`).  One strided
-    pass, ascending j, that also sums the new threshold.
+@njit(cache=True, error_model="numpy")
+def change_all_synapses(hp, r_n, w_n, dr):
+    """``r_j <- float32(r_j + dr)`` and ``w_j <- w(r_j)`` on every synapse of one neuron
+    (its contiguous rows ``r_n``, ``w_n`` of ``r_t``, ``w_t``): one elementwise loop
+    that LLVM vectorises (``error_model="numpy"``: no zero-divisor test)."""
+    for j in range(r_n.shape[0]):
+        rr = np.float32(np.float64(r_n[j]) + dr)
+        r_n[j] = rr
+        w_n[j] = weight_scalar(rr, hp.w_min, hp.span)
 
-    Returns ``(count of changed synapses, theta_add = k_thr g sum_j max(w_jn, 0))``.
-    """
-    total = 0.0
+
+@njit(cache=True)
+def select_synapses(scratch, inside, outside, pat, bits0):
+    """The inputs j (ascending) that arrived in the window ``inside`` and not in
+    ``outside`` (each a ``(history_mask, sample_mask)`` pair of :func:`window_masks`):
+    ``scratch.selected[:count]``; returns ``count``.  One branch-free pass over the
+    arrival words; the last selection of the sample is reused when the masks are the
+    same (the neurons of a column given dopamine together often share their window)."""
+    key = scratch.selection_key
+    if (key[4] != _ZERO and key[0] == inside[0] and key[1] == inside[1]
+            and key[2] == outside[0] and key[3] == outside[1]):
+        return scratch.selection_count[0]
+    selected = scratch.selected
     count = 0
-    for j in range(r.shape[0]):
-        if select_all or (((bits0[j] & inside[0]) | (pat[j] & inside[1])) != _ZERO
-                          and ((bits0[j] & outside[0]) | (pat[j] & outside[1])) == _ZERO):
-            rr = np.float32(np.float64(r[j, n]) + dr)
-            r[j, n] = rr
-            wv = weight_scalar(rr, hp.w_min, hp.span)
-            w[j, n] = wv
-            count += 1
-        else:
-            wv = w[j, n]
-        v = np.float64(wv)
-        if v > 0.0:
-            total += v
-    return count, hp.k_thr * (hp.gain * total)
+    for j in range(pat.shape[0]):
+        arrived = ((bits0[j] & inside[0]) | (pat[j] & inside[1])) != _ZERO
+        excluded = ((bits0[j] & outside[0]) | (pat[j] & outside[1])) != _ZERO
+        selected[count] = j
+        count += np.int64(arrived) & (np.int64(excluded) ^ 1)
+    key[0] = inside[0]
+    key[1] = inside[1]
+    key[2] = outside[0]
+    key[3] = outside[1]
+    key[4] = _ONE
+    scratch.selection_count[0] = count
+    return count
+
+
+@njit(cache=True, error_model="numpy")
+def change_synapses(hp, r_n, w_n, dr, selected, count):
+    """``r_j <- float32(r_j + dr)`` and ``w_j <- w(r_j)`` on the synapses
+    ``selected[:count]`` of one neuron (its contiguous rows ``r_n``, ``w_n`` of
+    ``r_t``, ``w_t``; see :func:`select_synapses`)."""
+    for i in range(count):
+        j = selected[i]
+        rr = np.float32(np.float64(r_n[j]) + dr)
+        r_n[j] = rr
+        w_n[j] = weight_scalar(rr, hp.w_min, hp.span)
 
 
 #: When :func:`plastic_change` sets ``theta_add`` from the weights.
@@ -561,19 +726,20 @@ THETA_NEVER = 2  # never: dopamine with theta_refresh "anti_hebbian"
 
 
 @njit(cache=True)
-def plastic_change(hp, s, e, n, dr_base, inside, outside, pat, bits0, stale, theta_when):
+def plastic_change(hp, s, e, n, dr_base, inside, outside, pat, bits0, scratch, theta_when):
     """A resource change of neuron n on the synapses that arrived in ``inside``
     and not in ``outside``: ``dr = dr_base min(2^-S_n, 1)``, mirrored in the free
     pool ``F_n -= dr * count``; when any synapse changed the neuron's buffered
     currents are stale.  ``theta_add_n`` is set from the weights as ``theta_when``
     says (THETA_IF_CHANGED, THETA_ALWAYS or THETA_NEVER)."""
     dr = dr_base * stability_scale(s.stability[e, n])
-    count, theta = change_synapses(hp, s.r[e], s.w[e], n, dr, False, inside, outside, pat, bits0)
+    count = select_synapses(scratch, inside, outside, pat, bits0)
+    change_synapses(hp, scratch.r_t[n], scratch.w_t[n], dr, scratch.selected, count)
     s.free_pool[e, n] -= dr * count
     if count > 0:
-        stale[n] = True
+        scratch.stale[n] = True
     if theta_when == THETA_ALWAYS or (theta_when == THETA_IF_CHANGED and count > 0):
-        s.theta_add[e, n] = theta
+        s.theta_add[e, n] = theta_of_sum(hp, positive_weight_sum(scratch.w_t[n]))
 
 
 @njit(cache=True)
@@ -591,7 +757,7 @@ def continue_or_start_burst(hp, s, e, n, t, floor):
 
 
 @njit(cache=True)
-def anti_hebbian(hp, s, e, n, t, t0, pat, bits0, stale):
+def anti_hebbian(hp, s, e, n, t, t0, pat, bits0, scratch):
     """Anti-Hebbian step at an unforced spike of neuron n at t: ``dr = d_h`` on the
     inputs that arrived in ``[t_first - L, t]`` and not in ``[t_first - L,
     last_ah_tick]`` (already depressed in this burst, when ``last_ah_tick >=
@@ -603,7 +769,7 @@ def anti_hebbian(hp, s, e, n, t, t0, pat, bits0, stale):
     outside = (_ZERO, _ZERO)
     if s.last_ah_tick[e, n] >= s.t_first[e, n]:
         outside = window_masks(t0, t, start, s.last_ah_tick[e, n])
-    plastic_change(hp, s, e, n, hp.d_h, inside, outside, pat, bits0, stale,
+    plastic_change(hp, s, e, n, hp.d_h, inside, outside, pat, bits0, scratch,
                    THETA_ALWAYS if hp.theta_at_ah_only else THETA_IF_CHANGED)
     s.last_ah_tick[e, n] = t
 
@@ -669,7 +835,7 @@ def stability_after_dopamine(hp, s, e, n, t):
 
 
 @njit(cache=True)
-def dopamine(hp, s, e, label, t, t0, pat, bits0, stale):
+def dopamine(hp, s, e, label, t, t0, pat, bits0, scratch):
     """Step 5 at dopamine_tick: every L neuron of column ``label`` receives
     ``Dp = dopamine``.  One that spiked within ``t_dop`` ticks
     (``t - t_spike <= t_dop``) gets ``dr = Dp`` on the inputs that arrived in
@@ -680,27 +846,26 @@ def dopamine(hp, s, e, label, t, t0, pat, bits0, stale):
     for n in range(label * hp.m, (label + 1) * hp.m):
         if t - s.t_spike[e, n] <= hp.t_dop:
             inside = window_masks(t0, t, s.t_first[e, n] - hp.syn_lookback, s.t_spike[e, n])
-            plastic_change(hp, s, e, n, hp.dopamine, inside, (_ZERO, _ZERO), pat, bits0, stale,
+            plastic_change(hp, s, e, n, hp.dopamine, inside, (_ZERO, _ZERO), pat, bits0, scratch,
                            theta_when)
         stability_after_dopamine(hp, s, e, n, t)
 
 
 @njit(cache=True)
-def conservation(hp, s, e, t, floor, pat, bits0, stale):
+def conservation(hp, s, e, t, floor, scratch):
     """Step 6, every tick: a neuron out of a burst with ``|F| >= f_thr`` spreads its
     pool back, ``r_jn += F / (D + n_silent)`` on all its synapses (the share of the
     ``n_silent`` fictitious synapses leaks away), and ``F = 0``; ``theta_add``
     follows the weights, except with theta_refresh "anti_hebbian"."""
-    D, N = s.w.shape[1], s.w.shape[2]
+    N, D = scratch.r_t.shape
     for n in range(N):
         pool = s.free_pool[e, n]
         if not in_burst(t, s.t_spike[e, n], hp.isi_max, floor) and abs(pool) >= hp.f_thr:
-            _, theta = change_synapses(hp, s.r[e], s.w[e], n, pool / (D + hp.n_silent), True,
-                                       (_ZERO, _ZERO), (_ZERO, _ZERO), pat, bits0)
+            change_all_synapses(hp, scratch.r_t[n], scratch.w_t[n], pool / (D + hp.n_silent))
             if not hp.theta_at_ah_only:
-                s.theta_add[e, n] = theta
+                s.theta_add[e, n] = theta_of_sum(hp, positive_weight_sum(scratch.w_t[n]))
             s.free_pool[e, n] = 0.0
-            stale[n] = True
+            scratch.stale[n] = True
 
 
 # --- one sample -------------------------------------------------------------------
@@ -713,7 +878,7 @@ def train_unforced_spike(hp, s, e, b, k, n, c, t, t0, floor, pat, bits0, scratch
     record_spike(rec, b, k, e, n)
     continue_or_start_burst(hp, s, e, n, t, floor)
     s.t_out[e, c] = t
-    anti_hebbian(hp, s, e, n, t, t0, pat, bits0, scratch.stale)
+    anti_hebbian(hp, s, e, n, t, t0, pat, bits0, scratch)
 
 
 @njit(cache=True)
@@ -729,15 +894,16 @@ def train_sample(hp, s, e, b, pat, bits0, label, t0, sample_index, neuron_key, s
     w = s.w[e]
     floor = burst_floor(hp, t0)
     reset_sample(u, block_until, block_by)
-    arriving = sample_currents(w, pat, scratch.current, scratch.row)
+    arriving = sample_currents(w, pat, scratch.current)
     arrival_lists(pat, arriving, scratch.arrival_start, scratch.arrival_inputs)
     scratch.stale[:] = False
+    scratch.selection_key[4] = _ZERO  # a new sample: new arrival words
     gate = False
     for k in range(hp.period):
         t = t0 + k
         leak_and_noise(u, hp, noise_tick_key(hp.seed, e, TRAIN_NOISE, sample_index, k), neuron_key)
         if arrives(arriving, k):
-            refresh_stale_currents(scratch, k, w, t, hp.m, block_until, block_by)
+            refresh_stale_currents(scratch, k, t, hp.m, block_until, block_by)
             add_input(u, scratch.current[k], hp, t, block_until, block_by)
         for c in range(block_until.shape[0]):
             best = column_spiker(u, theta_add, hp, c)
@@ -755,8 +921,9 @@ def train_sample(hp, s, e, b, pat, bits0, label, t0, sample_index, neuron_key, s
         if k == hp.force_tick and gate:
             force_label_column(hp, s, e, label, t, floor, b, k, rec)
         if k == hp.dopamine_tick:
-            dopamine(hp, s, e, label, t, t0, pat, bits0, scratch.stale)
-        conservation(hp, s, e, t, floor, pat, bits0, scratch.stale)
+            dopamine(hp, s, e, label, t, t0, pat, bits0, scratch)
+        conservation(hp, s, e, t, floor, scratch)
+    write_back_stale_weights(scratch, w)
 
 
 @njit(cache=True)
@@ -768,7 +935,7 @@ def infer_sample(hp, w, theta_add, e, b, pat, sample_index, neuron_key, scratch,
     block_until = scratch.block_until
     block_by = scratch.block_by
     reset_sample(u, block_until, block_by)
-    arriving = sample_currents(w, pat, scratch.current, scratch.row)
+    arriving = sample_currents(w, pat, scratch.current)
     for k in range(hp.period):
         t = k  # every sample starts at tick 0
         leak_and_noise(u, hp, noise_tick_key(hp.seed, e, INFER_NOISE, sample_index, k), neuron_key)
@@ -804,13 +971,19 @@ def train_kernel(hp, s, pat, bits0, y, sample_index, t_start, rec):
     votes = np.zeros((B, E, C), np.int32)
     neuron_key = neuron_keys(N)
     for e in prange(E):
-        scratch = TrainScratch(np.empty((P, N)), np.empty(N), np.empty(N, np.bool_),
-                               np.empty(P + 1, np.int64), np.empty(P * D, np.int64))
+        scratch = TrainScratch(np.empty((P, N)), np.empty(N, np.bool_),
+                               np.empty(P + 1, np.int64), np.empty(P * D, np.int64),
+                               np.empty((N, D), np.float32), np.empty((N, D), np.float32),
+                               np.empty(N, np.int64), np.empty(D, np.int64),
+                               np.zeros(5, np.uint64), np.zeros(1, np.int64))
+        to_neuron_major(s.r[e], scratch.r_t)
+        to_neuron_major(s.w[e], scratch.w_t)
         for b in range(B):
             if sits_out(hp, e, sample_index[b]):
                 continue  # its state waits, unchanged, for its next sample
             train_sample(hp, s, e, b, pat[b], bits0[b], y[b], t_start + b * P, sample_index[b],
                          neuron_key, scratch, votes[b, e], rec)
+        to_input_major(scratch.r_t, s.r[e])  # w is already current: each sample wrote its changes
     return votes
 
 
@@ -834,7 +1007,7 @@ def infer_kernel(hp, w, theta_add, n_classes, pat, sample_index, rec):
         e = item // n_blocks
         block = item % n_blocks
         scratch = InferScratch(np.empty(N), np.empty(n_classes, np.int64),
-                               np.empty(n_classes, np.int32), np.empty((P, N)), np.empty(N))
+                               np.empty(n_classes, np.int32), np.empty((P, N)))
         for b in range(block * INFER_BLOCK, min(B, (block + 1) * INFER_BLOCK)):
             infer_sample(hp, w[e], theta_add[e], e, b, pat[b], sample_index[b], neuron_key,
                          scratch, votes[b, e], rec)

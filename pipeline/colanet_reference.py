@@ -124,10 +124,24 @@ def two_to_the(x: float) -> float:
     return math.exp2(x) if hasattr(math, "exp2") else float(np.exp2(x))  # math.exp2: Python 3.11+
 
 
+#: Partial sums of :func:`positive_weight_sum` (``colanet_kernels.SUM_LANES``).
+SUM_LANES = 8
+
+
+def positive_weight_sum(w_col):
+    """``sum_j max(w_j, 0)`` in float64, in the kernels' fixed order: the weights zero-padded
+    to a multiple of 8 and read as rows of 8; lane ``l`` sums column ``l`` in ascending j
+    (``np.cumsum`` adds sequentially), and the 8 lanes combine as
+    ``((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))``."""
+    v = np.maximum(np.asarray(w_col, dtype=np.float64), 0.0)
+    v = np.concatenate([v, np.zeros((-v.size) % SUM_LANES)]).reshape(-1, SUM_LANES)
+    s = np.cumsum(v, axis=0)[-1] if v.shape[0] else np.zeros(SUM_LANES)
+    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+
+
 def _theta_add(p, w_col, gain):
-    """k_thr * (g * sum_j max(w_j, 0)), summed sequentially in ascending j."""
-    s = np.cumsum(np.maximum(w_col.astype(np.float64), 0.0))[-1] if w_col.size else 0.0
-    return p.k_thr * (gain * s)
+    """k_thr * (g * sum_j max(w_j, 0)), the sum by :func:`positive_weight_sum`."""
+    return p.k_thr * (gain * positive_weight_sum(w_col))
 
 
 def _change_resources(p, st, e, n, selected, dr_base, gain):

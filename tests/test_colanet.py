@@ -717,3 +717,36 @@ def test_separable_toy_problem_is_learned():
     pred, answered = cn.readout(cn.infer_chunk(p, st, x_te, np.arange(10_000, 10_200), sat))
     assert answered.mean() >= 0.95
     assert (pred == y_te).mean() >= 0.95
+
+
+def test_positive_weight_sum_is_the_lane_order_in_kernels_and_reference():
+    """The threshold's sum adds in 8 fixed lanes (lane l: the w_j with j % 8 == l, ascending;
+    combined pairwise), in the kernels and the reference alike; rounding shows the order: with
+    one huge weight in lane 0, a sequential sum loses every later 1.0, the lanes keep them."""
+    rng = np.random.default_rng(4)
+    for size in [*range(0, 41), 1536, 1283]:
+        w = (rng.standard_normal(size) * np.exp(rng.uniform(-20, 20, size))).astype(np.float32)
+        assert K.positive_weight_sum(w) == ref.positive_weight_sum(w), size
+    w = np.ones(8 * 101, np.float32)
+    w[0] = 2.0 ** 60  # ulp 256: a lone 1.0 added to it rounds away
+    sequential = 0.0
+    for v in w.astype(np.float64):
+        sequential += v
+    assert sequential == 2.0 ** 60
+    lanes = 2.0 ** 60 + 768.0  # s1..s7 = 101 each: s0 + s1 rounds to 2^60, + 202 -> +256, + 404 -> +768
+    assert K.positive_weight_sum(w) == ref.positive_weight_sum(w) == lanes
+    cols = rng.standard_normal((13, 5)).astype(np.float32)
+    np.testing.assert_array_equal(K.theta_of_weights(cols, 0.5, 3.0),
+                                  [0.5 * (3.0 * ref.positive_weight_sum(cols[:, n])) for n in range(5)])
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 3), (8, 5), (21, 16), (64, 40)])
+def test_neuron_major_copies_round_trip(shape):
+    """The kernels' neuron-major copies (strips of 8 inputs, and a tail) are exact transposes."""
+    a = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    a_t = np.empty(shape[::-1], np.float32)
+    K.to_neuron_major(a, a_t)
+    np.testing.assert_array_equal(a_t, a.T)
+    back = np.empty_like(a)
+    K.to_input_major(a_t, back)
+    np.testing.assert_array_equal(back, a)

@@ -214,3 +214,16 @@ def test_plasticity_on_matches_reference(name, choices):
     votes, spikes, state = assert_same_run(params, 3, x[:24], y[:24], [(0, 7), (7, 20), (20, 24)],
                                            x[24:], sat)
     exercised(params, state, votes, spikes, n_silent)
+
+
+def test_plasticity_on_matches_reference_with_several_sum_lanes_blocks():
+    """The shipped defaults on 29 inputs (three full blocks of the threshold sum's 8 lanes and a
+    tail of 5; the other cases have at most one block): still exactly the reference."""
+    params = cn.ColanetConfig(m=3, e=2)
+    n_inputs, n_silent = 29, 4
+    x, y = nonnegative_data(1, 22, 3, n_inputs)
+    x[:, -n_silent:] = 0.0
+    sat = float(np.percentile(x[x > 0], 99))
+    votes, spikes, state = assert_same_run(params, 3, x[:18], y[:18], [(0, 5), (5, 18)], x[18:],
+                                           sat)
+    exercised(params, state, votes, spikes, n_silent)
