@@ -471,7 +471,6 @@ def train_from(store: EmbeddingStore, config: ColanetConfig, run_cfg: TrainConfi
     whether the pass is complete. ``stop_after_samples`` stops early with a checkpoint: a
     stand-in for an interruption in tests."""
     ckpt = run_dir / CHECKPOINT
-    n_usable = int(store.finished_rows("train").sum())
     n_rows = store.split("train")["features"].shape[0]
     learned_now, since_checkpoint = 0, 0
     progress.compile_seconds = compile_simulator(config, progress.coding,
@@ -492,14 +491,18 @@ def train_from(store: EmbeddingStore, config: ColanetConfig, run_cfg: TrainConfi
         save_progress(ckpt, store, config, state, progress)
         last_save[0] = time.perf_counter() - started
 
-    with _StopRequested() as stop, tqdm(total=n_usable * run_cfg.passes,
-                                        initial=len(progress.online_correct), unit="sample",
-                                        desc="train-snn", dynamic_ncols=True) as bar:
+    # The bar counts train rows over all passes (the balanced order presents some rows more
+    # than once: counting presentations would run past the total).
+    def rows_done() -> int:
+        return progress.pass_index * n_rows + progress.cursor
+
+    with _StopRequested() as stop, tqdm(total=n_rows * run_cfg.passes, initial=rows_done(),
+                                        unit="row", desc="train-snn", dynamic_ncols=True) as bar:
         for batch in fit_stream(store, config, state, progress, max_rows=run_cfg.checkpoint_every,
                                 passes=run_cfg.passes):
             learned_now += len(batch.labels)
             since_checkpoint += len(batch.labels)
-            bar.update(len(batch.labels))
+            bar.update(rows_done() - bar.n)
             bar.set_postfix(online_acc=f"{progress.online_correct.mean():.3f}")
             interrupted = stop.signal is not None or (stop_after_samples is not None
                                                       and learned_now >= stop_after_samples)
