@@ -428,10 +428,17 @@ def refresh_stale_currents(scratch, k, w, t, m, block_until, block_by):
     hi = scratch.arrival_start[k + 1]
     for n in range(w.shape[1]):
         if scratch.stale[n] and not is_blocked(t, n, n // m, block_until, block_by):
-            total = 0.0
-            for i in range(lo, hi):
-                total += w[scratch.arrival_inputs[i], n]
-            current[n] = total
+            current[n] = listed_current(w, scratch.arrival_inputs, lo, hi, n)
+
+
+@njit(cache=True)
+def listed_current(w, inputs, lo, hi, n):
+    """``sum_j w_jn`` over ``inputs[lo:hi]`` (one tick's arrival list, ascending), in float64:
+    the current of neuron n whose buffered value went stale."""
+    total = 0.0
+    for i in range(lo, hi):
+        total += w[inputs[i], n]
+    return total
 
 
 # --- the steps of a tick, shared by training and inference ----------------------
@@ -451,7 +458,13 @@ def leak_and_noise(u, hp, tick_key, neuron_key):
     """Step 2: ``u_n <- u_n (1 - 1/tau) + s_stim U_n`` with ``U_n`` the
     counter-based uniform of (tick_key, n)."""
     for n in range(u.shape[0]):
-        u[n] = u[n] * hp.leak + hp.s_stim * unit_float(mix64(tick_key ^ neuron_key[n]))
+        leak_and_noise_neuron(u, hp, tick_key, neuron_key, n)
+
+
+@njit(cache=True)
+def leak_and_noise_neuron(u, hp, tick_key, neuron_key, n):
+    """Step 2 for neuron n (:func:`leak_and_noise`)."""
+    u[n] = u[n] * hp.leak + hp.s_stim * unit_float(mix64(tick_key ^ neuron_key[n]))
 
 
 @njit(cache=True)
@@ -460,10 +473,16 @@ def add_input(u, current, hp, t, block_until, block_by):
     every neuron not blocked (:func:`is_blocked`); a blocked neuron keeps its
     ``u``.  (Without arrivals ``u >= 0`` already: leak and noise keep it so.)"""
     for n in range(u.shape[0]):
-        if not is_blocked(t, n, n // hp.m, block_until, block_by):
-            u[n] += hp.gain * current[n]
-        if u[n] < 0.0:
-            u[n] = 0.0
+        add_input_neuron(u, current, hp, t, block_until, block_by, n)
+
+
+@njit(cache=True)
+def add_input_neuron(u, current, hp, t, block_until, block_by, n):
+    """Step 3 for neuron n (:func:`add_input`)."""
+    if not is_blocked(t, n, n // hp.m, block_until, block_by):
+        u[n] += hp.gain * current[n]
+    if u[n] < 0.0:
+        u[n] = 0.0
 
 
 @njit(cache=True)
@@ -662,13 +681,19 @@ def dopamine(hp, s, e, label, t, t0, pat, bits0, stale):
     ``[t_first - syn_lookback, t_spike]``; then its stability follows
     (:func:`stability_after_dopamine`).  ``theta_add`` follows the weights, except
     with theta_refresh "anti_hebbian"."""
-    theta_when = THETA_NEVER if hp.theta_at_ah_only else THETA_IF_CHANGED
     for n in range(label * hp.m, (label + 1) * hp.m):
-        if t - s.t_spike[e, n] <= hp.t_dop:
-            inside = window_masks(t0, t, s.t_first[e, n] - hp.syn_lookback, s.t_spike[e, n])
-            plastic_change(hp, s, e, n, hp.dopamine, inside, (_ZERO, _ZERO), pat, bits0, stale,
-                           theta_when)
-        stability_after_dopamine(hp, s, e, n, t)
+        dopamine_neuron(hp, s, e, n, t, t0, pat, bits0, stale)
+
+
+@njit(cache=True)
+def dopamine_neuron(hp, s, e, n, t, t0, pat, bits0, stale):
+    """Dopamine for neuron n of the label column (:func:`dopamine`)."""
+    theta_when = THETA_NEVER if hp.theta_at_ah_only else THETA_IF_CHANGED
+    if t - s.t_spike[e, n] <= hp.t_dop:
+        inside = window_masks(t0, t, s.t_first[e, n] - hp.syn_lookback, s.t_spike[e, n])
+        plastic_change(hp, s, e, n, hp.dopamine, inside, (_ZERO, _ZERO), pat, bits0, stale,
+                       theta_when)
+    stability_after_dopamine(hp, s, e, n, t)
 
 
 @njit(cache=True)
@@ -677,16 +702,22 @@ def conservation(hp, s, e, t, floor, pat, bits0, stale):
     pool back, ``r_jn += F / (D + n_silent)`` on all its synapses (the share of the
     ``n_silent`` fictitious synapses leaks away), and ``F = 0``; ``theta_add``
     follows the weights, except with theta_refresh "anti_hebbian"."""
-    D, N = s.w.shape[1], s.w.shape[2]
-    for n in range(N):
-        pool = s.free_pool[e, n]
-        if not in_burst(t, s.t_spike[e, n], hp.isi_max, floor) and abs(pool) >= hp.f_thr:
-            _, theta = change_synapses(hp, s.r[e], s.w[e], n, pool / (D + hp.n_silent), True,
-                                       (_ZERO, _ZERO), (_ZERO, _ZERO), pat, bits0)
-            if not hp.theta_at_ah_only:
-                s.theta_add[e, n] = theta
-            s.free_pool[e, n] = 0.0
-            stale[n] = True
+    for n in range(s.w.shape[2]):
+        conserve_neuron(hp, s, e, n, t, floor, pat, bits0, stale)
+
+
+@njit(cache=True)
+def conserve_neuron(hp, s, e, n, t, floor, pat, bits0, stale):
+    """Step 6 for neuron n (:func:`conservation`)."""
+    pool = s.free_pool[e, n]
+    if not in_burst(t, s.t_spike[e, n], hp.isi_max, floor) and abs(pool) >= hp.f_thr:
+        D = s.w.shape[1]
+        _, theta = change_synapses(hp, s.r[e], s.w[e], n, pool / (D + hp.n_silent), True,
+                                   (_ZERO, _ZERO), (_ZERO, _ZERO), pat, bits0)
+        if not hp.theta_at_ah_only:
+            s.theta_add[e, n] = theta
+        s.free_pool[e, n] = 0.0
+        stale[n] = True
 
 
 # --- one sample -------------------------------------------------------------------
@@ -703,13 +734,47 @@ def train_unforced_spike(hp, s, e, b, k, n, c, t, t0, floor, pat, bits0, scratch
 
 
 @njit(cache=True)
+def train_column_spikes(hp, s, e, b, k, c, t, t0, floor, pat, bits0, scratch, votes, rec):
+    """Step 4 in training for column c at tick t: its unforced spikes
+    (:func:`column_spiker`, :func:`fires_beside`), each with
+    :func:`train_unforced_spike`.  Touches only column c and its neurons, so the
+    columns of a copy can run side by side (the GPU kernel's threads)."""
+    u = s.u[e]
+    theta_add = s.theta_add[e]
+    best = column_spiker(u, theta_add, hp, c)
+    if best < 0:
+        return
+    if hp.fire_all:
+        for n in range(c * hp.m, (c + 1) * hp.m):
+            if fires_beside(u, theta_add, hp, n, best):
+                train_unforced_spike(hp, s, e, b, k, n, c, t, t0, floor, pat, bits0, scratch,
+                                     votes, rec)
+    train_unforced_spike(hp, s, e, b, k, best, c, t, t0, floor, pat, bits0, scratch, votes, rec)
+
+
+@njit(cache=True)
+def infer_column_spikes(hp, u, theta_add, block_until, block_by, e, b, k, c, t, votes, rec):
+    """Step 4 in inference for column c at tick t: its unforced spikes and blocks, no
+    plasticity (touches only column c and its neurons)."""
+    best = column_spiker(u, theta_add, hp, c)
+    if best < 0:
+        return
+    if hp.fire_all:
+        for n in range(c * hp.m, (c + 1) * hp.m):
+            if fires_beside(u, theta_add, hp, n, best):
+                unforced_spike(hp, n, c, t, u, block_until, block_by, votes)
+                record_spike(rec, b, k, e, n)
+    unforced_spike(hp, best, c, t, u, block_until, block_by, votes)
+    record_spike(rec, b, k, e, best)
+
+
+@njit(cache=True)
 def train_sample(hp, s, e, b, pat, bits0, label, t0, sample_index, neuron_key, scratch, votes,
                  rec):
     """One training sample (P ticks from global tick ``t0``) of copy e, labelled
     ``label``; the steps in the order of :mod:`pipeline.colanet`.  ``votes`` (C,)
     counts its OUT spikes."""
     u = s.u[e]
-    theta_add = s.theta_add[e]
     block_until = s.block_until[e]
     block_by = s.block_by[e]
     w = s.w[e]
@@ -726,16 +791,7 @@ def train_sample(hp, s, e, b, pat, bits0, label, t0, sample_index, neuron_key, s
             refresh_stale_currents(scratch, k, w, t, hp.m, block_until, block_by)
             add_input(u, scratch.current[k], hp, t, block_until, block_by)
         for c in range(block_until.shape[0]):
-            best = column_spiker(u, theta_add, hp, c)
-            if best < 0:
-                continue
-            if hp.fire_all:
-                for n in range(c * hp.m, (c + 1) * hp.m):
-                    if fires_beside(u, theta_add, hp, n, best):
-                        train_unforced_spike(hp, s, e, b, k, n, c, t, t0, floor, pat, bits0,
-                                             scratch, votes, rec)
-            train_unforced_spike(hp, s, e, b, k, best, c, t, t0, floor, pat, bits0, scratch,
-                                 votes, rec)
+            train_column_spikes(hp, s, e, b, k, c, t, t0, floor, pat, bits0, scratch, votes, rec)
         if k == hp.label_tick:
             gate = gate_fires(hp, s.t_out[e, label], t, t0)
         if k == hp.force_tick and gate:
@@ -761,16 +817,8 @@ def infer_sample(hp, w, theta_add, e, b, pat, sample_index, neuron_key, scratch,
         if arrives(arriving, k):
             add_input(u, scratch.current[k], hp, t, block_until, block_by)
         for c in range(block_until.shape[0]):
-            best = column_spiker(u, theta_add, hp, c)
-            if best < 0:
-                continue
-            if hp.fire_all:
-                for n in range(c * hp.m, (c + 1) * hp.m):
-                    if fires_beside(u, theta_add, hp, n, best):
-                        unforced_spike(hp, n, c, t, u, block_until, block_by, votes)
-                        record_spike(rec, b, k, e, n)
-            unforced_spike(hp, best, c, t, u, block_until, block_by, votes)
-            record_spike(rec, b, k, e, best)
+            infer_column_spikes(hp, u, theta_add, block_until, block_by, e, b, k, c, t, votes,
+                                rec)
 
 
 # --- chunks -----------------------------------------------------------------------
