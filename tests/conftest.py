@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# The CUDA kernels' tests (tests/test_cuda.py) run under Numba's CUDA simulator unless told
+# otherwise (NUMBA_ENABLE_CUDASIM=0 on a machine with a GPU); numba reads it when it is first
+# imported, so it is set before anything imports numba. The CPU kernels do not read it.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 from pathlib import Path
 
 import numpy as np

@@ -1,0 +1,383 @@
+"""CUDA kernels of the CoLaNET simulator (``--snn-device cuda``): the CPU kernels' model, on a GPU.
+
+Same model, same numbers: the kernels here call the CPU kernels' step functions of
+:mod:`pipeline.colanet_kernels` (plain ``@njit`` functions; numba-cuda compiles them again for the
+device when a CUDA kernel calls them), so the model has one definition and a change to a step (for
+example the summation order of the threshold sum in ``change_synapses``) reaches both devices.
+Only the loops that the CPU runs serially are reorganised over threads; every per-neuron float
+operation, its order (currents summed in ascending input order in float64, the same float32
+roundings) and the counter-based hash are the CPU kernels' own. ``tests/test_cuda.py`` checks
+votes, spikes and every state array against the CPU kernels, bit for bit.
+
+Layout (one persistent kernel per chunk):
+
+* training: one thread block per copy (copies share nothing), looping over the chunk's samples
+  and ticks; its threads stride over the neurons for the per-neuron steps (reset, the buffered
+  currents, leak and noise, input, conservation) and over the columns for the unforced spikes
+  with their anti-Hebbian step (a column touches only its own neurons); thread 0 decides the
+  GATE and forces the label column, the label column's neurons take their dopamine side by side.
+  ``syncthreads`` separates the steps, in the CPU kernel's order.
+* inference: samples are independent, so a grid of blocks strides over (copy, sample) items,
+  each a fresh neuron state in its block's scratch.
+* the arrival lists of a chunk (which inputs arrive at each tick, ascending) are computed once
+  per chunk by a kernel with one thread per (sample, tick), shared by the copies.
+
+Scratch arrays cannot be allocated in device code: they are allocated once per call in global
+memory, per copy (training) or per block (inference).
+
+Arrays reach the kernels inside named tuples. On a GPU that is how numba passes several arrays;
+under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, how the tests run without a GPU) it
+keeps them plain NumPy arrays, which the ``@njit`` step functions need (the simulator wraps a bare
+array argument in a fake device array that compiled CPU code cannot take).
+
+Bit identity on a real GPU rests on one more thing: ``stability_scale`` evaluates
+``pow(2, -S)``; the CPU's LLVM turns it into ``exp2`` and libdevice's ``pow`` may differ from it
+in the last ulp for some ``S``. The check on a real GPU (``tests/test_cuda.py`` with
+``NUMBA_ENABLE_CUDASIM=0``, and ``bench/gpu.py``, which compares the GPU's votes and state with
+the CPU kernels' before it times anything) would show such a difference.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+from numba import cuda, njit
+from numba.core import config as numba_config
+
+from . import colanet_kernels as K
+
+#: Whether this process runs Numba's CUDA simulator (set NUMBA_ENABLE_CUDASIM=1 before numba.cuda
+#: is first imported): the kernels then run as Python threads on the host, on NumPy arrays.
+SIMULATED = bool(numba_config.ENABLE_CUDASIM)
+
+#: Most threads per block (the CUDA limit is 1024; 256 leaves registers for the plasticity loops).
+MAX_THREADS = 256
+
+#: Inference blocks per streaming multiprocessor (the grid strides over the work items).
+INFER_BLOCKS_PER_SM = 4
+
+
+def device_problem() -> str | None:
+    """Why the CUDA kernels cannot run in this process (a one-line reason), or None when a GPU
+    (or the simulator) is usable."""
+    try:
+        if cuda.is_available():
+            return None
+    except Exception as e:  # a broken driver install raises instead of answering False
+        return f"numba.cuda cannot use the GPU ({type(e).__name__}: {str(e).strip()[:120]})"
+    return "numba.cuda finds no usable NVIDIA GPU and driver on this machine"
+
+
+class CopyScratch(NamedTuple):
+    """What the step functions read of a copy's training scratch (``scratch.stale``)."""
+
+    current: np.ndarray  # (P, N) float64: buffered input current of every tick
+    stale: np.ndarray  # (N,) bool: weights changed in this sample, recompute the current
+
+
+class TrainScratch(NamedTuple):
+    """Global-memory scratch of the training kernel, one slice per copy."""
+
+    current: np.ndarray  # (E, P, N) float64
+    stale: np.ndarray  # (E, N) bool
+
+
+class InferScratch(NamedTuple):
+    """Global-memory scratch of the inference kernel, one slice per block: a fresh neuron state."""
+
+    u: np.ndarray  # (G, N) float64
+    block_until: np.ndarray  # (G, C) int64
+    block_by: np.ndarray  # (G, C) int32
+    current: np.ndarray  # (G, P, N) float64
+
+
+class Arrivals(NamedTuple):
+    """A chunk's input arrivals, shared by the copies."""
+
+    pat: np.ndarray  # (B, D) uint64: bit k of pat[b, j]: input j arrives at local tick k
+    arriving: np.ndarray  # (B,) uint64: the OR of pat[b] (bit k: some input arrives at tick k)
+    count: np.ndarray  # (B, P) int32: inputs arriving at tick k of sample b
+    inputs: np.ndarray  # (B, P, D) int32: those inputs, ascending, in inputs[b, k, :count[b, k]]
+    sample_index: np.ndarray  # (B,) int64: the samples' global ids (keys of the noise)
+    neuron_key: np.ndarray  # (N,) uint64: K.neuron_keys(N)
+
+
+class TrainChunk(NamedTuple):
+    """The rest of a training chunk: labels, history, votes out, the spike record (or None)."""
+
+    bits0: np.ndarray  # (B, D) uint64: arrival history at each sample's start
+    labels: np.ndarray  # (B,) int64
+    votes: np.ndarray  # (B, E, C) int32, zero on entry
+    rec: np.ndarray | None  # (B, P, E, N) bool, or None
+
+
+class InferChunk(NamedTuple):
+    """The outputs of an inference chunk and the frozen model it reads."""
+
+    w: np.ndarray  # (E, D, N) float32
+    theta_add: np.ndarray  # (E, N) float64
+    votes: np.ndarray  # (B, E, C) int32, zero on entry
+    rec: np.ndarray | None  # (B, P, E, N) bool, or None
+
+
+# --- device-side helpers ------------------------------------------------------------------------
+@njit(cache=True)
+def neuron_currents(w, pat, current, n):
+    """The buffered currents of neuron n for a whole sample, ``current[k, n] = sum_j w_jn`` over
+    the inputs j arriving at tick k, summed in ascending j in float64: the sums of
+    :func:`pipeline.colanet_kernels.sample_currents`, one neuron per thread. Threads n, n+1, ...
+    read ``w[j, n], w[j, n+1], ...`` together: one coalesced row segment per input."""
+    P = current.shape[0]
+    for ka in range(P):
+        current[ka, n] = 0.0
+    for j in range(w.shape[0]):
+        p = pat[j]
+        if p == K._ZERO:
+            continue
+        v = np.float64(w[j, n])
+        for ka in range(P):
+            if K.arrives(p, ka):
+                current[ka, n] += v
+
+
+@cuda.jit
+def arrival_lists_kernel(arrivals):
+    """``arrivals.count`` and ``arrivals.inputs`` from ``arrivals.pat``: one thread per
+    (sample, tick) lists the inputs arriving then, ascending."""
+    i = cuda.grid(1)
+    B, D = arrivals.pat.shape
+    P = arrivals.count.shape[1]
+    if i < B * P:
+        b = i // P
+        k = i % P
+        count = 0
+        for j in range(D):
+            if K.arrives(arrivals.pat[b, j], k):
+                arrivals.inputs[b, k, count] = j
+                count += 1
+        arrivals.count[b, k] = count
+
+
+@cuda.jit
+def train_chunk_kernel(hp, s, arrivals, chunk, scratch, t_start):
+    """Train copy ``blockIdx.x`` on the chunk, sample after sample (state ``s`` in place; sample
+    b starts at global tick ``t_start + b * period``): :func:`K.train_sample`'s steps, in its
+    order, with threads over neurons and columns."""
+    e = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    step = cuda.blockDim.x
+    N = s.u.shape[1]
+    C = s.block_until.shape[1]
+    u = s.u[e]
+    block_until = s.block_until[e]
+    block_by = s.block_by[e]
+    w = s.w[e]
+    current = scratch.current[e]
+    stale = scratch.stale[e]
+    copy_scratch = CopyScratch(current, stale)
+    for b in range(arrivals.pat.shape[0]):
+        t0 = t_start + b * hp.period
+        floor = K.burst_floor(hp, t0)
+        pat = arrivals.pat[b]
+        bits0 = chunk.bits0[b]
+        label = chunk.labels[b]
+        votes = chunk.votes[b, e]
+        # Step 1 (K.reset_sample) and the sample's buffered currents.
+        for n in range(tid, N, step):
+            u[n] = 0.0
+            stale[n] = False
+            neuron_currents(w, pat, current, n)
+        for c in range(tid, C, step):
+            block_until[c] = K.NEVER
+            block_by[c] = -1
+        cuda.syncthreads()
+        gate = False  # read by thread 0 only
+        for k in range(hp.period):
+            t = t0 + k
+            tick_key = np.uint64(K.noise_tick_key(hp.seed, e, K.TRAIN_NOISE,
+                                                  arrivals.sample_index[b], k))
+            inputs_now = K.arrives(arrivals.arriving[b], k)
+            for n in range(tid, N, step):  # steps 2 and 3 (K.refresh_stale_currents, add_input)
+                K.leak_and_noise_neuron(u, hp, tick_key, arrivals.neuron_key, n)
+                if inputs_now:
+                    if stale[n] and not K.is_blocked(t, n, n // hp.m, block_until, block_by):
+                        current[k, n] = K.listed_current(w, arrivals.inputs[b, k], 0,
+                                                         arrivals.count[b, k], n)
+                    K.add_input_neuron(u, current[k], hp, t, block_until, block_by, n)
+            cuda.syncthreads()
+            for c in range(tid, C, step):  # step 4
+                K.train_column_spikes(hp, s, e, b, k, c, t, t0, floor, pat, bits0, copy_scratch,
+                                      votes, chunk.rec)
+            cuda.syncthreads()
+            if tid == 0:  # step 5: the GATE and the teacher's forced spikes
+                if k == hp.label_tick:
+                    gate = K.gate_fires(hp, s.t_out[e, label], t, t0)
+                if k == hp.force_tick and gate:
+                    K.force_label_column(hp, s, e, label, t, floor, b, k, chunk.rec)
+            if k == hp.force_tick:  # k is the same in every thread: a uniform barrier
+                cuda.syncthreads()
+            if k == hp.dopamine_tick:  # step 5: dopamine, the label column's neurons side by side
+                for i in range(tid, hp.m, step):
+                    K.dopamine_neuron(hp, s, e, label * hp.m + i, t, t0, pat, bits0, stale)
+                cuda.syncthreads()
+            for n in range(tid, N, step):  # step 6
+                K.conserve_neuron(hp, s, e, n, t, floor, pat, bits0, stale)
+            cuda.syncthreads()
+
+
+@cuda.jit
+def infer_chunk_kernel(hp, arrivals, chunk, scratch):
+    """Frozen-plasticity votes of every (copy, sample) item, each from a fresh neuron state in
+    its block's scratch: :func:`K.infer_sample`'s steps with threads over neurons and columns."""
+    g = cuda.blockIdx.x
+    tid = cuda.threadIdx.x
+    step = cuda.blockDim.x
+    E, N = chunk.theta_add.shape
+    B = arrivals.pat.shape[0]
+    C = chunk.votes.shape[2]
+    u = scratch.u[g]
+    block_until = scratch.block_until[g]
+    block_by = scratch.block_by[g]
+    current = scratch.current[g]
+    for item in range(g, E * B, cuda.gridDim.x):  # copy-major: neighbouring blocks share w[e]
+        e = item // B
+        b = item % B
+        w = chunk.w[e]
+        theta_add = chunk.theta_add[e]
+        votes = chunk.votes[b, e]
+        for n in range(tid, N, step):
+            u[n] = 0.0
+            neuron_currents(w, arrivals.pat[b], current, n)
+        for c in range(tid, C, step):
+            block_until[c] = K.NEVER
+            block_by[c] = -1
+        cuda.syncthreads()
+        for k in range(hp.period):
+            t = k  # every sample starts at tick 0
+            tick_key = np.uint64(K.noise_tick_key(hp.seed, e, K.INFER_NOISE,
+                                                  arrivals.sample_index[b], k))
+            inputs_now = K.arrives(arrivals.arriving[b], k)
+            for n in range(tid, N, step):
+                K.leak_and_noise_neuron(u, hp, tick_key, arrivals.neuron_key, n)
+                if inputs_now:
+                    K.add_input_neuron(u, current[k], hp, t, block_until, block_by, n)
+            cuda.syncthreads()
+            for c in range(tid, C, step):
+                K.infer_column_spikes(hp, u, theta_add, block_until, block_by, e, b, k, c, t,
+                                      votes, chunk.rec)
+            cuda.syncthreads()
+
+
+# --- host side ----------------------------------------------------------------------------------
+def to_device(a: np.ndarray):
+    """``a`` in device memory (under the simulator: a host copy, as the kernels then need)."""
+    return np.array(a) if SIMULATED else cuda.to_device(a)
+
+
+def to_host(d, out: np.ndarray) -> None:
+    """Copy the device array ``d`` into the host array ``out`` (same shape and dtype)."""
+    if SIMULATED:
+        out[...] = d
+    else:
+        d.copy_to_host(out)
+
+
+def device_zeros(shape, dtype):
+    return np.zeros(shape, dtype) if SIMULATED else cuda.to_device(np.zeros(shape, dtype))
+
+
+def threads_for(n_neurons: int, threads: int | None = None) -> int:
+    """Threads per block: ``threads`` if given, else one per neuron up to :data:`MAX_THREADS`
+    (a whole number of warps; the steps stride over the rest)."""
+    if threads is not None:
+        return threads
+    return min(MAX_THREADS, 32 * math.ceil(n_neurons / 32))
+
+
+def chunk_arrivals(pat: np.ndarray, sample_index: np.ndarray, period: int, n_neurons: int
+                   ) -> Arrivals:
+    """A chunk's :class:`Arrivals` in device memory; the lists are filled on the device."""
+    B, D = pat.shape
+    arrivals = Arrivals(to_device(pat), to_device(np.bitwise_or.reduce(pat, axis=1)
+                                                  if B else np.zeros(0, np.uint64)),
+                        device_zeros((B, period), np.int32), device_zeros((B, period, D), np.int32),
+                        to_device(sample_index), to_device(K.neuron_keys(n_neurons)))
+    if B:
+        threads = 128
+        arrival_lists_kernel[math.ceil(B * period / threads), threads](arrivals)
+    return arrivals
+
+
+class DeviceEnsemble:
+    """The training kernel's arrays (:class:`pipeline.colanet.EnsembleArrays`) kept in device
+    memory between chunks; :meth:`download` copies them back into host arrays."""
+
+    def __init__(self, s):
+        self.arrays = type(s)(*(to_device(a) for a in s))
+
+    def download(self, s) -> None:
+        for d, h in zip(self.arrays, s):
+            to_host(d, h)
+
+
+def train_on_device(hp: K.KernelParams, ensemble: DeviceEnsemble, pat, bits0, y, sample_index,
+                    t_start, rec=None, threads: int | None = None) -> np.ndarray:
+    """Train the device-resident ``ensemble`` on a chunk (arguments as
+    :func:`pipeline.colanet_kernels.train_kernel`); returns the votes (B, E, C) int32 on the host
+    (``rec``, when given, is filled on the host too)."""
+    s = ensemble.arrays
+    E, N = s.u.shape
+    C = s.block_until.shape[1]
+    B = pat.shape[0]
+    votes = np.zeros((B, E, C), np.int32)
+    if B == 0:
+        return votes
+    arrivals = chunk_arrivals(pat, sample_index, hp.period, N)
+    chunk = TrainChunk(to_device(bits0), to_device(y), to_device(votes),
+                       None if rec is None else to_device(rec))
+    scratch = TrainScratch(device_zeros((E, hp.period, N), np.float64),
+                           device_zeros((E, N), np.bool_))
+    train_chunk_kernel[E, threads_for(N, threads)](hp, s, arrivals, chunk, scratch,
+                                                   np.int64(t_start))
+    to_host(chunk.votes, votes)
+    if rec is not None:
+        to_host(chunk.rec, rec)
+    return votes
+
+
+def train_kernel(hp, s, pat, bits0, y, sample_index, t_start, rec, threads: int | None = None):
+    """:func:`pipeline.colanet_kernels.train_kernel` on the GPU: same arguments, same result
+    (``s`` updated in place, votes returned); the state goes to the device and back."""
+    ensemble = DeviceEnsemble(s)
+    votes = train_on_device(hp, ensemble, pat, bits0, y, sample_index, t_start, rec, threads)
+    ensemble.download(s)
+    return votes
+
+
+def infer_kernel(hp, w, theta_add, n_classes, pat, sample_index, rec, threads: int | None = None,
+                 blocks: int | None = None):
+    """:func:`pipeline.colanet_kernels.infer_kernel` on the GPU: same arguments, same votes.
+    ``blocks``: the grid (default: :data:`INFER_BLOCKS_PER_SM` per multiprocessor, at most one
+    per item)."""
+    B = pat.shape[0]
+    E, N = theta_add.shape
+    votes = np.zeros((B, E, n_classes), np.int32)
+    if B == 0:
+        return votes
+    if blocks is None:
+        sms = 1 if SIMULATED else cuda.get_current_device().MULTIPROCESSOR_COUNT
+        blocks = min(E * B, INFER_BLOCKS_PER_SM * sms)
+    arrivals = chunk_arrivals(pat, sample_index, hp.period, N)
+    chunk = InferChunk(to_device(w), to_device(theta_add), to_device(votes),
+                       None if rec is None else to_device(rec))
+    scratch = InferScratch(device_zeros((blocks, N), np.float64),
+                           device_zeros((blocks, n_classes), np.int64),
+                           device_zeros((blocks, n_classes), np.int32),
+                           device_zeros((blocks, hp.period, N), np.float64))
+    infer_chunk_kernel[blocks, threads_for(N, threads)](hp, arrivals, chunk, scratch)
+    to_host(chunk.votes, votes)
+    if rec is not None:
+        to_host(chunk.rec, rec)
+    return votes

@@ -1,0 +1,110 @@
+"""The CUDA kernels (``--snn-device cuda``) against the CPU kernels, compared exactly.
+
+Runs on every machine: without a GPU under Numba's CUDA simulator (tests/conftest.py sets
+``NUMBA_ENABLE_CUDASIM=1`` unless it is already set), on a GPU with ``NUMBA_ENABLE_CUDASIM=0``
+(README, "GPU"). The reference is the CPU kernel itself, not stored numbers, so a change to the
+model's steps that reaches one device and not the other shows here. Networks are tiny (the
+simulator runs every GPU thread as a Python thread): D 12, C 3, M 2, E 2, a few samples, and
+fewer threads per block than neurons, so the kernels' strided loops are exercised too.
+"""
+
+import numpy as np
+import pytest
+
+from pipeline import colanet as cn
+from pipeline.errors import UserError
+from test_differential import SPEC, SPEC_READINGS, exercised, nonnegative_data
+
+colanet_cuda = pytest.importorskip("pipeline.colanet_cuda")
+
+N_INPUTS, N_SILENT, N_CLASSES = 12, 3, 3
+
+
+@pytest.fixture(autouse=True)
+def few_threads(monkeypatch):
+    """4 threads per block for 6 neurons and 3 columns: every strided loop takes two turns."""
+    monkeypatch.setattr(colanet_cuda, "MAX_THREADS", 4)
+
+
+def data(n):
+    x, y = nonnegative_data(0, n, N_CLASSES, N_INPUTS)
+    x[:, -N_SILENT:] = 0.0  # inputs that never spike: only conservation moves their synapses
+    return x, y, float(np.percentile(x[x > 0], 99))
+
+
+def assert_same_on_both_devices(params, x, y, chunks, x_test, sat):
+    """Train on the CPU and on the GPU from the same state, then infer on ``x_test``: votes,
+    recorded spikes and every state array must be identical. Returns the training votes, spikes
+    and the final state."""
+    cpu = cn.init_state(params, x.shape[1], N_CLASSES)
+    gpu = cpu.copy()
+    votes, spikes = [], []
+    for lo, hi in chunks:
+        chunk = (x[lo:hi], y[lo:hi], np.arange(lo, hi), sat)
+        v_cpu, _, rec_cpu = cn.train_chunk(params, cpu, *chunk, record=True)
+        v_gpu, _, rec_gpu = cn.train_chunk(params, gpu, *chunk, record=True, device="cuda")
+        np.testing.assert_array_equal(v_gpu, v_cpu, err_msg=f"train votes, samples {lo}:{hi}")
+        np.testing.assert_array_equal(rec_gpu, rec_cpu, err_msg=f"train spikes, {lo}:{hi}")
+        votes.append(v_cpu)
+        spikes.append(rec_cpu)
+    gpu_arrays = cn.state_arrays(gpu)
+    for name, array in cn.state_arrays(cpu).items():
+        np.testing.assert_array_equal(gpu_arrays[name], array, err_msg=f"state.{name}")
+    ids = np.arange(1000, 1000 + len(x_test))
+    v_cpu, rec_cpu = cn.infer_chunk(params, cpu, x_test, ids, sat, record=True)
+    v_gpu, rec_gpu = cn.infer_chunk(params, cpu, x_test, ids, sat, record=True, device="cuda")
+    np.testing.assert_array_equal(v_gpu, v_cpu, err_msg="inference votes")
+    np.testing.assert_array_equal(rec_gpu, rec_cpu, err_msg="inference spikes")
+    return np.concatenate(votes), np.concatenate(spikes), cpu
+
+
+def test_plasticity_on_matches_cpu_kernels():
+    """The spec's settings and readings (column blocks, every neuron above threshold fires, the
+    most depolarised is forced, theta at the anti-Hebbian step only, continuous bursts), long
+    enough to use every mechanism; chunks of several samples and of one."""
+    params = cn.ColanetConfig(m=2, e=2, **SPEC, **SPEC_READINGS)
+    x, y, sat = data(16)
+    votes, spikes, state = assert_same_on_both_devices(params, x[:14], y[:14],
+                                                       [(0, 9), (9, 10), (10, 14)], x[14:], sat)
+    exercised(params, state, votes, spikes, N_SILENT)
+
+
+@pytest.mark.parametrize("name,choices", [
+    ("shipped defaults", {}),
+    ("bernoulli coder, spec readings", {"coder": "bernoulli", "seed": 3, **SPEC_READINGS}),
+    ("carried accumulator, spec settings", {**SPEC, "carry_accumulator": True,
+                                            "burst_scope": "sample"}),
+])
+def test_other_choices_match_cpu_kernels(name, choices):
+    """The other values of every named choice (gate window, every_change thresholds, forcing
+    all, no blocks, bursts ending with the sample, the Bernoulli coder, a carried accumulator)."""
+    params = cn.ColanetConfig(m=2, e=2, **choices)
+    x, y, sat = data(8)
+    votes, spikes, _ = assert_same_on_both_devices(params, x[:6], y[:6], [(0, 4), (4, 6)], x[6:],
+                                                   sat)
+    assert spikes.sum() > 0
+
+
+def test_without_a_spike_record_the_votes_are_the_same():
+    """``record=False`` passes no record array (None) to the kernels."""
+    params = cn.ColanetConfig(m=2, e=2, **SPEC)
+    x, y, sat = data(5)
+    cpu = cn.init_state(params, N_INPUTS, N_CLASSES)
+    gpu = cpu.copy()
+    v_cpu, _ = cn.train_chunk(params, cpu, x[:3], y[:3], np.arange(3), sat)
+    v_gpu, _ = cn.train_chunk(params, gpu, x[:3], y[:3], np.arange(3), sat, device="cuda")
+    np.testing.assert_array_equal(v_gpu, v_cpu)
+    np.testing.assert_array_equal(gpu.r, cpu.r)
+    ids = np.arange(3, 5)
+    np.testing.assert_array_equal(cn.infer_chunk(params, cpu, x[3:], ids, sat, device="cuda"),
+                                  cn.infer_chunk(params, cpu, x[3:], ids, sat))
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error(monkeypatch):
+    """``--snn-device cuda`` where numba.cuda finds no GPU: a UserError saying what to do."""
+    from pipeline import training
+
+    monkeypatch.setattr(colanet_cuda, "device_problem", lambda: "numba.cuda finds no GPU")
+    with pytest.raises(UserError, match=r"--snn-device cuda: .*no GPU.*--snn-device cpu"):
+        training.check_snn_device("cuda")
+    training.check_snn_device("cpu")  # the CPU needs nothing
