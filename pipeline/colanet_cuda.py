@@ -59,6 +59,33 @@ MAX_THREADS = 256
 INFER_BLOCKS_PER_SM = 4
 
 
+def keep_multiply_and_add_apart() -> None:
+    """Compile CUDA code with NVVM's ``-fma=0`` (no fastmath: unless a kernel asks for it).
+
+    NVVM contracts ``a * b + c`` into one fused multiply-add by default, which rounds once where
+    the CPU kernels round twice (``u * leak + s_stim * U``, ``u + g * I``, the stability update):
+    the GPU would drift from the CPU in the last bits. numba-cuda has no per-kernel option for
+    this, so its one call into NVVM gets the option; libdevice's own explicit fma (inside
+    ``pow``) is not a contraction and stays. Idempotent; not needed under the simulator."""
+    from numba.cuda.cudadrv import nvvm
+
+    compile_ir = nvvm.compile_ir
+    if getattr(compile_ir, "keeps_multiply_and_add_apart", False):
+        return
+
+    def compile_ir_without_contraction(llvmir, **options):
+        if not options.get("fastmath"):
+            options.setdefault("fma", False)
+        return compile_ir(llvmir, **options)
+
+    compile_ir_without_contraction.keeps_multiply_and_add_apart = True
+    nvvm.compile_ir = compile_ir_without_contraction
+
+
+if not SIMULATED:
+    keep_multiply_and_add_apart()
+
+
 def device_problem() -> str | None:
     """Why the CUDA kernels cannot run in this process (a one-line reason), or None when a GPU
     (or the simulator) is usable."""
