@@ -132,12 +132,12 @@ class Arrivals(NamedTuple):
 
 
 class TrainChunk(NamedTuple):
-    """The rest of a training chunk: labels, history, votes out, the spike record (or None)."""
+    """The rest of a training chunk: labels, history, votes out, the spike record."""
 
     bits0: np.ndarray  # (B, D) uint64: arrival history at each sample's start
     labels: np.ndarray  # (B,) int64
     votes: np.ndarray  # (B, E, C) int32, zero on entry
-    rec: np.ndarray | None  # (B, P, E, N) bool, or None
+    rec: np.ndarray  # (B, P, E, N) bool; an empty array when not recording (see KERNELS)
 
 
 class InferChunk(NamedTuple):
@@ -146,7 +146,7 @@ class InferChunk(NamedTuple):
     w: np.ndarray  # (E, D, N) float32
     theta_add: np.ndarray  # (E, N) float64
     votes: np.ndarray  # (B, E, C) int32, zero on entry
-    rec: np.ndarray | None  # (B, P, E, N) bool, or None
+    rec: np.ndarray  # (B, P, E, N) bool; an empty array when not recording (see KERNELS)
 
 
 # --- device-side helpers ------------------------------------------------------------------------
@@ -187,8 +187,37 @@ def arrival_lists_kernel(arrivals):
         arrivals.count[b, k] = count
 
 
-@cuda.jit
-def train_chunk_kernel(hp, s, arrivals, chunk, scratch, t_start):
+def train_kernel_recording(recording: bool):
+    """The training kernel that records spikes into ``chunk.rec``, or not (then the step
+    functions get None and compile without the record, as in the CPU kernels: numba-cuda cannot
+    pass None as a kernel argument, so the kernel chooses; ``recording`` is a compile-time
+    constant)."""
+
+    @cuda.jit
+    def train_chunk_kernel(hp, s, arrivals, chunk, scratch, t_start):
+        if recording:
+            train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, chunk.rec)
+        else:
+            train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, None)
+
+    return train_chunk_kernel
+
+
+def infer_kernel_recording(recording: bool):
+    """The inference kernel, recording spikes or not (as :func:`train_kernel_recording`)."""
+
+    @cuda.jit
+    def infer_chunk_kernel(hp, arrivals, chunk, scratch):
+        if recording:
+            infer_chunk_body(hp, arrivals, chunk, scratch, chunk.rec)
+        else:
+            infer_chunk_body(hp, arrivals, chunk, scratch, None)
+
+    return infer_chunk_kernel
+
+
+@cuda.jit(device=True)
+def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, rec):
     """Train copy ``blockIdx.x`` on the chunk, sample after sample (state ``s`` in place; sample
     b starts at global tick ``t_start + b * period``): :func:`K.train_sample`'s steps, in its
     order, with threads over neurons and columns."""
@@ -236,13 +265,13 @@ def train_chunk_kernel(hp, s, arrivals, chunk, scratch, t_start):
             cuda.syncthreads()
             for c in range(tid, C, step):  # step 4
                 K.train_column_spikes(hp, s, e, b, k, c, t, t0, floor, pat, bits0, copy_scratch,
-                                      votes, chunk.rec)
+                                      votes, rec)
             cuda.syncthreads()
             if tid == 0:  # step 5: the GATE and the teacher's forced spikes
                 if k == hp.label_tick:
                     gate = K.gate_fires(hp, s.t_out[e, label], t, t0)
                 if k == hp.force_tick and gate:
-                    K.force_label_column(hp, s, e, label, t, floor, b, k, chunk.rec)
+                    K.force_label_column(hp, s, e, label, t, floor, b, k, rec)
             if k == hp.force_tick:  # k is the same in every thread: a uniform barrier
                 cuda.syncthreads()
             if k == hp.dopamine_tick:  # step 5: dopamine, the label column's neurons side by side
@@ -254,8 +283,8 @@ def train_chunk_kernel(hp, s, arrivals, chunk, scratch, t_start):
             cuda.syncthreads()
 
 
-@cuda.jit
-def infer_chunk_kernel(hp, arrivals, chunk, scratch):
+@cuda.jit(device=True)
+def infer_chunk_body(hp, arrivals, chunk, scratch, rec):
     """Frozen-plasticity votes of every (copy, sample) item, each from a fresh neuron state in
     its block's scratch: :func:`K.infer_sample`'s steps with threads over neurons and columns."""
     g = cuda.blockIdx.x
@@ -293,8 +322,13 @@ def infer_chunk_kernel(hp, arrivals, chunk, scratch):
             cuda.syncthreads()
             for c in range(tid, C, step):
                 K.infer_column_spikes(hp, u, theta_add, block_until, block_by, e, b, k, c, t,
-                                      votes, chunk.rec)
+                                      votes, rec)
             cuda.syncthreads()
+
+
+#: The kernels by whether they record spikes: ``(train, infer)``.
+KERNELS = {recording: (train_kernel_recording(recording), infer_kernel_recording(recording))
+           for recording in (False, True)}
 
 
 # --- host side ----------------------------------------------------------------------------------
@@ -362,10 +396,11 @@ def train_on_device(hp: K.KernelParams, ensemble: DeviceEnsemble, pat, bits0, y,
     if B == 0:
         return votes
     arrivals = chunk_arrivals(pat, sample_index, hp.period, N)
-    chunk = TrainChunk(to_device(bits0), to_device(y), to_device(votes),
-                       None if rec is None else to_device(rec))
+    chunk = TrainChunk(to_device(bits0), to_device(y), to_device(votes), to_device(
+        np.zeros((0, 0, 0, 0), np.bool_) if rec is None else rec))
     scratch = TrainScratch(device_zeros((E, hp.period, N), np.float64),
                            device_zeros((E, N), np.bool_))
+    train_chunk_kernel = KERNELS[rec is not None][0]
     train_chunk_kernel[E, threads_for(N, threads)](hp, s, arrivals, chunk, scratch,
                                                    np.int64(t_start))
     to_host(chunk.votes, votes)
@@ -397,12 +432,13 @@ def infer_kernel(hp, w, theta_add, n_classes, pat, sample_index, rec, threads: i
         sms = 1 if SIMULATED else cuda.get_current_device().MULTIPROCESSOR_COUNT
         blocks = min(E * B, INFER_BLOCKS_PER_SM * sms)
     arrivals = chunk_arrivals(pat, sample_index, hp.period, N)
-    chunk = InferChunk(to_device(w), to_device(theta_add), to_device(votes),
-                       None if rec is None else to_device(rec))
+    chunk = InferChunk(to_device(w), to_device(theta_add), to_device(votes), to_device(
+        np.zeros((0, 0, 0, 0), np.bool_) if rec is None else rec))
     scratch = InferScratch(device_zeros((blocks, N), np.float64),
                            device_zeros((blocks, n_classes), np.int64),
                            device_zeros((blocks, n_classes), np.int32),
                            device_zeros((blocks, hp.period, N), np.float64))
+    infer_chunk_kernel = KERNELS[rec is not None][1]
     infer_chunk_kernel[blocks, threads_for(N, threads)](hp, arrivals, chunk, scratch)
     to_host(chunk.votes, votes)
     if rec is not None:
