@@ -8,12 +8,15 @@ simulator runs every GPU thread as a Python thread): D 12, C 3, M 2, E 2, a few 
 fewer threads per block than neurons, so the kernels' strided loops are exercised too.
 """
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from pipeline import colanet as cn
 from pipeline.errors import UserError
-from test_differential import SPEC, SPEC_READINGS, exercised, nonnegative_data
+from tests.conftest import SPEC, SPEC_READINGS, exercised, nonnegative_data
 
 colanet_cuda = pytest.importorskip("pipeline.colanet_cuda")
 
@@ -79,8 +82,8 @@ def test_other_choices_match_cpu_kernels(name, choices):
     """The other values of every named choice (gate window, every_change thresholds, forcing
     all, no blocks, bursts ending with the sample, the Bernoulli coder, a carried accumulator)."""
     params = cn.ColanetConfig(m=2, e=2, **choices)
-    x, y, sat = data(8)
-    votes, spikes, _ = assert_same_on_both_devices(params, x[:6], y[:6], [(0, 4), (4, 6)], x[6:],
+    x, y, sat = data(6)
+    votes, spikes, _ = assert_same_on_both_devices(params, x[:4], y[:4], [(0, 3), (3, 4)], x[4:],
                                                    sat)
     assert spikes.sum() > 0
 
@@ -108,3 +111,60 @@ def test_cuda_without_a_gpu_is_a_one_line_error(monkeypatch):
     with pytest.raises(UserError, match=r"--snn-device cuda: .*no GPU.*--snn-device cpu"):
         training.check_snn_device("cuda")
     training.check_snn_device("cpu")  # the CPU needs nothing
+
+
+#: Compiles the kernels to PTX for an H100 (sm_90) with numba-cuda and NVVM, no GPU needed (the
+#: compiler asks the current device for its compute capability only to pick a default: it is
+#: given one). Prints the number of fused multiply-adds in the kernels' own code (libdevice's
+#: pow is a function of its own and uses fma on purpose).
+PTX_SCRIPT = r"""
+import re, types, numpy as np
+import numba.cuda.dispatcher as dispatcher
+dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(9, 0))
+from numba import cuda, typeof
+from pipeline import colanet as cn, colanet_cuda as G
+p = cn.ColanetConfig(m=2, e=2)
+st = cn.init_state(p, 12, 3)
+B, P, N, C = 2, p.period, st.n_neurons, 3
+arr = G.Arrivals(np.zeros((B, 12), np.uint64), np.zeros(B, np.uint64), np.zeros((B, P), np.int32),
+                 np.zeros((B, P, 12), np.int32), np.zeros(B, np.int64), np.zeros(N, np.uint64))
+none = np.zeros((0, 0, 0, 0), bool)
+train = G.TrainChunk(np.zeros((B, 12), np.uint64), np.zeros(B, np.int64),
+                     np.zeros((B, 2, C), np.int32), none)
+train_scratch = G.TrainScratch(np.zeros((2, P, N)), np.zeros((2, N), bool))
+infer = G.InferChunk(st.w, st.theta_add, np.zeros((B, 2, C), np.int32),
+                     np.zeros((B, P, 2, N), bool))
+infer_scratch = G.InferScratch(np.zeros((1, N)), np.zeros((1, C), np.int64),
+                               np.zeros((1, C), np.int32), np.zeros((1, P, N)))
+hp = typeof(cn.kernel_params(p, 12))
+# The training kernel without a spike record (the steps get None), inference with one (an array):
+# both ways a record reaches the step functions, at the cost of one compilation each.
+train_kernel, infer_kernel = G.KERNELS[False][0], G.KERNELS[True][1]
+for kernel, sig in [(train_kernel, (hp, typeof(cn.kernel_state(st)), typeof(arr), typeof(train),
+                                    typeof(train_scratch), typeof(0))),
+                    (infer_kernel, (hp, typeof(arr), typeof(infer), typeof(infer_scratch))),
+                    (G.arrival_lists_kernel, (typeof(arr),))]:
+    ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
+    # The kernel's own functions: every PTX function but libdevice's (__internal_*, __nv_*).
+    functions = re.split(r"\n(?=(?:\.visible |\.weak )?\.(?:entry|func))", ptx)
+    own = [f for f in functions if not re.search(r"__(internal|nv)_", f.split("\n", 1)[0])]
+    print(kernel.py_func.__name__, "fma", sum(f.count("fma.rn") for f in own))
+"""
+
+
+def test_kernels_compile_for_a_gpu_without_fused_multiply_add():
+    """The kernels (and the CPU step functions they call) compile for sm_90, and NVVM fuses no
+    multiply-add in them (it would round once where the CPU rounds twice). Needs NVVM (the CUDA
+    toolkit: CUDA_HOME or the pip nvidia packages), not a GPU; skipped without it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
+    run = subprocess.run([sys.executable, "-c", PTX_SCRIPT], capture_output=True, text=True,
+                         env=env, cwd=Path(__file__).parent.parent, timeout=600)
+    if run.returncode and re.search(r"NVVM|libnvvm|CUDA_HOME|nvvm", run.stderr):
+        pytest.skip(f"no NVVM to compile with: {run.stderr.strip().splitlines()[-1][:200]}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.split() == ["train_chunk_kernel", "fma", "0", "infer_chunk_kernel", "fma",
+                                  "0", "arrival_lists_kernel", "fma", "0"]
