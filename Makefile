@@ -23,7 +23,7 @@ help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 19
 
 .PHONY: help install embed inspect train-snn tune predict test test-slow bench bench-embed \
-        bench-snn bench-scale bench-incremental clean
+        bench-snn bench-gpu bench-scale bench-incremental clean
 
 install: $(STAMP) ## make .venv and install the package with its dev extras
 
@@ -62,6 +62,9 @@ bench-embed: $(STAMP) ## stage one against the bare forward pass
 
 bench-snn: $(STAMP) ## stage two against the NumPy reference and the row-add bound
 	$(PY) bench/snn.py $(ARGS)
+
+bench-gpu: $(STAMP) ## stage two on a GPU: identity with the CPU, samples/s, 1.28 M-sample projection
+	$(PY) bench/gpu.py $(ARGS)
 
 bench-scale: $(STAMP) ## cluster speed-up, flat memory, 1000 classes
 	$(PY) bench/scale.py $(ARGS)
