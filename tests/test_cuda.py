@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from pipeline import colanet as cn
-from pipeline.errors import UserError
-from tests.conftest import SPEC, SPEC_READINGS, exercised, nonnegative_data
+from tests.conftest import (SPEC, SPEC_READINGS, assert_refused, exercised, nonnegative_data,
+                            separable_store)
 
 colanet_cuda = pytest.importorskip("pipeline.colanet_cuda")
 
@@ -103,14 +103,18 @@ def test_without_a_spike_record_the_votes_are_the_same():
                                   cn.infer_chunk(params, cpu, x[3:], ids, sat))
 
 
-def test_cuda_without_a_gpu_is_a_one_line_error(monkeypatch):
-    """``--snn-device cuda`` where numba.cuda finds no GPU: a UserError saying what to do."""
-    from pipeline import training
-
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    """``--snn-device cuda`` where numba.cuda finds no GPU: train-snn and tune stop before any
+    work with one line saying what to do; an unknown device is refused as an option."""
+    store = separable_store(tmp_path / "s.zarr", n_train=8, n_test=4, dim=6, classes=2)
     monkeypatch.setattr(colanet_cuda, "device_problem", lambda: "numba.cuda finds no GPU")
-    with pytest.raises(UserError, match=r"--snn-device cuda: .*no GPU.*--snn-device cpu"):
-        training.check_snn_device("cuda")
-    training.check_snn_device("cpu")  # the CPU needs nothing
+    for argv in (["train-snn", "--runs-dir", tmp_path / "runs"],
+                 ["tune", "--tune-dir", tmp_path / "tune"]):
+        assert_refused([*argv, "--out", store, "--snn-device", "cuda"], capsys,
+                       r"--snn-device cuda: numba.cuda finds no GPU; run with --snn-device cpu")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "tune").exists()
+    assert_refused(["train-snn", "--out", store, "--snn-device", "tpu"], capsys,
+                   r"--snn-device tpu: must be cpu or cuda")
 
 
 #: Compiles the kernels to PTX for an H100 (sm_90) with numba-cuda and NVVM, no GPU needed (the
