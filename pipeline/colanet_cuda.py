@@ -194,11 +194,12 @@ def train_kernel_recording(recording: bool):
     constant)."""
 
     @cuda.jit
-    def train_chunk_kernel(hp, s, arrivals, chunk, scratch, t_start):
+    def train_chunk_kernel(hp, s, arrivals, chunk, scratch, t_start, columns_per_block):
         if recording:
-            train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, chunk.rec)
+            train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, columns_per_block,
+                             chunk.rec)
         else:
-            train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, None)
+            train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, columns_per_block, None)
 
     return train_chunk_kernel
 
@@ -207,25 +208,38 @@ def infer_kernel_recording(recording: bool):
     """The inference kernel, recording spikes or not (as :func:`train_kernel_recording`)."""
 
     @cuda.jit
-    def infer_chunk_kernel(hp, arrivals, chunk, scratch):
+    def infer_chunk_kernel(hp, arrivals, chunk, scratch, columns_per_block):
         if recording:
-            infer_chunk_body(hp, arrivals, chunk, scratch, chunk.rec)
+            infer_chunk_body(hp, arrivals, chunk, scratch, columns_per_block, chunk.rec)
         else:
-            infer_chunk_body(hp, arrivals, chunk, scratch, None)
+            infer_chunk_body(hp, arrivals, chunk, scratch, columns_per_block, None)
 
     return infer_chunk_kernel
 
 
+@njit(cache=True)
+def column_group(block, n_columns, columns_per_block):
+    """``(copy, first column, end column)`` of a block: the copies' columns are cut into groups
+    of ``columns_per_block``, numbered copy-major. Columns share nothing within a copy but the
+    input (every step acts on one neuron, one column, or the label column), so each group runs
+    the whole chunk on its own, with no barrier across blocks."""
+    groups = (n_columns + columns_per_block - 1) // columns_per_block
+    c_lo = (block % groups) * columns_per_block
+    return block // groups, c_lo, min(n_columns, c_lo + columns_per_block)
+
+
 @cuda.jit(device=True)
-def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, rec):
-    """Train copy ``blockIdx.x`` on the chunk, sample after sample (state ``s`` in place; sample
-    b starts at global tick ``t_start + b * period``): :func:`K.train_sample`'s steps, in its
-    order, with threads over neurons and columns."""
-    e = cuda.blockIdx.x
+def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, columns_per_block, rec):
+    """Train one column group of one copy (block ``blockIdx.x``, see :func:`column_group`) on
+    the chunk, sample after sample (state ``s`` in place; sample b starts at global tick
+    ``t_start + b * period``): :func:`K.train_sample`'s steps, in its order, with threads over
+    the group's neurons and columns."""
+    C = s.block_until.shape[1]
+    e, c_lo, c_hi = column_group(cuda.blockIdx.x, C, columns_per_block)
+    n_lo = c_lo * hp.m
+    n_hi = c_hi * hp.m
     tid = cuda.threadIdx.x
     step = cuda.blockDim.x
-    N = s.u.shape[1]
-    C = s.block_until.shape[1]
     u = s.u[e]
     block_until = s.block_until[e]
     block_by = s.block_by[e]
@@ -239,13 +253,14 @@ def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, rec):
         pat = arrivals.pat[b]
         bits0 = chunk.bits0[b]
         label = chunk.labels[b]
+        teacher_here = c_lo <= label < c_hi  # the GATE, forcing and dopamine act on this group
         votes = chunk.votes[b, e]
         # Step 1 (K.reset_sample) and the sample's buffered currents.
-        for n in range(tid, N, step):
+        for n in range(n_lo + tid, n_hi, step):
             u[n] = 0.0
             stale[n] = False
             neuron_currents(w, pat, current, n)
-        for c in range(tid, C, step):
+        for c in range(c_lo + tid, c_hi, step):
             block_until[c] = K.NEVER
             block_by[c] = -1
         cuda.syncthreads()
@@ -255,7 +270,7 @@ def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, rec):
             tick_key = np.uint64(K.noise_tick_key(hp.seed, e, K.TRAIN_NOISE,
                                                   arrivals.sample_index[b], k))
             inputs_now = K.arrives(arrivals.arriving[b], k)
-            for n in range(tid, N, step):  # steps 2 and 3 (K.refresh_stale_currents, add_input)
+            for n in range(n_lo + tid, n_hi, step):  # steps 2, 3 (K.refresh_stale_currents, add_input)
                 K.leak_and_noise_neuron(u, hp, tick_key, arrivals.neuron_key, n)
                 if inputs_now:
                     if stale[n] and not K.is_blocked(t, n, n // hp.m, block_until, block_by):
@@ -263,11 +278,11 @@ def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, rec):
                                                          arrivals.count[b, k], n)
                     K.add_input_neuron(u, current[k], hp, t, block_until, block_by, n)
             cuda.syncthreads()
-            for c in range(tid, C, step):  # step 4
+            for c in range(c_lo + tid, c_hi, step):  # step 4
                 K.train_column_spikes(hp, s, e, b, k, c, t, t0, floor, pat, bits0, copy_scratch,
                                       votes, rec)
             cuda.syncthreads()
-            if tid == 0:  # step 5: the GATE and the teacher's forced spikes
+            if tid == 0 and teacher_here:  # step 5: the GATE and the teacher's forced spikes
                 if k == hp.label_tick:
                     gate = K.gate_fires(hp, s.t_out[e, label], t, t0)
                 if k == hp.force_tick and gate:
@@ -275,38 +290,45 @@ def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, rec):
             if k == hp.force_tick:  # k is the same in every thread: a uniform barrier
                 cuda.syncthreads()
             if k == hp.dopamine_tick:  # step 5: dopamine, the label column's neurons side by side
-                for i in range(tid, hp.m, step):
-                    K.dopamine_neuron(hp, s, e, label * hp.m + i, t, t0, pat, bits0, stale)
+                if teacher_here:
+                    for i in range(tid, hp.m, step):
+                        K.dopamine_neuron(hp, s, e, label * hp.m + i, t, t0, pat, bits0, stale)
                 cuda.syncthreads()
-            for n in range(tid, N, step):  # step 6
+            for n in range(n_lo + tid, n_hi, step):  # step 6
                 K.conserve_neuron(hp, s, e, n, t, floor, pat, bits0, stale)
             cuda.syncthreads()
 
 
 @cuda.jit(device=True)
-def infer_chunk_body(hp, arrivals, chunk, scratch, rec):
-    """Frozen-plasticity votes of every (copy, sample) item, each from a fresh neuron state in
-    its block's scratch: :func:`K.infer_sample`'s steps with threads over neurons and columns."""
+def infer_chunk_body(hp, arrivals, chunk, scratch, columns_per_block, rec):
+    """Frozen-plasticity votes of every (copy, sample, column group) item, each from a fresh
+    neuron state in its block's scratch: :func:`K.infer_sample`'s steps with threads over the
+    group's neurons and columns."""
     g = cuda.blockIdx.x
     tid = cuda.threadIdx.x
     step = cuda.blockDim.x
-    E, N = chunk.theta_add.shape
+    E = chunk.theta_add.shape[0]
     B = arrivals.pat.shape[0]
     C = chunk.votes.shape[2]
+    groups = (C + columns_per_block - 1) // columns_per_block
     u = scratch.u[g]
     block_until = scratch.block_until[g]
     block_by = scratch.block_by[g]
     current = scratch.current[g]
-    for item in range(g, E * B, cuda.gridDim.x):  # copy-major: neighbouring blocks share w[e]
-        e = item // B
-        b = item % B
+    # Copy-major, then sample: neighbouring blocks read the same copy's weights.
+    for item in range(g, E * B * groups, cuda.gridDim.x):
+        b = (item // groups) % B
+        e, c_lo, c_hi = column_group((item // (groups * B)) * groups + item % groups, C,
+                                     columns_per_block)
+        n_lo = c_lo * hp.m
+        n_hi = c_hi * hp.m
         w = chunk.w[e]
         theta_add = chunk.theta_add[e]
         votes = chunk.votes[b, e]
-        for n in range(tid, N, step):
+        for n in range(n_lo + tid, n_hi, step):
             u[n] = 0.0
             neuron_currents(w, arrivals.pat[b], current, n)
-        for c in range(tid, C, step):
+        for c in range(c_lo + tid, c_hi, step):
             block_until[c] = K.NEVER
             block_by[c] = -1
         cuda.syncthreads()
@@ -315,12 +337,12 @@ def infer_chunk_body(hp, arrivals, chunk, scratch, rec):
             tick_key = np.uint64(K.noise_tick_key(hp.seed, e, K.INFER_NOISE,
                                                   arrivals.sample_index[b], k))
             inputs_now = K.arrives(arrivals.arriving[b], k)
-            for n in range(tid, N, step):
+            for n in range(n_lo + tid, n_hi, step):
                 K.leak_and_noise_neuron(u, hp, tick_key, arrivals.neuron_key, n)
                 if inputs_now:
                     K.add_input_neuron(u, current[k], hp, t, block_until, block_by, n)
             cuda.syncthreads()
-            for c in range(tid, C, step):
+            for c in range(c_lo + tid, c_hi, step):
                 K.infer_column_spikes(hp, u, theta_add, block_until, block_by, e, b, k, c, t,
                                       votes, rec)
             cuda.syncthreads()
@@ -349,12 +371,16 @@ def device_zeros(shape, dtype):
     return np.zeros(shape, dtype) if SIMULATED else cuda.to_device(np.zeros(shape, dtype))
 
 
-def threads_for(n_neurons: int, threads: int | None = None) -> int:
-    """Threads per block: ``threads`` if given, else one per neuron up to :data:`MAX_THREADS`
-    (a whole number of warps; the steps stride over the rest)."""
-    if threads is not None:
-        return threads
-    return min(MAX_THREADS, 32 * math.ceil(n_neurons / 32))
+def launch_shape(n_classes: int, m: int) -> tuple[int, int, int]:
+    """``(column groups per copy, columns per group, threads per block)``: as many columns per
+    block as :data:`MAX_THREADS` threads cover with one thread per neuron (at least one column;
+    the steps stride over a larger one), threads a whole number of warps (under the simulator,
+    exactly the group's neurons: every simulated thread is a Python thread)."""
+    per_block = max(1, min(n_classes, MAX_THREADS // m))
+    neurons = per_block * m
+    threads = min(neurons, MAX_THREADS) if SIMULATED else min(32 * math.ceil(neurons / 32),
+                                                             max(32, MAX_THREADS))
+    return math.ceil(n_classes / per_block), per_block, threads
 
 
 def chunk_arrivals(pat: np.ndarray, sample_index: np.ndarray, period: int, n_neurons: int
@@ -384,7 +410,7 @@ class DeviceEnsemble:
 
 
 def train_on_device(hp: K.KernelParams, ensemble: DeviceEnsemble, pat, bits0, y, sample_index,
-                    t_start, rec=None, threads: int | None = None) -> np.ndarray:
+                    t_start, rec=None) -> np.ndarray:
     """Train the device-resident ``ensemble`` on a chunk (arguments as
     :func:`pipeline.colanet_kernels.train_kernel`); returns the votes (B, E, C) int32 on the host
     (``rec``, when given, is filled on the host too)."""
@@ -400,26 +426,26 @@ def train_on_device(hp: K.KernelParams, ensemble: DeviceEnsemble, pat, bits0, y,
         np.zeros((0, 0, 0, 0), np.bool_) if rec is None else rec))
     scratch = TrainScratch(device_zeros((E, hp.period, N), np.float64),
                            device_zeros((E, N), np.bool_))
+    groups, per_block, threads = launch_shape(C, hp.m)
     train_chunk_kernel = KERNELS[rec is not None][0]
-    train_chunk_kernel[E, threads_for(N, threads)](hp, s, arrivals, chunk, scratch,
-                                                   np.int64(t_start))
+    train_chunk_kernel[E * groups, threads](hp, s, arrivals, chunk, scratch, np.int64(t_start),
+                                            np.int64(per_block))
     to_host(chunk.votes, votes)
     if rec is not None:
         to_host(chunk.rec, rec)
     return votes
 
 
-def train_kernel(hp, s, pat, bits0, y, sample_index, t_start, rec, threads: int | None = None):
+def train_kernel(hp, s, pat, bits0, y, sample_index, t_start, rec):
     """:func:`pipeline.colanet_kernels.train_kernel` on the GPU: same arguments, same result
     (``s`` updated in place, votes returned); the state goes to the device and back."""
     ensemble = DeviceEnsemble(s)
-    votes = train_on_device(hp, ensemble, pat, bits0, y, sample_index, t_start, rec, threads)
+    votes = train_on_device(hp, ensemble, pat, bits0, y, sample_index, t_start, rec)
     ensemble.download(s)
     return votes
 
 
-def infer_kernel(hp, w, theta_add, n_classes, pat, sample_index, rec, threads: int | None = None,
-                 blocks: int | None = None):
+def infer_kernel(hp, w, theta_add, n_classes, pat, sample_index, rec, blocks: int | None = None):
     """:func:`pipeline.colanet_kernels.infer_kernel` on the GPU: same arguments, same votes.
     ``blocks``: the grid (default: :data:`INFER_BLOCKS_PER_SM` per multiprocessor, at most one
     per item)."""
@@ -428,9 +454,10 @@ def infer_kernel(hp, w, theta_add, n_classes, pat, sample_index, rec, threads: i
     votes = np.zeros((B, E, n_classes), np.int32)
     if B == 0:
         return votes
+    groups, per_block, threads = launch_shape(n_classes, hp.m)
     if blocks is None:
         sms = 1 if SIMULATED else cuda.get_current_device().MULTIPROCESSOR_COUNT
-        blocks = min(E * B, INFER_BLOCKS_PER_SM * sms)
+        blocks = min(E * B * groups, INFER_BLOCKS_PER_SM * sms)
     arrivals = chunk_arrivals(pat, sample_index, hp.period, N)
     chunk = InferChunk(to_device(w), to_device(theta_add), to_device(votes), to_device(
         np.zeros((0, 0, 0, 0), np.bool_) if rec is None else rec))
@@ -439,7 +466,7 @@ def infer_kernel(hp, w, theta_add, n_classes, pat, sample_index, rec, threads: i
                            device_zeros((blocks, n_classes), np.int32),
                            device_zeros((blocks, hp.period, N), np.float64))
     infer_chunk_kernel = KERNELS[rec is not None][1]
-    infer_chunk_kernel[blocks, threads_for(N, threads)](hp, arrivals, chunk, scratch)
+    infer_chunk_kernel[blocks, threads](hp, arrivals, chunk, scratch, np.int64(per_block))
     to_host(chunk.votes, votes)
     if rec is not None:
         to_host(chunk.rec, rec)

@@ -4,8 +4,9 @@ Runs on every machine: without a GPU under Numba's CUDA simulator (tests/conftes
 ``NUMBA_ENABLE_CUDASIM=1`` unless it is already set), on a GPU with ``NUMBA_ENABLE_CUDASIM=0``
 (README, "GPU"). The reference is the CPU kernel itself, not stored numbers, so a change to the
 model's steps that reaches one device and not the other shows here. Networks are tiny (the
-simulator runs every GPU thread as a Python thread): D 12, C 3, M 2, E 2, a few samples, and
-fewer threads per block than neurons, so the kernels' strided loops are exercised too.
+simulator runs every GPU thread as a Python thread): D 12, C 3, M 2, E 2, a few samples, with the
+columns cut into several blocks and fewer threads than neurons, so the kernels' column groups and
+strided loops are exercised too.
 """
 
 import re
@@ -25,7 +26,8 @@ N_INPUTS, N_SILENT, N_CLASSES = 12, 3, 3
 
 @pytest.fixture(autouse=True)
 def few_threads(monkeypatch):
-    """4 threads per block for 6 neurons and 3 columns: every strided loop takes two turns."""
+    """At most 4 threads per block: the 3 columns of 2 neurons are cut into a group of 2 columns
+    and one of 1, each its own block (a test may ask for fewer)."""
     monkeypatch.setattr(colanet_cuda, "MAX_THREADS", 4)
 
 
@@ -78,9 +80,11 @@ def test_plasticity_on_matches_cpu_kernels():
     ("carried accumulator, spec settings", {**SPEC, "carry_accumulator": True,
                                             "burst_scope": "sample"}),
 ])
-def test_other_choices_match_cpu_kernels(name, choices):
+def test_other_choices_match_cpu_kernels(name, choices, monkeypatch):
     """The other values of every named choice (gate window, every_change thresholds, forcing
-    all, no blocks, bursts ending with the sample, the Bernoulli coder, a carried accumulator)."""
+    all, no blocks, bursts ending with the sample, the Bernoulli coder, a carried accumulator);
+    one thread per block, so each block is one column and every loop over its neurons strides."""
+    monkeypatch.setattr(colanet_cuda, "MAX_THREADS", 1)
     params = cn.ColanetConfig(m=2, e=2, **choices)
     x, y, sat = data(6)
     votes, spikes, _ = assert_same_on_both_devices(params, x[:4], y[:4], [(0, 3), (3, 4)], x[4:],
@@ -145,8 +149,9 @@ hp = typeof(cn.kernel_params(p, 12))
 # both ways a record reaches the step functions, at the cost of one compilation each.
 train_kernel, infer_kernel = G.KERNELS[False][0], G.KERNELS[True][1]
 for kernel, sig in [(train_kernel, (hp, typeof(cn.kernel_state(st)), typeof(arr), typeof(train),
-                                    typeof(train_scratch), typeof(0))),
-                    (infer_kernel, (hp, typeof(arr), typeof(infer), typeof(infer_scratch))),
+                                    typeof(train_scratch), typeof(0), typeof(0))),
+                    (infer_kernel, (hp, typeof(arr), typeof(infer), typeof(infer_scratch),
+                                    typeof(0))),
                     (G.arrival_lists_kernel, (typeof(arr),))]:
     ptx, _ = cuda.compile_ptx(kernel.py_func, sig, cc=(9, 0))
     # The kernel's own functions: every PTX function but libdevice's (__internal_*, __nv_*).
