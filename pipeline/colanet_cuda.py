@@ -11,14 +11,17 @@ votes, spikes and every state array against the CPU kernels, bit for bit.
 
 Layout (one persistent kernel per chunk):
 
-* training: one thread block per copy (copies share nothing), looping over the chunk's samples
-  and ticks; its threads stride over the neurons for the per-neuron steps (reset, the buffered
-  currents, leak and noise, input, conservation) and over the columns for the unforced spikes
-  with their anti-Hebbian step (a column touches only its own neurons); thread 0 decides the
-  GATE and forces the label column, the label column's neurons take their dopamine side by side.
-  ``syncthreads`` separates the steps, in the CPU kernel's order.
-* inference: samples are independent, so a grid of blocks strides over (copy, sample) items,
-  each a fresh neuron state in its block's scratch.
+* training: one thread block per (copy, column group), looping over the chunk's samples and
+  ticks. Copies share nothing, and within a copy columns share nothing but the (read-only) input:
+  every step acts on one neuron, one column, or the label column. So a group of columns
+  (:func:`column_group`; :data:`MAX_THREADS` // m of them, one thread per neuron) runs the whole
+  chunk on its own. Its threads stride over the group's neurons for the per-neuron steps (reset,
+  the buffered currents, leak and noise, input, conservation) and over its columns for the
+  unforced spikes with their anti-Hebbian step; in the group holding the label column, thread 0
+  decides the GATE and forces the column and the column's neurons take their dopamine side by
+  side. ``syncthreads`` separates the steps, in the CPU kernel's order.
+* inference: samples are independent too, so a grid of blocks strides over (copy, sample,
+  column group) items, each a fresh neuron state in its block's scratch.
 * the arrival lists of a chunk (which inputs arrive at each tick, ascending) are computed once
   per chunk by a kernel with one thread per (sample, tick), shared by the copies.
 
@@ -30,7 +33,9 @@ under Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``, how the tests run with
 keeps them plain NumPy arrays, which the ``@njit`` step functions need (the simulator wraps a bare
 array argument in a fake device array that compiled CPU code cannot take).
 
-Bit identity on a real GPU rests on one more thing: ``stability_scale`` evaluates
+Bit identity on a real GPU needs NVVM's fused multiply-add contraction off (it is on by default:
+:func:`keep_multiply_and_add_apart`; ``tests/test_cuda.py`` compiles the kernels to PTX and finds
+no ``fma`` in them), and rests on one more thing: ``stability_scale`` evaluates
 ``pow(2, -S)``; the CPU's LLVM turns it into ``exp2`` and libdevice's ``pow`` may differ from it
 in the last ulp for some ``S``. The check on a real GPU (``tests/test_cuda.py`` with
 ``NUMBA_ENABLE_CUDASIM=0``, and ``bench/gpu.py``, which compares the GPU's votes and state with
