@@ -275,7 +275,7 @@ def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, columns_per_block
             tick_key = np.uint64(K.noise_tick_key(hp.seed, e, K.TRAIN_NOISE,
                                                   arrivals.sample_index[b], k))
             inputs_now = K.arrives(arrivals.arriving[b], k)
-            for n in range(n_lo + tid, n_hi, step):  # steps 2, 3 (K.refresh_stale_currents, add_input)
+            for n in range(n_lo + tid, n_hi, step):  # steps 2 and 3
                 K.leak_and_noise_neuron(u, hp, tick_key, arrivals.neuron_key, n)
                 if inputs_now:
                     if stale[n] and not K.is_blocked(t, n, n // hp.m, block_until, block_by):

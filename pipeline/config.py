@@ -133,7 +133,8 @@ class TrainConfig:
     numba_threads: Annotated[int | None,
               "threads of the spiking simulator (default: all cores; results are identical)"] = None
     snn_device: Annotated[str, "cpu | cuda: where the spiking simulator trains and evaluates "
-                               "(the same results; cuda needs an NVIDIA GPU and numba-cuda)"] = "cpu"
+                               "(the same results; cuda needs an NVIDIA GPU and numba-cuda)"
+                          ] = "cpu"
     restart: Annotated[bool, "discard this run's checkpoint and train afresh"] = False
     passes: Annotated[int, "online passes over the train split (later ones in a fresh seeded order "
                            "within chunks, with new noise; rerun with more to continue)"] = 1
