@@ -177,3 +177,26 @@ def test_kernels_compile_for_a_gpu_without_fused_multiply_add():
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.split() == ["train_chunk_kernel", "fma", "0", "infer_chunk_kernel", "fma",
                                   "0", "arrival_lists_kernel", "fma", "0"]
+
+
+def test_the_learning_and_predicting_loops_run_on_the_device_asked_for(tmp_path):
+    """fit_stream and predict_stream (what train-snn, report and tune run) pass ``device`` down:
+    the online results, the state and the test predictions are the CPU's."""
+    from pipeline import training
+
+    store = separable_store(tmp_path / "s.zarr", n_train=6, n_test=3, dim=6, classes=2, chunk=4)
+    config = cn.ColanetConfig(m=2, e=1)
+    runs = {}
+    for device in ("cpu", "cuda"):
+        state, progress = training.new_model(store, config)
+        for _ in training.fit_stream(store, config, state, progress, max_rows=4, device=device):
+            pass
+        pred, _ = training.predict_stream(store, "test", config, state, progress.coding,
+                                          device=device)
+        runs[device] = state, progress, pred
+    (cpu, cpu_progress, cpu_pred), (gpu, gpu_progress, gpu_pred) = runs["cpu"], runs["cuda"]
+    np.testing.assert_array_equal(gpu_progress.online_correct, cpu_progress.online_correct)
+    np.testing.assert_array_equal(gpu_pred, cpu_pred)
+    gpu_arrays = cn.state_arrays(gpu)
+    for name, array in cn.state_arrays(cpu).items():
+        np.testing.assert_array_equal(gpu_arrays[name], array, err_msg=f"state.{name}")
