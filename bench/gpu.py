@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline import colanet as cn  # noqa: E402
 from pipeline import colanet_kernels as K  # noqa: E402
+from pipeline.training import Coding  # noqa: E402
 from snn import Synthetic, saturation  # noqa: E402  (bench/snn.py: the same features)
 
 SIZES = {"paper": (1536, 64), "thousand": (1536, 1000), "tiny": (12, 3)}  # (D inputs, C classes)
@@ -49,13 +50,22 @@ def model(size: str) -> cn.ColanetConfig:
     return cn.ColanetConfig(m=2 if size == "tiny" else M, e=2 if size == "tiny" else E)
 
 
+def features(params, n_inputs, n_classes, n, seed):
+    """``n`` synthetic samples coded as the training engine codes them for ``params`` (the
+    shipped coding subtracts each feature's mean), as bench/snn.py does: ``(x, y, sat)``."""
+    x, y = Synthetic(n_inputs, n_classes).sample(n, seed=seed)
+    if params.coding != "saturation":
+        coding = Coding(1.0, x.astype(np.float64).mean(axis=0).astype(np.float32),
+                        params.coding == "on_off")
+        x = coding.inputs(x)
+    return x, y, saturation(x)
+
+
 def check_identity(G, params, n_inputs, n_classes, n) -> list[str]:
     """Train ``n`` samples and infer ``n`` on both devices from one state; the names of what
     differs (empty: identical)."""
-    data = Synthetic(n_inputs, n_classes)
-    x, y = data.sample(2 * n, seed=1)
-    sat = saturation(x)
-    cpu = cn.init_state(params, n_inputs, n_classes)
+    x, y, sat = features(params, n_inputs, n_classes, 2 * n, seed=1)
+    cpu = cn.init_state(params, x.shape[1], n_classes)
     gpu = cpu.copy()
     ids = np.arange(n)
     v_cpu, _, rec_cpu = cn.train_chunk(params, cpu, x[:n], y[:n], ids, sat, record=True)
@@ -77,14 +87,12 @@ def check_identity(G, params, n_inputs, n_classes, n) -> list[str]:
 def resident_rate(G, params, n_inputs, n_classes, samples, chunk) -> dict:
     """Training samples/s with the state on the GPU between chunks (coding on the host
     included), after one untimed chunk."""
-    data = Synthetic(n_inputs, n_classes)
-    x, y = data.sample(samples + chunk, seed=2)
-    sat = saturation(x)
-    state = cn.init_state(params, n_inputs, n_classes)
-    hp = cn.kernel_params(params, n_inputs)
+    x, y, sat = features(params, n_inputs, n_classes, samples + chunk, seed=2)
+    state = cn.init_state(params, x.shape[1], n_classes)
+    hp = cn.kernel_params(params, x.shape[1])
     ensemble = G.DeviceEnsemble(cn.kernel_state(state))
     acc, bits, t = state.acc.copy(), state.arrival_bits.copy(), 0
-    seconds, answered = 0.0, 0
+    seconds, answered, input_spikes = 0.0, 0, 0
     for lo in range(0, samples + chunk, chunk):
         hi = min(lo + chunk, samples + chunk)
         started = time.perf_counter()
@@ -96,16 +104,17 @@ def resident_rate(G, params, n_inputs, n_classes, samples, chunk) -> dict:
         if lo >= chunk:  # the first chunk compiles
             seconds += time.perf_counter() - started
             answered += int((votes.sum(axis=(1, 2)) > 0).sum())
+            input_spikes += int(np.unpackbits(pat.view(np.uint8)).sum())  # set arrival bits
     return {"samples": samples, "chunk": chunk, "seconds": round(seconds, 3),
-            "samples_per_s": round(samples / seconds, 1), "answered": answered}
+            "samples_per_s": round(samples / seconds, 1), "answered": answered,
+            "input_spikes_per_sample": round(input_spikes / samples, 1)}
 
 
 def copying_rate(params, n_inputs, n_classes, samples, chunk) -> dict:
     """Training samples/s through ``train_chunk(device="cuda")`` (the state goes to the GPU and
     back every chunk)."""
-    x, y = Synthetic(n_inputs, n_classes).sample(samples + chunk, seed=3)
-    sat = saturation(x)
-    state = cn.init_state(params, n_inputs, n_classes)
+    x, y, sat = features(params, n_inputs, n_classes, samples + chunk, seed=3)
+    state = cn.init_state(params, x.shape[1], n_classes)
     seconds = 0.0
     for lo in range(0, samples + chunk, chunk):
         hi = min(lo + chunk, samples + chunk)
@@ -160,7 +169,8 @@ def main() -> int:
                "resident": resident_rate(G, params, n_inputs, n_classes, args.samples,
                                          args.chunk)}
         rate = row["resident"]["samples_per_s"]
-        line = (f"{size} (D {n_inputs}, C {n_classes}, M {params.m}, E {params.e}): "
+        line = (f"{size} (D {n_inputs}, C {n_classes}, M {params.m}, E {params.e}, "
+                f"{row['resident']['input_spikes_per_sample']:.0f} input spikes a sample): "
                 f"{rate:,.0f} training samples/s, state on the GPU")
         if size == "paper":
             row["copying"] = copying_rate(params, n_inputs, n_classes, args.samples, args.chunk)
