@@ -246,6 +246,7 @@ def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, columns_per_block
     tid = cuda.threadIdx.x
     step = cuda.blockDim.x
     u = s.u[e]
+    theta_add = s.theta_add[e]
     block_until = s.block_until[e]
     block_by = s.block_by[e]
     w = s.w[e]
@@ -284,8 +285,10 @@ def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, columns_per_block
                     K.add_input_neuron(u, current[k], hp, t, block_until, block_by, n)
             cuda.syncthreads()
             for c in range(c_lo + tid, c_hi, step):  # step 4
-                K.train_column_spikes(hp, s, e, b, k, c, t, t0, floor, pat, bits0, copy_scratch,
-                                      votes, rec)
+                best = K.column_spiker(u, theta_add, hp, c)
+                if best >= 0:
+                    K.train_column_spikes(hp, s, e, b, k, c, best, t, t0, floor, pat, bits0,
+                                          copy_scratch, votes, rec)
             cuda.syncthreads()
             if tid == 0 and teacher_here:  # step 5: the GATE and the teacher's forced spikes
                 if k == hp.label_tick:

@@ -431,7 +431,7 @@ def refresh_stale_currents(scratch, k, w, t, m, block_until, block_by):
             current[n] = listed_current(w, scratch.arrival_inputs, lo, hi, n)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def listed_current(w, inputs, lo, hi, n):
     """``sum_j w_jn`` over ``inputs[lo:hi]`` (one tick's arrival list, ascending), in float64:
     the current of neuron n whose buffered value went stale."""
@@ -461,7 +461,7 @@ def leak_and_noise(u, hp, tick_key, neuron_key):
         leak_and_noise_neuron(u, hp, tick_key, neuron_key, n)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def leak_and_noise_neuron(u, hp, tick_key, neuron_key, n):
     """Step 2 for neuron n (:func:`leak_and_noise`)."""
     u[n] = u[n] * hp.leak + hp.s_stim * unit_float(mix64(tick_key ^ neuron_key[n]))
@@ -476,7 +476,7 @@ def add_input(u, current, hp, t, block_until, block_by):
         add_input_neuron(u, current, hp, t, block_until, block_by, n)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def add_input_neuron(u, current, hp, t, block_until, block_by, n):
     """Step 3 for neuron n (:func:`add_input`)."""
     if not is_blocked(t, n, n // hp.m, block_until, block_by):
@@ -702,22 +702,33 @@ def conservation(hp, s, e, t, floor, pat, bits0, stale):
     pool back, ``r_jn += F / (D + n_silent)`` on all its synapses (the share of the
     ``n_silent`` fictitious synapses leaks away), and ``F = 0``; ``theta_add``
     follows the weights, except with theta_refresh "anti_hebbian"."""
-    for n in range(s.w.shape[2]):
-        conserve_neuron(hp, s, e, n, t, floor, pat, bits0, stale)
+    free_pool = s.free_pool[e]
+    t_spike = s.t_spike[e]
+    for n in range(free_pool.shape[0]):
+        # The test first, on two numbers: the call that passes the whole state is the rare case.
+        if conserves(hp, free_pool[n], t_spike[n], t, floor):
+            conserve_neuron(hp, s, e, n, pat, bits0, stale)
+
+
+@njit(cache=True, inline="always")
+def conserves(hp, pool, t_spike, t, floor):
+    """Whether a neuron with free pool ``pool`` and last spike ``t_spike`` spreads its pool
+    back at tick t: out of a burst (:func:`in_burst`) and ``|F| >= f_thr``."""
+    return not in_burst(t, t_spike, hp.isi_max, floor) and abs(pool) >= hp.f_thr
 
 
 @njit(cache=True)
-def conserve_neuron(hp, s, e, n, t, floor, pat, bits0, stale):
-    """Step 6 for neuron n (:func:`conservation`)."""
+def conserve_neuron(hp, s, e, n, pat, bits0, stale):
+    """Step 6 for neuron n, when it :func:`conserves`: ``r_jn += F / (D + n_silent)``,
+    ``F = 0`` (:func:`conservation`)."""
     pool = s.free_pool[e, n]
-    if not in_burst(t, s.t_spike[e, n], hp.isi_max, floor) and abs(pool) >= hp.f_thr:
-        D = s.w.shape[1]
-        _, theta = change_synapses(hp, s.r[e], s.w[e], n, pool / (D + hp.n_silent), True,
-                                   (_ZERO, _ZERO), (_ZERO, _ZERO), pat, bits0)
-        if not hp.theta_at_ah_only:
-            s.theta_add[e, n] = theta
-        s.free_pool[e, n] = 0.0
-        stale[n] = True
+    D = s.w.shape[1]
+    _, theta = change_synapses(hp, s.r[e], s.w[e], n, pool / (D + hp.n_silent), True,
+                               (_ZERO, _ZERO), (_ZERO, _ZERO), pat, bits0)
+    if not hp.theta_at_ah_only:
+        s.theta_add[e, n] = theta
+    s.free_pool[e, n] = 0.0
+    stale[n] = True
 
 
 # --- one sample -------------------------------------------------------------------
@@ -733,18 +744,16 @@ def train_unforced_spike(hp, s, e, b, k, n, c, t, t0, floor, pat, bits0, scratch
     anti_hebbian(hp, s, e, n, t, t0, pat, bits0, scratch.stale)
 
 
-@njit(cache=True)
-def train_column_spikes(hp, s, e, b, k, c, t, t0, floor, pat, bits0, scratch, votes, rec):
-    """Step 4 in training for column c at tick t: its unforced spikes
-    (:func:`column_spiker`, :func:`fires_beside`), each with
-    :func:`train_unforced_spike`.  Touches only column c and its neurons, so the
-    columns of a copy can run side by side (the GPU kernel's threads)."""
-    u = s.u[e]
-    theta_add = s.theta_add[e]
-    best = column_spiker(u, theta_add, hp, c)
-    if best < 0:
-        return
+@njit(cache=True, inline="always")
+def train_column_spikes(hp, s, e, b, k, c, best, t, t0, floor, pat, bits0, scratch, votes, rec):
+    """Step 4 in training for column c at tick t, whose most depolarised crossing neuron is
+    ``best`` (:func:`column_spiker`, called first by the caller: most columns do not fire): its
+    unforced spikes (:func:`fires_beside`), each with :func:`train_unforced_spike`.  Touches only
+    column c and its neurons, so the columns of a copy can run side by side (the GPU kernel's
+    threads)."""
     if hp.fire_all:
+        u = s.u[e]
+        theta_add = s.theta_add[e]
         for n in range(c * hp.m, (c + 1) * hp.m):
             if fires_beside(u, theta_add, hp, n, best):
                 train_unforced_spike(hp, s, e, b, k, n, c, t, t0, floor, pat, bits0, scratch,
@@ -752,7 +761,7 @@ def train_column_spikes(hp, s, e, b, k, c, t, t0, floor, pat, bits0, scratch, vo
     train_unforced_spike(hp, s, e, b, k, best, c, t, t0, floor, pat, bits0, scratch, votes, rec)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def infer_column_spikes(hp, u, theta_add, block_until, block_by, e, b, k, c, t, votes, rec):
     """Step 4 in inference for column c at tick t: its unforced spikes and blocks, no
     plasticity (touches only column c and its neurons)."""
@@ -775,6 +784,7 @@ def train_sample(hp, s, e, b, pat, bits0, label, t0, sample_index, neuron_key, s
     ``label``; the steps in the order of :mod:`pipeline.colanet`.  ``votes`` (C,)
     counts its OUT spikes."""
     u = s.u[e]
+    theta_add = s.theta_add[e]
     block_until = s.block_until[e]
     block_by = s.block_by[e]
     w = s.w[e]
@@ -791,7 +801,10 @@ def train_sample(hp, s, e, b, pat, bits0, label, t0, sample_index, neuron_key, s
             refresh_stale_currents(scratch, k, w, t, hp.m, block_until, block_by)
             add_input(u, scratch.current[k], hp, t, block_until, block_by)
         for c in range(block_until.shape[0]):
-            train_column_spikes(hp, s, e, b, k, c, t, t0, floor, pat, bits0, scratch, votes, rec)
+            best = column_spiker(u, theta_add, hp, c)
+            if best >= 0:
+                train_column_spikes(hp, s, e, b, k, c, best, t, t0, floor, pat, bits0, scratch,
+                                    votes, rec)
         if k == hp.label_tick:
             gate = gate_fires(hp, s.t_out[e, label], t, t0)
         if k == hp.force_tick and gate:
