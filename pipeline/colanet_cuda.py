@@ -302,8 +302,9 @@ def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, columns_per_block
                     for i in range(tid, hp.m, step):
                         K.dopamine_neuron(hp, s, e, label * hp.m + i, t, t0, pat, bits0, stale)
                 cuda.syncthreads()
-            for n in range(n_lo + tid, n_hi, step):  # step 6
-                K.conserve_neuron(hp, s, e, n, t, floor, pat, bits0, stale)
+            for n in range(n_lo + tid, n_hi, step):  # step 6 (K.conservation)
+                if K.conserves(hp, s.free_pool[e, n], s.t_spike[e, n], t, floor):
+                    K.conserve_neuron(hp, s, e, n, pat, bits0, stale)
             cuda.syncthreads()
 
 
