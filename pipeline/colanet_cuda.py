@@ -316,7 +316,7 @@ def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, columns_per_block
                     if stale[n] and not K.is_blocked(t, n, c, block_until, block_by):
                         current[k, n] = K.listed_current(w_t[n], arrivals.inputs[b, k], 0,
                                                          arrivals.count[b, k])
-                    K.add_input_neuron(u, current[k], hp, t, block_until, block_by, n, c)
+                    K.add_input_neurons(u, current[k], hp, t, block_until, block_by, c, n, n + 1)
             cuda.syncthreads()
             for c in range(c_lo + tid, c_hi, step):  # step 4
                 best = K.column_spiker(u, theta_add, hp, c)
@@ -392,11 +392,14 @@ def infer_chunk_body(hp, arrivals, chunk, scratch, columns_per_block, rec):
             for n in range(n_lo + tid, n_hi, step):
                 K.leak_and_noise_neuron(u, hp, tick_key, arrivals.neuron_key, n)
                 if inputs_now:
-                    K.add_input_neuron(u, current[k], hp, t, block_until, block_by, n, n // hp.m)
+                    K.add_input_neurons(u, current[k], hp, t, block_until, block_by, n // hp.m, n,
+                                        n + 1)
             cuda.syncthreads()
             for c in range(c_lo + tid, c_hi, step):
-                K.infer_column_spikes(hp, u, theta_add, block_until, block_by, e, b, k, c, t,
-                                      votes, rec)
+                best = K.column_spiker(u, theta_add, hp, c)
+                if best >= 0:
+                    K.infer_column_spikes(hp, u, theta_add, block_until, block_by, e, b, k, c,
+                                          best, t, votes, rec)
             cuda.syncthreads()
 
 

@@ -629,17 +629,18 @@ def add_input(u, current, hp, t, block_until, block_by):
     every neuron not blocked (:func:`is_blocked`); a blocked neuron keeps its
     ``u``.  (Without arrivals ``u >= 0`` already: leak and noise keep it so.)"""
     for c in range(block_until.shape[0]):  # column by column: no division n // m per neuron
-        for n in range(c * hp.m, (c + 1) * hp.m):
-            add_input_neuron(u, current, hp, t, block_until, block_by, n, c)
+        add_input_neurons(u, current, hp, t, block_until, block_by, c, c * hp.m, (c + 1) * hp.m)
 
 
-@njit(cache=True, inline="always")
-def add_input_neuron(u, current, hp, t, block_until, block_by, n, c):
-    """Step 3 for neuron n of column c (:func:`add_input`)."""
-    if not is_blocked(t, n, c, block_until, block_by):
-        u[n] += hp.gain * current[n]
-    if u[n] < 0.0:
-        u[n] = 0.0
+@njit(cache=True)
+def add_input_neurons(u, current, hp, t, block_until, block_by, c, lo, hi):
+    """Step 3 for the neurons ``lo:hi`` of column c (:func:`add_input`: the CPU passes a whole
+    column, a GPU thread its one neuron)."""
+    for n in range(lo, hi):
+        if not is_blocked(t, n, c, block_until, block_by):
+            u[n] += hp.gain * current[n]
+        if u[n] < 0.0:
+            u[n] = 0.0
 
 
 @njit(cache=True)
@@ -941,12 +942,10 @@ def train_column_spikes(hp, s, e, b, k, c, best, t, t0, floor, pat, bits0, scrat
 
 
 @njit(cache=True, inline="always")
-def infer_column_spikes(hp, u, theta_add, block_until, block_by, e, b, k, c, t, votes, rec):
-    """Step 4 in inference for column c at tick t: its unforced spikes and blocks, no
-    plasticity (touches only column c and its neurons)."""
-    best = column_spiker(u, theta_add, hp, c)
-    if best < 0:
-        return
+def infer_column_spikes(hp, u, theta_add, block_until, block_by, e, b, k, c, best, t, votes, rec):
+    """Step 4 in inference for column c at tick t, whose most depolarised crossing neuron is
+    ``best`` (:func:`column_spiker`, called first by the caller): its unforced spikes and blocks,
+    no plasticity (touches only column c and its neurons)."""
     if hp.fire_all:
         for n in range(c * hp.m, (c + 1) * hp.m):
             if fires_beside(u, theta_add, hp, n, best):
@@ -1011,8 +1010,10 @@ def infer_sample(hp, w, theta_add, e, b, pat, sample_index, neuron_key, scratch,
         if arrives(arriving, k):
             add_input(u, scratch.current[k], hp, t, block_until, block_by)
         for c in range(block_until.shape[0]):
-            infer_column_spikes(hp, u, theta_add, block_until, block_by, e, b, k, c, t, votes,
-                                rec)
+            best = column_spiker(u, theta_add, hp, c)
+            if best >= 0:
+                infer_column_spikes(hp, u, theta_add, block_until, block_by, e, b, k, c, best, t,
+                                    votes, rec)
 
 
 # --- chunks -----------------------------------------------------------------------
