@@ -30,7 +30,7 @@ help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 19
 
 .PHONY: help install embed inspect train-snn tune predict compare test test-slow bench bench-embed \
-        bench-snn bench-peer peer-venv bench-scale bench-incremental clean
+        bench-snn bench-gpu bench-peer peer-venv bench-scale bench-incremental clean
 
 install: $(STAMP) ## make .venv and install the package with its dev extras
 
@@ -82,6 +82,9 @@ $(PEER_PY):
 
 bench-peer: $(PEER_PY) ## the Brian2 peer alone: runtime, standalone, NumPy (E 15, 1000 samples)
 	$(PEER_PY) bench/peer_brian2.py --ensemble 15 --samples 1000 --winit=0,1 --out data/bench/peer.json $(ARGS)
+
+bench-gpu: $(STAMP) ## stage two on a GPU: identity with the CPU, samples/s, 1.28 M-sample projection
+	$(PY) bench/gpu.py $(ARGS)
 
 bench-scale: $(STAMP) ## cluster speed-up, flat memory, 1000 classes
 	$(PY) bench/scale.py $(ARGS)

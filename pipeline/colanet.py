@@ -809,7 +809,23 @@ def encode_inputs(params: ColanetConfig, x, sample_index, sat) -> np.ndarray:
     return ((pat[:, None, :] >> ks[None, :, None]) & np.uint64(1)).astype(bool)
 
 
-def train_chunk(params: ColanetConfig, state: ColanetState, x, y, sample_index, sat, record=False):
+#: Where the simulator runs: the CPU kernels (Numba, all cores) or the CUDA kernels
+#: (:mod:`pipeline.colanet_cuda`, numba-cuda); the same votes and state on either.
+DEVICES = ("cpu", "cuda")
+
+
+def _kernels(device: str):
+    """The module whose ``train_kernel`` / ``infer_kernel`` run on ``device``."""
+    if device == "cpu":
+        return K
+    if device == "cuda":
+        from . import colanet_cuda  # imports numba.cuda: only when a GPU is asked for
+        return colanet_cuda
+    raise ValueError(f"device={device!r}: must be one of {DEVICES}")
+
+
+def train_chunk(params: ColanetConfig, state: ColanetState, x, y, sample_index, sat, record=False,
+                device: str = "cpu"):
     """Train on a chunk of samples, in order, updating ``state`` in place.
 
     ``x`` (B, D) features, ``y`` (B,) labels in [0, C), ``sample_index`` (B,)
@@ -818,7 +834,8 @@ def train_chunk(params: ColanetConfig, state: ColanetState, x, y, sample_index, 
     (B, E, C) int32 = unforced OUT spikes per class per copy; with
     ``record=True`` returns ``(votes, state, spikes)``, spikes (B, P, E, N)
     bool = every L spike (forced ones included) at local tick k.
-    Splitting a chunk into several calls gives the identical result.
+    Splitting a chunk into several calls gives the identical result, and so does ``device``
+    (``"cpu"`` or ``"cuda"``: :data:`DEVICES`).
     """
     x, y, sample_index, sat = check_batch(params, state, x, sample_index, sat, y)
     B, D = x.shape
@@ -827,8 +844,8 @@ def train_chunk(params: ColanetConfig, state: ColanetState, x, y, sample_index, 
     pat = K.encode_chunk(x, sat, sample_index, state.acc, hp, False)
     bits0 = K.history_chunk(state.arrival_bits, pat, P)
     rec = np.zeros((B, P, E, N), bool) if record else None
-    votes = K.train_kernel(hp, kernel_state(state), pat, bits0, y, sample_index, np.int64(state.t),
-                           rec)
+    votes = _kernels(device).train_kernel(hp, kernel_state(state), pat, bits0, y, sample_index,
+                                          np.int64(state.t), rec)
     state.t += B * P
     state.n_seen += B
     if record:
@@ -836,12 +853,13 @@ def train_chunk(params: ColanetConfig, state: ColanetState, x, y, sample_index, 
     return votes, state
 
 
-def infer_chunk(params: ColanetConfig, state: ColanetState, x, sample_index, sat, record=False):
+def infer_chunk(params: ColanetConfig, state: ColanetState, x, sample_index, sat, record=False,
+                device: str = "cpu"):
     """Votes (B, E, C) int32 with plasticity frozen; ``state`` is not modified.
 
     Each sample starts from a fresh neuron state (u = 0, no burst, no block,
     accumulator 0) and uses noise stream 1, so predictions do not depend on
-    order or chunking.  With ``record=True`` returns ``(votes, spikes)``.
+    order, chunking or ``device``.  With ``record=True`` returns ``(votes, spikes)``.
     """
     x, _, sample_index, sat = check_batch(params, state, x, sample_index, sat)
     B, D = x.shape
@@ -849,7 +867,8 @@ def infer_chunk(params: ColanetConfig, state: ColanetState, x, sample_index, sat
     hp = kernel_params(params, D)
     pat = K.encode_chunk(x, sat, sample_index, np.zeros(D), hp, True)
     rec = np.zeros((B, P, E, N), bool) if record else None
-    votes = K.infer_kernel(hp, state.w, state.theta_add, state.n_classes, pat, sample_index, rec)
+    votes = _kernels(device).infer_kernel(hp, state.w, state.theta_add, state.n_classes, pat,
+                                          sample_index, rec)
     if record:
         return votes, rec
     return votes

@@ -563,11 +563,18 @@ def refresh_stale_currents(scratch, k, t, m, block_until, block_by):
     hi = scratch.arrival_start[k + 1]
     for n in range(scratch.w_t.shape[0]):
         if scratch.stale[n] and not is_blocked(t, n, n // m, block_until, block_by):
-            w_n = scratch.w_t[n]
-            total = 0.0
-            for i in range(lo, hi):
-                total += w_n[scratch.arrival_inputs[i]]
-            current[n] = total
+            current[n] = listed_current(scratch.w_t[n], scratch.arrival_inputs, lo, hi)
+
+
+@njit(cache=True, inline="always")
+def listed_current(w_n, inputs, lo, hi):
+    """``sum_j w_jn`` over ``inputs[lo:hi]`` (one tick's arrival list, ascending), in float64,
+    from neuron n's row ``w_n`` of ``w_t``: the current of a neuron whose buffered value went
+    stale."""
+    total = 0.0
+    for i in range(lo, hi):
+        total += w_n[inputs[i]]
+    return total
 
 
 @njit(cache=True)
@@ -607,7 +614,13 @@ def leak_and_noise(u, hp, tick_key, neuron_key):
     """Step 2: ``u_n <- u_n (1 - 1/tau) + s_stim U_n`` with ``U_n`` the
     counter-based uniform of (tick_key, n)."""
     for n in range(u.shape[0]):
-        u[n] = u[n] * hp.leak + hp.s_stim * unit_float(mix64(tick_key ^ neuron_key[n]))
+        leak_and_noise_neuron(u, hp, tick_key, neuron_key, n)
+
+
+@njit(cache=True, inline="always")
+def leak_and_noise_neuron(u, hp, tick_key, neuron_key, n):
+    """Step 2 for neuron n (:func:`leak_and_noise`)."""
+    u[n] = u[n] * hp.leak + hp.s_stim * unit_float(mix64(tick_key ^ neuron_key[n]))
 
 
 @njit(cache=True)
@@ -616,11 +629,18 @@ def add_input(u, current, hp, t, block_until, block_by):
     every neuron not blocked (:func:`is_blocked`); a blocked neuron keeps its
     ``u``.  (Without arrivals ``u >= 0`` already: leak and noise keep it so.)"""
     for c in range(block_until.shape[0]):  # column by column: no division n // m per neuron
-        for n in range(c * hp.m, (c + 1) * hp.m):
-            if not is_blocked(t, n, c, block_until, block_by):
-                u[n] += hp.gain * current[n]
-            if u[n] < 0.0:
-                u[n] = 0.0
+        add_input_neurons(u, current, hp, t, block_until, block_by, c, c * hp.m, (c + 1) * hp.m)
+
+
+@njit(cache=True)
+def add_input_neurons(u, current, hp, t, block_until, block_by, c, lo, hi):
+    """Step 3 for the neurons ``lo:hi`` of column c (:func:`add_input`: the CPU passes a whole
+    column, a GPU thread its one neuron)."""
+    for n in range(lo, hi):
+        if not is_blocked(t, n, c, block_until, block_by):
+            u[n] += hp.gain * current[n]
+        if u[n] < 0.0:
+            u[n] = 0.0
 
 
 @njit(cache=True)
@@ -842,13 +862,19 @@ def dopamine(hp, s, e, label, t, t0, pat, bits0, scratch):
     ``[t_first - syn_lookback, t_spike]``; then its stability follows
     (:func:`stability_after_dopamine`).  ``theta_add`` follows the weights, except
     with theta_refresh "anti_hebbian"."""
-    theta_when = THETA_NEVER if hp.theta_at_ah_only else THETA_IF_CHANGED
     for n in range(label * hp.m, (label + 1) * hp.m):
-        if t - s.t_spike[e, n] <= hp.t_dop:
-            inside = window_masks(t0, t, s.t_first[e, n] - hp.syn_lookback, s.t_spike[e, n])
-            plastic_change(hp, s, e, n, hp.dopamine, inside, (_ZERO, _ZERO), pat, bits0, scratch,
-                           theta_when)
-        stability_after_dopamine(hp, s, e, n, t)
+        dopamine_neuron(hp, s, e, n, t, t0, pat, bits0, scratch)
+
+
+@njit(cache=True)
+def dopamine_neuron(hp, s, e, n, t, t0, pat, bits0, scratch):
+    """Dopamine for neuron n of the label column (:func:`dopamine`)."""
+    theta_when = THETA_NEVER if hp.theta_at_ah_only else THETA_IF_CHANGED
+    if t - s.t_spike[e, n] <= hp.t_dop:
+        inside = window_masks(t0, t, s.t_first[e, n] - hp.syn_lookback, s.t_spike[e, n])
+        plastic_change(hp, s, e, n, hp.dopamine, inside, (_ZERO, _ZERO), pat, bits0, scratch,
+                       theta_when)
+    stability_after_dopamine(hp, s, e, n, t)
 
 
 @njit(cache=True)
@@ -857,15 +883,32 @@ def conservation(hp, s, e, t, floor, scratch):
     pool back, ``r_jn += F / (D + n_silent)`` on all its synapses (the share of the
     ``n_silent`` fictitious synapses leaks away), and ``F = 0``; ``theta_add``
     follows the weights, except with theta_refresh "anti_hebbian"."""
-    N, D = scratch.r_t.shape
-    for n in range(N):
-        pool = s.free_pool[e, n]
-        if not in_burst(t, s.t_spike[e, n], hp.isi_max, floor) and abs(pool) >= hp.f_thr:
-            change_all_synapses(hp, scratch.r_t[n], scratch.w_t[n], pool / (D + hp.n_silent))
-            if not hp.theta_at_ah_only:
-                s.theta_add[e, n] = theta_of_sum(hp, positive_weight_sum(scratch.w_t[n]))
-            s.free_pool[e, n] = 0.0
-            scratch.stale[n] = True
+    free_pool = s.free_pool[e]
+    t_spike = s.t_spike[e]
+    for n in range(free_pool.shape[0]):
+        # The test first, on two numbers: the call that passes the whole state is the rare case.
+        if conserves(hp, free_pool[n], t_spike[n], t, floor):
+            conserve_neuron(hp, s, e, n, scratch)
+
+
+@njit(cache=True, inline="always")
+def conserves(hp, pool, t_spike, t, floor):
+    """Whether a neuron with free pool ``pool`` and last spike ``t_spike`` spreads its pool
+    back at tick t: out of a burst (:func:`in_burst`) and ``|F| >= f_thr``."""
+    return not in_burst(t, t_spike, hp.isi_max, floor) and abs(pool) >= hp.f_thr
+
+
+@njit(cache=True)
+def conserve_neuron(hp, s, e, n, scratch):
+    """Step 6 for neuron n, when it :func:`conserves`: ``r_jn += F / (D + n_silent)`` on its row
+    of ``r_t``, ``w_t``, ``F = 0`` (:func:`conservation`)."""
+    D = scratch.r_t.shape[1]
+    change_all_synapses(hp, scratch.r_t[n], scratch.w_t[n],
+                        s.free_pool[e, n] / (D + hp.n_silent))
+    if not hp.theta_at_ah_only:
+        s.theta_add[e, n] = theta_of_sum(hp, positive_weight_sum(scratch.w_t[n]))
+    s.free_pool[e, n] = 0.0
+    scratch.stale[n] = True
 
 
 # --- one sample -------------------------------------------------------------------
@@ -879,6 +922,37 @@ def train_unforced_spike(hp, s, e, b, k, n, c, t, t0, floor, pat, bits0, scratch
     continue_or_start_burst(hp, s, e, n, t, floor)
     s.t_out[e, c] = t
     anti_hebbian(hp, s, e, n, t, t0, pat, bits0, scratch)
+
+
+@njit(cache=True, inline="always")
+def train_column_spikes(hp, s, e, b, k, c, best, t, t0, floor, pat, bits0, scratch, votes, rec):
+    """Step 4 in training for column c at tick t, whose most depolarised crossing neuron is
+    ``best`` (:func:`column_spiker`, called first by the caller: most columns do not fire): its
+    unforced spikes (:func:`fires_beside`), each with :func:`train_unforced_spike`.  Touches only
+    column c and its neurons (and their rows of the scratch), so the columns of a copy can run
+    side by side (the GPU kernel's threads)."""
+    if hp.fire_all:
+        u = s.u[e]
+        theta_add = s.theta_add[e]
+        for n in range(c * hp.m, (c + 1) * hp.m):
+            if fires_beside(u, theta_add, hp, n, best):
+                train_unforced_spike(hp, s, e, b, k, n, c, t, t0, floor, pat, bits0, scratch,
+                                     votes, rec)
+    train_unforced_spike(hp, s, e, b, k, best, c, t, t0, floor, pat, bits0, scratch, votes, rec)
+
+
+@njit(cache=True, inline="always")
+def infer_column_spikes(hp, u, theta_add, block_until, block_by, e, b, k, c, best, t, votes, rec):
+    """Step 4 in inference for column c at tick t, whose most depolarised crossing neuron is
+    ``best`` (:func:`column_spiker`, called first by the caller): its unforced spikes and blocks,
+    no plasticity (touches only column c and its neurons)."""
+    if hp.fire_all:
+        for n in range(c * hp.m, (c + 1) * hp.m):
+            if fires_beside(u, theta_add, hp, n, best):
+                unforced_spike(hp, n, c, t, u, block_until, block_by, votes)
+                record_spike(rec, b, k, e, n)
+    unforced_spike(hp, best, c, t, u, block_until, block_by, votes)
+    record_spike(rec, b, k, e, best)
 
 
 @njit(cache=True)
@@ -907,15 +981,9 @@ def train_sample(hp, s, e, b, pat, bits0, label, t0, sample_index, neuron_key, s
             add_input(u, scratch.current[k], hp, t, block_until, block_by)
         for c in range(block_until.shape[0]):
             best = column_spiker(u, theta_add, hp, c)
-            if best < 0:
-                continue
-            if hp.fire_all:
-                for n in range(c * hp.m, (c + 1) * hp.m):
-                    if fires_beside(u, theta_add, hp, n, best):
-                        train_unforced_spike(hp, s, e, b, k, n, c, t, t0, floor, pat, bits0,
-                                             scratch, votes, rec)
-            train_unforced_spike(hp, s, e, b, k, best, c, t, t0, floor, pat, bits0, scratch,
-                                 votes, rec)
+            if best >= 0:
+                train_column_spikes(hp, s, e, b, k, c, best, t, t0, floor, pat, bits0, scratch,
+                                    votes, rec)
         if k == hp.label_tick:
             gate = gate_fires(hp, s.t_out[e, label], t, t0)
         if k == hp.force_tick and gate:
@@ -943,15 +1011,9 @@ def infer_sample(hp, w, theta_add, e, b, pat, sample_index, neuron_key, scratch,
             add_input(u, scratch.current[k], hp, t, block_until, block_by)
         for c in range(block_until.shape[0]):
             best = column_spiker(u, theta_add, hp, c)
-            if best < 0:
-                continue
-            if hp.fire_all:
-                for n in range(c * hp.m, (c + 1) * hp.m):
-                    if fires_beside(u, theta_add, hp, n, best):
-                        unforced_spike(hp, n, c, t, u, block_until, block_by, votes)
-                        record_spike(rec, b, k, e, n)
-            unforced_spike(hp, best, c, t, u, block_until, block_by, votes)
-            record_spike(rec, b, k, e, best)
+            if best >= 0:
+                infer_column_spikes(hp, u, theta_add, block_until, block_by, e, b, k, c, best, t,
+                                    votes, rec)
 
 
 # --- chunks -----------------------------------------------------------------------

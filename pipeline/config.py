@@ -29,6 +29,12 @@ def _check_threads(option: str, value: int | None) -> None:
                  f"must lie between 1 and this machine's {_cores()} cores")
 
 
+def _check_snn_device(value: str) -> None:
+    # Whether a GPU is usable is asked when the simulator is about to run
+    # (pipeline.training.check_snn_device), not here: a config is also read on other machines.
+    _require(value in ("cpu", "cuda"), "snn_device", value, "must be cpu or cuda")
+
+
 @dataclass(frozen=True)
 class EmbedConfig:
     """Stage one: which images, which encoder, where to write."""
@@ -148,6 +154,9 @@ class TrainConfig:
     skip_baselines: Annotated[bool, "leave out the linear probe and nearest class mean"] = False
     numba_threads: Annotated[int | None,
               "threads of the spiking simulator (default: all cores; results are identical)"] = None
+    snn_device: Annotated[str, "cpu | cuda: where the spiking simulator trains and evaluates "
+                               "(the same results; cuda needs an NVIDIA GPU and numba-cuda)"
+                          ] = "cpu"
     restart: Annotated[bool, "discard this run's checkpoint and train afresh"] = False
     passes: Annotated[int, "online passes over the train split (later ones in a fresh seeded order "
                            "within chunks, with new noise; rerun with more to continue)"] = 1
@@ -163,6 +172,7 @@ class TrainConfig:
         _require(self.eval_split in (None, "train", "val", "test"), "eval_split", self.eval_split,
                  "must be train, val or test")
         _check_threads("numba_threads", self.numba_threads)
+        _check_snn_device(self.snn_device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -243,6 +253,8 @@ class TuneConfig:
     startup: Annotated[int, "random trials before TPE models the results"] = 8
     numba_threads: Annotated[int,
               "simulator threads per trial (workers run trials side by side)"] = 1
+    snn_device: Annotated[str, "cpu | cuda: where each trial's simulator runs (the same scores; "
+                               "cuda: the workers share this machine's GPU)"] = "cpu"
 
     def __post_init__(self):
         _require(self.trials >= 1, "trials", self.trials, "must be positive")
@@ -253,6 +265,7 @@ class TuneConfig:
                  f"must lie between 0 and {MAX_SEED}")
         _require(self.startup >= 0, "startup", self.startup, "must be 0 or more")
         _check_threads("numba_threads", self.numba_threads)
+        _check_snn_device(self.snn_device)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

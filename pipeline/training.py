@@ -131,7 +131,25 @@ class Progress:
 
 # --- the two loops ------------------------------------------------------------------------------
 
-def compile_simulator(config: ColanetConfig, coding: Coding, n_features: int) -> float:
+def check_snn_device(device: str) -> None:
+    """Refuse ``--snn-device cuda`` where the CUDA kernels cannot run, in one line that says what
+    to do (the CPU needs nothing)."""
+    if device != "cuda":
+        return
+    try:
+        from pipeline import colanet_cuda
+    except ImportError as e:  # numba without its CUDA target
+        problem = f"numba.cuda cannot be imported ({e})"
+    else:
+        problem = colanet_cuda.device_problem()
+    if problem:
+        raise UserError(f"--snn-device cuda: {problem}; run with --snn-device cpu (the default: "
+                        f"the same results), or on a machine with an NVIDIA GPU and driver and "
+                        f"the cuda extra installed (pip install 'annsnn[cuda]')")
+
+
+def compile_simulator(config: ColanetConfig, coding: Coding, n_features: int,
+                      device: str = "cpu") -> float:
     """Compile the simulator's kernels for this model's types (or load them from Numba's cache)
     on a throwaway one-neuron network, so that no timed step pays for it; returns the seconds.
     Numba compiles per argument type, not size: the tiny network compiles what the real one runs."""
@@ -139,8 +157,8 @@ def compile_simulator(config: ColanetConfig, coding: Coding, n_features: int) ->
     tiny = dataclasses.replace(config, m=1, e=1)
     x = coding.inputs(np.zeros((1, n_features), np.float32))
     state, ids = init_state(tiny, x.shape[1], 1), np.zeros(1, np.int64)
-    train_chunk(tiny, state, x, np.zeros(1, np.int64), ids, coding.sat)
-    infer_chunk(tiny, state, x, ids, coding.sat)
+    train_chunk(tiny, state, x, np.zeros(1, np.int64), ids, coding.sat, device=device)
+    infer_chunk(tiny, state, x, ids, coding.sat, device=device)
     return time.perf_counter() - started
 
 
@@ -156,10 +174,11 @@ def new_model(store: EmbeddingStore, config: ColanetConfig, *, stop: int | None 
 
 def fit_stream(store: EmbeddingStore, config: ColanetConfig, state: ColanetState,
                progress: Progress, *, stop: int | None = None, max_rows: int | None = None,
-               passes: int = 1) -> Iterator[Batch]:
+               passes: int = 1, device: str = "cpu") -> Iterator[Batch]:
     """Learn train rows ``progress.cursor:stop`` online, a stretch at a time (``max_rows`` at most),
     ``passes`` times; after each stretch ``state`` (in place) and ``progress`` hold it, and the
-    stretch is yielded (the caller may checkpoint or stop there).
+    stretch is yielded (the caller may checkpoint or stop there). ``device``: where the simulator
+    runs (``"cpu"`` or ``"cuda"``, the same results).
 
     The first pass goes in store order (``order="store"``). Each later pass, and every pass of
     ``order="balanced"``, presents each stretch in a seeded order with new sample ids
@@ -173,7 +192,7 @@ def fit_stream(store: EmbeddingStore, config: ColanetConfig, state: ColanetState
         config, state, progress,
         lambda cursor: as_columns(iter_batches(store, "train", cursor, max_rows=max_rows,
                                                stop=stop), columns, progress.first_id),
-        total_rows=store_rows(store), repeats=repeats, passes=passes)
+        total_rows=store_rows(store), repeats=repeats, passes=passes, device=device)
 
 
 def label_columns(store: EmbeddingStore, classes: list[str]) -> np.ndarray:
@@ -193,7 +212,7 @@ def as_columns(batches: Iterable[Batch], columns: np.ndarray, first_id: int = 0
 
 def fit_stretches(config: ColanetConfig, state: ColanetState, progress: Progress,
                   stretches: Callable[[int], Iterable[Batch]], *, total_rows: int,
-                  repeats: np.ndarray, passes: int = 1) -> Iterator[Batch]:
+                  repeats: np.ndarray, passes: int = 1, device: str = "cpu") -> Iterator[Batch]:
     """The online loop of :func:`fit_stream` over any source of train rows: ``stretches(cursor)``
     gives the rows from ``cursor`` on, a stretch at a time (:func:`iter_batches` of a store,
     :func:`array_batches` of in-memory arrays); ``total_rows`` is the id stride of later
@@ -201,7 +220,8 @@ def fit_stretches(config: ColanetConfig, state: ColanetState, progress: Progress
     while True:
         for batch in stretches(progress.cursor):
             yield _learn(config, state, progress,
-                         _presented(config, batch, progress.pass_index, total_rows, repeats))
+                         _presented(config, batch, progress.pass_index, total_rows, repeats),
+                         device)
         if progress.pass_index + 1 >= passes:
             return
         progress.pass_index += 1
@@ -256,11 +276,12 @@ def _presented(config: ColanetConfig, batch: Batch, pass_index: int, total_rows:
                  stop=batch.stop)
 
 
-def _learn(config: ColanetConfig, state: ColanetState, progress: Progress, batch: Batch) -> Batch:
+def _learn(config: ColanetConfig, state: ColanetState, progress: Progress, batch: Batch,
+           device: str = "cpu") -> Batch:
     """One stretch of the online pass: answer each sample, then learn it (in place)."""
     started = time.perf_counter()
     votes, _ = train_chunk(config, state, progress.coding.inputs(batch.features), batch.labels,
-                           batch.sample_id, progress.coding.sat)
+                           batch.sample_id, progress.coding.sat, device=device)
     pred, answered = readout(votes)
     progress.online_correct = np.concatenate([progress.online_correct, pred == batch.labels])
     progress.online_answered = np.concatenate([progress.online_answered, answered])
@@ -270,59 +291,61 @@ def _learn(config: ColanetConfig, state: ColanetState, progress: Progress, batch
 
 
 def predict_stream(store: EmbeddingStore, split: str, config: ColanetConfig, state: ColanetState,
-                   coding: Coding, *, start: int = 0, stop: int | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   coding: Coding, *, start: int = 0, stop: int | None = None,
+                   device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """Frozen-plasticity predictions (-1: no answer) and labels of the usable rows
     ``start:stop`` of a split, streamed a chunk at a time; ``state`` is not changed."""
-    ranked, labels = rank_stream(store, split, config, state, coding, 1, start=start, stop=stop)
+    ranked, labels = rank_stream(store, split, config, state, coding, 1, start=start, stop=stop,
+                                 device=device)
     return ranked[:, 0], labels
 
 
 def rank_stream(store: EmbeddingStore, split: str, config: ColanetConfig, state: ColanetState,
-                coding: Coding, k: int, *, start: int = 0, stop: int | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+                coding: Coding, k: int, *, start: int = 0, stop: int | None = None,
+                device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """:func:`predict_stream` with each row's ``k`` classes of most votes, (rows, k) int64
     (:func:`pipeline.colanet.ranked_classes`: column 0 is the prediction, -1 an unranked place)."""
     ranked, labels = [np.zeros((0, k), np.int64)], [np.zeros(0, np.int64)]
     for batch in iter_batches(store, split, start, stop=stop):
         ranked.append(ranked_classes(vote(config, state, coding, batch.features,
-                                          batch.sample_id), k))
+                                          batch.sample_id, device=device), k))
         labels.append(batch.labels)
     return np.concatenate(ranked), np.concatenate(labels)
 
 
 def vote(config: ColanetConfig, state: ColanetState, coding: Coding, features: np.ndarray,
-         sample_id: np.ndarray, record: bool = False):
+         sample_id: np.ndarray, record: bool = False, device: str = "cpu"):
     """Frozen-plasticity votes (B, E, C) of features (B, D) coded by ``coding``, each sample's
     noise keyed by its id (:func:`pipeline.colanet.infer_chunk`; ``record``: with the spikes)."""
     return infer_chunk(config, state, coding.inputs(features), sample_id, coding.sat,
-                       record=record)
+                       record=record, device=device)
 
 
 def rank_task(path: str, split: str, start: int, stop: int | None, config: ColanetConfig,
-              state: ColanetState, coding: Coding, k: int, numba_threads: int | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+              state: ColanetState, coding: Coding, k: int, numba_threads: int | None = None,
+              device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
     """:func:`rank_stream` as a dask task on a worker running one task per core."""
     if numba_threads:
         numba.set_num_threads(numba_threads)
     return rank_stream(EmbeddingStore.open(path), split, config, state, coding, k, start=start,
-                       stop=stop)
+                       stop=stop, device=device)
 
 
 def evaluate(store: EmbeddingStore, split: str, config: ColanetConfig, state: ColanetState,
-             coding: Coding, client=None, *, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+             coding: Coding, client=None, *, k: int = 1, device: str = "cpu"
+             ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``k`` classes of most votes, (rows, k) (column 0: the prediction, -1: no
     answer; :func:`rank_stream`), and the labels of a whole split: here, or with a dask
     ``client`` one task per stored chunk (the state is sent to every worker once). The answers
     are the same either way: a sample's noise is keyed by its id and nothing is learned."""
     if client is None:
-        return rank_stream(store, split, config, state, coding, k)
+        return rank_stream(store, split, config, state, coding, k, device=device)
     require_complete(store, split)  # once here, not in every task
     n_chunks = store.split(split)["done"].shape[0]
     state_on_workers = client.scatter(state, broadcast=True)
     path = absolute_location(store.path)
     futures = [client.submit(rank_task, path, split, rows.start, rows.stop, config,
-                             state_on_workers, coding, k, 1, pure=False)
+                             state_on_workers, coding, k, 1, device, pure=False)
                for rows in (store.chunk_slice(split, c) for c in range(n_chunks))]
     parts = client.gather(futures) or [(np.zeros((0, k), np.int64), np.zeros(0, np.int64))]
     return np.concatenate([p for p, _ in parts]), np.concatenate([y for _, y in parts])
@@ -474,7 +497,8 @@ def train_from(store: EmbeddingStore, config: ColanetConfig, run_cfg: TrainConfi
     n_rows = store.split("train")["features"].shape[0]
     learned_now, since_checkpoint = 0, 0
     progress.compile_seconds = compile_simulator(config, progress.coding,
-                                                 store.attrs["encoder"]["feature_dim"])
+                                                 store.attrs["encoder"]["feature_dim"],
+                                                 run_cfg.snn_device)
     if progress.compile_seconds > 2.0:  # a first run on this machine: say where the time went
         print(f"train-snn: compiled the simulator in {progress.compile_seconds:.1f} s (once per "
               f"machine and model type: later runs load it from Numba's cache; not training "
@@ -499,7 +523,7 @@ def train_from(store: EmbeddingStore, config: ColanetConfig, run_cfg: TrainConfi
     with _StopRequested() as stop, tqdm(total=n_rows * run_cfg.passes, initial=rows_done(),
                                         unit="row", desc="train-snn", dynamic_ncols=True) as bar:
         for batch in fit_stream(store, config, state, progress, max_rows=run_cfg.checkpoint_every,
-                                passes=run_cfg.passes):
+                                passes=run_cfg.passes, device=run_cfg.snn_device):
             learned_now += len(batch.labels)
             since_checkpoint += len(batch.labels)
             bar.update(rows_done() - bar.n)
@@ -566,6 +590,7 @@ def train_run(store_path: str, config: ColanetConfig, run_cfg: TrainConfig,
     """
     if run_cfg.numba_threads:
         numba.set_num_threads(run_cfg.numba_threads)
+    check_snn_device(run_cfg.snn_device)
     if run_cfg.run is not None:
         check_name(run_cfg.run, "--run")
     with shared(store_path):
@@ -609,7 +634,7 @@ def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
     started = time.perf_counter()
     with connect(cluster, stores=(store.path,)) as client:
         ranked, y_test = evaluate(store, eval_split, config, state, progress.coding, client,
-                                  k=TOP_K)
+                                  k=TOP_K, device=run_cfg.snn_device)
     seconds["snn_eval"] = round(time.perf_counter() - started, 3)
     pred = ranked[:, 0]
     # The model's columns by class name; the store's labels as columns (a model continued with

@@ -35,7 +35,8 @@ from pipeline.outputs import check_name, claim_folder
 from pipeline.runs import changed_options, readable_name
 from pipeline.store import EmbeddingStore, absolute_location, store_name
 from pipeline.streaming import check_split, read_rows
-from pipeline.training import ensure_store, fit_stream, new_model, predict_stream
+from pipeline.training import (check_snn_device, ensure_store, fit_stream, new_model,
+                               predict_stream)
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,10 @@ def validation_rows(store: EmbeddingStore, val_fraction: float) -> int:
 
 
 def run_trial(store_path: str, config: ColanetConfig, val_fraction: float,
-              numba_threads: int | None = None, passes: int = 1) -> dict[str, Any]:
+              numba_threads: int | None = None, passes: int = 1, device: str = "cpu"
+              ) -> dict[str, Any]:
     """Train on the fit rows (``passes`` times), score the validation rows; a plain function for
-    dask workers."""
+    dask workers. ``device``: where the simulator runs (``"cpu"`` or ``"cuda"``, the same score)."""
     if numba_threads:
         import numba
 
@@ -105,9 +107,11 @@ def run_trial(store_path: str, config: ColanetConfig, val_fraction: float,
     store = EmbeddingStore.open(store_path)
     first_val = validation_rows(store, val_fraction)
     state, progress = new_model(store, config, stop=first_val)
-    for _ in fit_stream(store, config, state, progress, stop=first_val, passes=passes):
+    for _ in fit_stream(store, config, state, progress, stop=first_val, passes=passes,
+                        device=device):
         pass
-    pred, labels = predict_stream(store, "train", config, state, progress.coding, start=first_val)
+    pred, labels = predict_stream(store, "train", config, state, progress.coding, start=first_val,
+                                  device=device)
     total = max(len(pred), 1)
     return {"val_accuracy": int((pred == labels).sum()) / total,
             "no_answer_rate": 1 - int((pred >= 0).sum()) / total,
@@ -230,6 +234,7 @@ def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetConfig,
     """
     if cfg.name is not None:
         check_name(cfg.name, "--name")
+    check_snn_device(cfg.snn_device)
     paths = ([ensure_store(embed_cfg, cluster, data_given=data_given)] if not cfg.stores
              else [p for p in cfg.stores.split(",") if p])
     if not paths:
@@ -314,8 +319,8 @@ def _run_study(cfg: TuneConfig, base: ColanetConfig, stores: list[EmbeddingStore
                 for s in stores:
                     config = trial_params(base, values, s.attrs["encoder"]["feature_dim"])
                     futures[client.submit(run_trial, absolute_location(s.path), config,
-                                          cfg.val_fraction, cfg.numba_threads,
-                                          pure=False)] = (n, values, s.path)
+                                          cfg.val_fraction, cfg.numba_threads, 1,
+                                          cfg.snn_device, pure=False)] = (n, values, s.path)
             for future in as_completed(list(futures)):
                 n, values, path = futures[future]
                 parts[n][path] = future.result()

@@ -17,7 +17,7 @@ from pipeline.errors import UserError
 from pipeline.metrics import worst_classes
 from pipeline.runs import find_finished_run, run_name
 from pipeline.store import store_exists, store_name
-from pipeline.training import ensure_store, train_run
+from pipeline.training import check_snn_device, ensure_store, train_run
 
 
 def main(args, config, data_given: bool) -> None:
@@ -27,6 +27,7 @@ def main(args, config, data_given: bool) -> None:
 
 
 def run_report(stores: list[str], train_cfg: TrainConfig, params: ColanetConfig) -> list[dict[str, Any]]:
+    check_snn_device(train_cfg.snn_device)  # before finishing any store
     rows = []
     for store in stores:
         if not store_exists(store):

@@ -6,13 +6,14 @@ from typing import Any
 
 from pipeline.colanet import ColanetConfig
 from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
-from pipeline.training import ensure_store, train_run
+from pipeline.training import check_snn_device, ensure_store, train_run
 
 
 def run_train_snn(embed_cfg: EmbedConfig, run_cfg: TrainConfig, config: ColanetConfig,
                   cluster: ClusterConfig = ClusterConfig(), *, data_given: bool = True,
                   stop_after_samples: int | None = None) -> dict[str, Any] | None:
     """Embed the store if needed, then train, evaluate and write the run folder."""
+    check_snn_device(run_cfg.snn_device)  # before embedding: a missing GPU is said at once
     return train_run(ensure_store(embed_cfg, cluster, data_given=data_given), config, run_cfg,
                      cluster, stop_after_samples=stop_after_samples)
 

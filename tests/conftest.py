@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# The CUDA kernels' tests (tests/test_cuda.py) run under Numba's CUDA simulator unless told
+# otherwise (NUMBA_ENABLE_CUDASIM=0 on a machine with a GPU); numba reads it when it is first
+# imported, so it is set before anything imports numba. The CPU kernels do not read it.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +16,7 @@ import pytest
 import zarr
 from PIL import Image
 
+from pipeline import colanet as cn
 from pipeline.store import write_arrays
 
 
@@ -141,3 +149,35 @@ def damage_zip_member(data: bytes, member: str) -> bytes:
     for i in range(middle, middle + 16):
         data[i] ^= 0xA5
     return bytes(data)
+
+
+# --- CoLaNET runs shared by the differential tests (CPU kernels against the reference) and the
+# CUDA tests (GPU kernels against the CPU kernels) ---
+
+#: The spec's values of the parameters the shipped defaults changed (shared/spec/colanet.md).
+SPEC = dict(gain_total=640.0, d_h=-0.114, dopamine=0.227, r_s=0.159, k_thr=0.00107, s_stim=0.63,
+            forcing="most_depolarised", blocking="column", burst_scope="continuous")
+#: The spec's readings (the defaults keep the simulator's earlier ones).
+SPEC_READINGS = dict(firing="all_above_threshold", theta_refresh="anti_hebbian",
+                     gate_scope="sample", gate_ticks=10, syn_window="t_syn", block_span="block_ticks")
+
+
+def nonnegative_data(seed, n, n_classes, n_inputs):
+    """Pooled-ReLU-like features: a sparse non-negative prototype per class plus noise, clipped at
+    0 (so some features are silent), and labels."""
+    rng = np.random.default_rng(seed)
+    protos = rng.random((n_classes, n_inputs)) * (rng.random((n_classes, n_inputs)) < 0.6) * 2.0
+    y = rng.integers(0, n_classes, n)
+    x = np.maximum(protos[y] + rng.normal(0.0, 0.3, (n, n_inputs)), 0.0).astype(np.float32)
+    return x, y
+
+
+def exercised(params, state, votes, spikes, n_inputs_silent):
+    """Assert that a run used every mechanism: votes, forced spikes, anti-Hebbian steps,
+    dopamine and stability, and conservation (synapses of never-active inputs moved)."""
+    assert votes.sum() > 0
+    assert spikes.sum() > votes.sum(), "no forced spike"
+    assert np.any(state.last_ah_tick != cn.NEVER), "no anti-Hebbian step"
+    assert np.any(state.stability > 0), "no consolidation"
+    r0 = cn.resource_of(0.0, params)
+    assert np.any(state.r[:, -n_inputs_silent:, :] != r0), "no conservation"

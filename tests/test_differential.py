@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from pipeline import colanet as cn
 from pipeline import colanet_reference as ref
+from tests.conftest import SPEC, SPEC_READINGS, exercised, nonnegative_data
 
 #: The original named choices, and the readings of the spec (ColanetConfig's docstring).
 CHOICE_VALUES = {"coder": ("accumulator", "bernoulli"), "carry_accumulator": (False, True),
@@ -44,23 +45,6 @@ def grid_id(choices: dict) -> str:
 
 CHOICES = grid(CHOICE_VALUES)
 READINGS = grid(READING_VALUES)
-
-#: The spec's values of the parameters the shipped defaults changed (shared/spec/colanet.md).
-SPEC = dict(gain_total=640.0, d_h=-0.114, dopamine=0.227, r_s=0.159, k_thr=0.00107, s_stim=0.63,
-            forcing="most_depolarised", blocking="column", burst_scope="continuous")
-#: The spec's readings (the defaults keep the simulator's earlier ones).
-SPEC_READINGS = dict(firing="all_above_threshold", theta_refresh="anti_hebbian",
-                     gate_scope="sample", gate_ticks=10, syn_window="t_syn", block_span="block_ticks")
-
-
-def nonnegative_data(seed, n, n_classes, n_inputs):
-    """Pooled-ReLU-like features: a sparse non-negative prototype per class plus noise, clipped at
-    0 (so some features are silent), and labels."""
-    rng = np.random.default_rng(seed)
-    protos = rng.random((n_classes, n_inputs)) * (rng.random((n_classes, n_inputs)) < 0.6) * 2.0
-    y = rng.integers(0, n_classes, n)
-    x = np.maximum(protos[y] + rng.normal(0.0, 0.3, (n, n_inputs)), 0.0).astype(np.float32)
-    return x, y
 
 
 def assert_same_run(params, n_classes, x, y, chunks, x_test, sat, weight_spread=0.0, seed=0):
@@ -181,17 +165,6 @@ def compare_on_drawn_case(choices, timing, rate, net):
         sat = net["sat_scale"] * float(x.max()) if x.max() > 0 else 1.0
     assert_same_run(params, net["n_classes"], x[:-3], y[:-3], net["chunks"], x[-3:], sat,
                     net["weight_spread"], net["data_seed"])
-
-
-def exercised(params, state, votes, spikes, n_inputs_silent):
-    """Assert that a run used every mechanism: votes, forced spikes, anti-Hebbian steps,
-    dopamine and stability, and conservation (synapses of never-active inputs moved)."""
-    assert votes.sum() > 0
-    assert spikes.sum() > votes.sum(), "no forced spike"
-    assert np.any(state.last_ah_tick != cn.NEVER), "no anti-Hebbian step"
-    assert np.any(state.stability > 0), "no consolidation"
-    r0 = cn.resource_of(0.0, params)
-    assert np.any(state.r[:, -n_inputs_silent:, :] != r0), "no conservation"
 
 
 @pytest.mark.parametrize("name,choices", [
