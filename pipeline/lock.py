@@ -1,8 +1,8 @@
 """One lock per output (a store, a run folder, a study), held for a stage's lifetime.
 
 ``fcntl.flock`` on a ``.lock`` file beside the output: the kernel releases it when the holder
-exits, even by SIGKILL, so a killed run never leaves a stale lock (only, then, its empty-of-meaning
-file, which the next run reuses). The last holder to finish removes the file: it takes the lock
+exits, even by SIGKILL, so a killed run never leaves a stale lock (only its file, which the next
+run reuses). The last holder to finish removes the file: it takes the lock
 exclusively, without waiting, and unlinks the file only if that succeeds. A process that opened
 the file before it was removed sees, once it holds the lock, that the path no longer names that
 file, and locks the path's new file instead, so two runs never hold two different files of one
