@@ -181,3 +181,36 @@ def exercised(params, state, votes, spikes, n_inputs_silent):
     assert np.any(state.stability > 0), "no consolidation"
     r0 = cn.resource_of(0.0, params)
     assert np.any(state.r[:, -n_inputs_silent:, :] != r0), "no conservation"
+
+
+def assert_same_run(params, n_classes, x, y, chunks, x_test, sat, *, twin_train, twin_infer,
+                    weight_spread=0.0, seed=0):
+    """Train the kernels and a twin (``twin_train``/``twin_infer``: the NumPy reference, or the
+    kernels on another device) on the same chunks from the same start, then infer on ``x_test``:
+    votes, recorded spikes and every state array must be identical. The start is a fresh state,
+    its weights drawn uniformly from ``[-weight_spread, weight_spread]`` (so that a few samples
+    already fire and learn). Returns the kernels' training votes, spikes and final state."""
+    fast = cn.init_state(params, x.shape[1], n_classes)
+    if weight_spread > 0:
+        w = np.random.default_rng(seed).uniform(-weight_spread, weight_spread, fast.r.shape)
+        fast.r[...] = cn.resource_of(np.clip(w, params.w_min, 0.99 * params.w_max), params)
+        cn.sync_derived(params, fast)
+    twin = fast.copy()
+    votes, spikes = [], []
+    for lo, hi in chunks:
+        chunk = (x[lo:hi], y[lo:hi], np.arange(lo, hi), sat)
+        v_fast, _, rec_fast = cn.train_chunk(params, fast, *chunk, record=True)
+        v_twin, _, rec_twin = twin_train(params, twin, *chunk, record=True)
+        np.testing.assert_array_equal(v_fast, v_twin, err_msg=f"train votes, samples {lo}:{hi}")
+        np.testing.assert_array_equal(rec_fast, rec_twin, err_msg=f"train spikes, {lo}:{hi}")
+        votes.append(v_fast)
+        spikes.append(rec_fast)
+    twin_arrays = cn.state_arrays(twin)
+    for name, array in cn.state_arrays(fast).items():
+        np.testing.assert_array_equal(array, twin_arrays[name], err_msg=f"state.{name}")
+    ids = np.arange(1000, 1000 + len(x_test))
+    v_fast, rec_fast = cn.infer_chunk(params, fast, x_test, ids, sat, record=True)
+    v_twin, rec_twin = twin_infer(params, twin, x_test, ids, sat, record=True)
+    np.testing.assert_array_equal(v_fast, v_twin, err_msg="inference votes")
+    np.testing.assert_array_equal(rec_fast, rec_twin, err_msg="inference spikes")
+    return np.concatenate(votes), np.concatenate(spikes), fast

@@ -9,6 +9,7 @@ columns cut into several blocks and fewer threads than neurons, so the kernels' 
 strided loops are exercised too.
 """
 
+import functools
 import re
 from pathlib import Path
 
@@ -16,8 +17,8 @@ import numpy as np
 import pytest
 
 from pipeline import colanet as cn
-from tests.conftest import (SPEC, SPEC_READINGS, assert_refused, exercised, nonnegative_data,
-                            separable_store)
+from tests.conftest import (SPEC, SPEC_READINGS, assert_refused, assert_same_run, exercised,
+                            nonnegative_data, separable_store)
 
 colanet_cuda = pytest.importorskip("pipeline.colanet_cuda")
 
@@ -38,29 +39,10 @@ def data(n):
 
 
 def assert_same_on_both_devices(params, x, y, chunks, x_test, sat):
-    """Train on the CPU and on the GPU from the same state, then infer on ``x_test``: votes,
-    recorded spikes and every state array must be identical. Returns the training votes, spikes
-    and the final state."""
-    cpu = cn.init_state(params, x.shape[1], N_CLASSES)
-    gpu = cpu.copy()
-    votes, spikes = [], []
-    for lo, hi in chunks:
-        chunk = (x[lo:hi], y[lo:hi], np.arange(lo, hi), sat)
-        v_cpu, _, rec_cpu = cn.train_chunk(params, cpu, *chunk, record=True)
-        v_gpu, _, rec_gpu = cn.train_chunk(params, gpu, *chunk, record=True, device="cuda")
-        np.testing.assert_array_equal(v_gpu, v_cpu, err_msg=f"train votes, samples {lo}:{hi}")
-        np.testing.assert_array_equal(rec_gpu, rec_cpu, err_msg=f"train spikes, {lo}:{hi}")
-        votes.append(v_cpu)
-        spikes.append(rec_cpu)
-    gpu_arrays = cn.state_arrays(gpu)
-    for name, array in cn.state_arrays(cpu).items():
-        np.testing.assert_array_equal(gpu_arrays[name], array, err_msg=f"state.{name}")
-    ids = np.arange(1000, 1000 + len(x_test))
-    v_cpu, rec_cpu = cn.infer_chunk(params, cpu, x_test, ids, sat, record=True)
-    v_gpu, rec_gpu = cn.infer_chunk(params, cpu, x_test, ids, sat, record=True, device="cuda")
-    np.testing.assert_array_equal(v_gpu, v_cpu, err_msg="inference votes")
-    np.testing.assert_array_equal(rec_gpu, rec_cpu, err_msg="inference spikes")
-    return np.concatenate(votes), np.concatenate(spikes), cpu
+    """:func:`tests.conftest.assert_same_run` with the kernels on the GPU as the twin."""
+    return assert_same_run(params, N_CLASSES, x, y, chunks, x_test, sat,
+                           twin_train=functools.partial(cn.train_chunk, device="cuda"),
+                           twin_infer=functools.partial(cn.infer_chunk, device="cuda"))
 
 
 def test_plasticity_on_matches_cpu_kernels():

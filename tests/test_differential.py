@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from pipeline import colanet as cn
 from pipeline import colanet_reference as ref
 from tests.conftest import SPEC, SPEC_READINGS, exercised, nonnegative_data
+from tests.conftest import assert_same_run as same_run
 
 #: The original named choices, and the readings of the spec (ColanetConfig's docstring).
 CHOICE_VALUES = {"coder": ("accumulator", "bernoulli"), "carry_accumulator": (False, True),
@@ -48,35 +49,9 @@ READINGS = grid(READING_VALUES)
 
 
 def assert_same_run(params, n_classes, x, y, chunks, x_test, sat, weight_spread=0.0, seed=0):
-    """Train kernels and reference on the same chunks from the same start, then infer on
-    ``x_test``: votes, recorded spikes and every state array must be identical. The start is a
-    fresh state, its weights drawn uniformly from ``[-weight_spread, weight_spread]`` (so that a
-    few samples already fire and learn). Returns the kernels' training votes, spikes and final
-    state."""
-    fast = cn.init_state(params, x.shape[1], n_classes)
-    if weight_spread > 0:
-        w = np.random.default_rng(seed).uniform(-weight_spread, weight_spread, fast.r.shape)
-        fast.r[...] = cn.resource_of(np.clip(w, params.w_min, 0.99 * params.w_max), params)
-        cn.sync_derived(params, fast)
-    slow = fast.copy()
-    votes, spikes = [], []
-    for lo, hi in chunks:
-        chunk = (x[lo:hi], y[lo:hi], np.arange(lo, hi), sat)
-        v_fast, _, rec_fast = cn.train_chunk(params, fast, *chunk, record=True)
-        v_slow, _, rec_slow = ref.train_chunk(params, slow, *chunk, record=True)
-        np.testing.assert_array_equal(v_fast, v_slow, err_msg=f"train votes, samples {lo}:{hi}")
-        np.testing.assert_array_equal(rec_fast, rec_slow, err_msg=f"train spikes, {lo}:{hi}")
-        votes.append(v_fast)
-        spikes.append(rec_fast)
-    slow_arrays = cn.state_arrays(slow)
-    for name, array in cn.state_arrays(fast).items():
-        np.testing.assert_array_equal(array, slow_arrays[name], err_msg=f"state.{name}")
-    ids = np.arange(1000, 1000 + len(x_test))
-    v_fast, rec_fast = cn.infer_chunk(params, fast, x_test, ids, sat, record=True)
-    v_slow, rec_slow = ref.infer_chunk(params, slow, x_test, ids, sat, record=True)
-    np.testing.assert_array_equal(v_fast, v_slow, err_msg="inference votes")
-    np.testing.assert_array_equal(rec_fast, rec_slow, err_msg="inference spikes")
-    return np.concatenate(votes), np.concatenate(spikes), fast
+    """:func:`tests.conftest.assert_same_run` with the NumPy reference as the twin."""
+    return same_run(params, n_classes, x, y, chunks, x_test, sat, twin_train=ref.train_chunk,
+                    twin_infer=ref.infer_chunk, weight_spread=weight_spread, seed=seed)
 
 
 @st.composite
