@@ -12,9 +12,14 @@ This one run, on this machine, measures:
   memory) on synthetic stores of ``--memory-rows`` train rows, each in a fresh process; peak RSS
   from ``ru_maxrss``. Goal: flat, largest / smallest <= 1.1;
 * **1000 classes**: the same stage on a synthetic store of ``--classes`` classes and ``--dim``
-  features, with samples/s, peak memory and accuracy.
+  features, with samples/s, peak memory and accuracy: in one process (all threads), then with
+  ``--cluster local:W`` (``--workers``, 2 by default), where the copies train in W groups on W
+  worker processes of cores / W threads each (:class:`pipeline.training.WorkerCopies`; the same
+  model, bit for bit). Figure of merit: training samples/s on W workers / in one process. Both
+  runs share this machine's cores, so the ratio shows what splitting the copies costs or gains
+  here; on W machines each group would have a machine's cores to itself.
 
-    python bench/scale.py [--limit 256] [--memory-rows 10000,1000000] [--skip-embed]
+    python bench/scale.py [--limit 256] [--memory-rows 10000,1000000] [--workers 2] [--skip-embed]
                           [--skip-memory] [--skip-classes] [--out data/bench/scale.json]
 """
 
@@ -72,22 +77,25 @@ def embed_scaling(limit: int, batch: int, log) -> dict:
 
 
 # --- stage two in a fresh process ------------------------------------------------------------------
-def train_child(store: str, runs: str, m: int, e: int, checkpoint_every: int) -> None:
-    """Run in a fresh process: the whole train-snn stage; print JSON with its peak RSS."""
+def train_child(store: str, runs: str, m: int, e: int, checkpoint_every: int,
+                cluster: str) -> None:
+    """Run in a fresh process: the whole train-snn stage (``cluster``: "none" or local:N); print
+    JSON with its peak RSS (this process's: not the workers')."""
     started = time.perf_counter()
     metrics = train_run(store, ColanetConfig(m=m, e=e),
                         TrainConfig(runs_dir=runs, run="r", skip_baselines=True,
-                                    checkpoint_every=checkpoint_every))
+                                    checkpoint_every=checkpoint_every),
+                        ClusterConfig(cluster=None if cluster == "none" else cluster))
     print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "wall_seconds": time.perf_counter() - started, "n_train": metrics["n_train"],
                       "n_test": metrics["n_test"], "seconds": metrics["seconds"],
                       "snn_accuracy": metrics["snn_accuracy"]}))
 
 
-def run_stage(store: str, m: int, e: int, checkpoint_every: int) -> dict:
+def run_stage(store: str, m: int, e: int, checkpoint_every: int, cluster: str = "none") -> dict:
     with tempfile.TemporaryDirectory() as runs:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--train-child", store, runs,
-               str(m), str(e), str(checkpoint_every)]
+               str(m), str(e), str(checkpoint_every), cluster]
         # Linux hands the parent's peak RSS at fork to the child's ru_maxrss (it survives exec),
         # so the child is forked by a small shell rather than by this (large) process.
         cmd = ["/bin/sh", "-c", '"$@"; exit $?', "sh", *cmd]
@@ -119,18 +127,26 @@ def memory_scaling(rows: list[int], dim: int, log) -> dict:
             "ratio": ratio, "target": TARGET_MEMORY, "meets": ratio <= TARGET_MEMORY}
 
 
-def many_classes(classes: int, dim: int, m: int, e: int, per_class: int, log) -> dict:
+def many_classes(classes: int, dim: int, m: int, e: int, per_class: int, workers: int,
+                 log) -> dict:
+    runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         store = synthetic_store(f"{tmp}/classes-{classes}.zarr", classes * per_class, 2 * classes,
                                 dim, classes)
-        run = run_stage(store, m=m, e=e, checkpoint_every=10_000)
-    run.update(classes=classes, dim=dim, m=m, e=e,
-               train_samples_per_s=run["n_train"] / run["seconds"]["train"],
-               eval_samples_per_s=run["n_test"] / run["seconds"]["snn_eval"])
-    log(f"[classes] {classes} classes, D {dim}, M {m}, E {e}: train {run['train_samples_per_s']:.1f} "
-        f"samples/s, eval {run['eval_samples_per_s']:.1f} samples/s, peak RSS "
-        f"{run['maxrss_mb']:.0f} MB, accuracy {run['snn_accuracy']:.3f}")
-    return run
+        for cluster in ("none", f"local:{workers}"):
+            run = run_stage(store, m=m, e=e, checkpoint_every=10_000, cluster=cluster)
+            run.update(train_samples_per_s=run["n_train"] / run["seconds"]["train"],
+                       eval_samples_per_s=run["n_test"] / run["seconds"]["snn_eval"])
+            log(f"[classes] {classes} classes, D {dim}, M {m}, E {e}, {cluster}: train "
+                f"{run['train_samples_per_s']:.1f} samples/s, eval "
+                f"{run['eval_samples_per_s']:.1f} samples/s, peak RSS {run['maxrss_mb']:.0f} MB "
+                f"(this process), accuracy {run['snn_accuracy']:.3f}")
+            runs[cluster] = run
+    one, spread = runs["none"], runs[f"local:{workers}"]
+    return {**one, "classes": classes, "dim": dim, "m": m, "e": e, "workers": workers,
+            "on_workers": spread, "same_accuracy": spread["snn_accuracy"] == one["snn_accuracy"],
+            "train_ratio_workers_over_one": spread["train_samples_per_s"]
+            / one["train_samples_per_s"]}
 
 
 def main() -> None:
@@ -144,15 +160,17 @@ def main() -> None:
     p.add_argument("--m", type=int, default=10)
     p.add_argument("--e", type=int, default=15)
     p.add_argument("--per-class", type=int, default=3, help="train samples per class")
+    p.add_argument("--workers", type=int, default=2,
+                   help="worker processes the 1000-class copies also train on")
     p.add_argument("--skip-embed", action="store_true")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-classes", action="store_true")
     p.add_argument("--out", default="data/bench/scale.json")
-    p.add_argument("--train-child", nargs=5, help=argparse.SUPPRESS)
+    p.add_argument("--train-child", nargs=6, help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.train_child:
-        store, runs, m, e, every = a.train_child
-        train_child(store, runs, int(m), int(e), int(every))
+        store, runs, m, e, every, cluster = a.train_child
+        train_child(store, runs, int(m), int(e), int(every), cluster)
         return
 
     def log(msg):
@@ -166,7 +184,8 @@ def main() -> None:
         result["memory"] = memory_scaling([int(v) for v in a.memory_rows.split(",")],
                                           a.memory_dim, log)
     if not a.skip_classes:
-        result["classes"] = many_classes(a.classes, a.dim, a.m, a.e, a.per_class, log)
+        result["classes"] = many_classes(a.classes, a.dim, a.m, a.e, a.per_class, a.workers,
+                                         log)
     result["wall_seconds"] = time.perf_counter() - started
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(result, indent=2))
@@ -186,6 +205,11 @@ def main() -> None:
               f"{c['n_test']} test): train {c['train_samples_per_s']:.1f} samples/s, eval "
               f"{c['eval_samples_per_s']:.1f} samples/s, peak RSS {c['maxrss_mb']:.0f} MB, "
               f"accuracy {c['snn_accuracy']:.3f}")
+        w = c["on_workers"]
+        print(f"  copies on {c['workers']} workers: train {w['train_samples_per_s']:.1f} "
+              f"samples/s ({c['train_ratio_workers_over_one']:.2f}x one process), eval "
+              f"{w['eval_samples_per_s']:.1f} samples/s, accuracy {w['snn_accuracy']:.3f} "
+              f"({'the same' if c['same_accuracy'] else 'DIFFERENT'})")
     print(f"wall {result['wall_seconds']:.1f} s -> {a.out}")
 
 

@@ -680,6 +680,38 @@ def state_from_arrays(arrays) -> ColanetState:
     return st
 
 
+def copy_groups(n_copies: int, n_groups: int) -> list[range]:
+    """The copies split into ``min(n_groups, n_copies)`` contiguous groups of near-equal size,
+    larger ones first (13 copies in 2 groups: 0..6 and 7..12)."""
+    n = max(1, min(n_groups, n_copies))
+    sizes = [n_copies // n + (g < n_copies % n) for g in range(n)]
+    starts = np.cumsum([0, *sizes])
+    return [range(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:])]
+
+
+def copy_group(state: ColanetState, copies: range) -> ColanetState:
+    """The state of ``copies`` (a contiguous range) alone, as a new state (copied arrays): the
+    per-copy arrays sliced, the shared ones (the input's arrival history and accumulator) and
+    the counters as they are. Train it with ``train_chunk(..., copies=copies)``."""
+    return state_from_arrays({
+        name: np.array(array[copies.start:copies.stop] if AXES[STATE_ARRAYS[name].axes][0] == "E"
+                       else array) if name in STATE_ARRAYS else array
+        for name, array in state_arrays(state).items()})
+
+
+def put_copy_group(state: ColanetState, group: ColanetState, copies: range) -> None:
+    """Write a group's state (:func:`copy_group`) back into the whole ``state`` (in place): its
+    copies' arrays, and the shared arrays and counters (equal in every group)."""
+    for name, a in STATE_ARRAYS.items():
+        target = getattr(state, name)
+        if AXES[a.axes][0] == "E":
+            target[copies.start:copies.stop] = getattr(group, name)
+        else:
+            target[...] = getattr(group, name)
+    for name in COUNTERS:
+        setattr(state, name, getattr(group, name))
+
+
 def state_from_checkpoint(arrays, config: ColanetConfig, n_inputs: int, n_classes: int
                           ) -> ColanetState:
     """Inverse of :func:`checkpoint_arrays` (accepts an ``np.load`` result; other arrays in it
@@ -718,14 +750,15 @@ def _check_state_shapes(st: ColanetState) -> None:
         raise ValueError(f"state: {N} neurons do not split into {C} columns")
 
 
-def kernel_params(params: ColanetConfig, n_inputs: int) -> K.KernelParams:
+def kernel_params(params: ColanetConfig, n_inputs: int, first_copy: int = 0) -> K.KernelParams:
     """The hyperparameters as the kernels' one typed record, for ``n_inputs`` inputs: the
     config's values, with ``leak = 1 - 1/tau``, ``span = w_max - w_min``, the resolved gain,
     ``period``, the named choices as flags, and the readings' windows resolved:
     ``gate_ticks`` (``block_ticks`` when None), ``syn_lookback`` (a contribution window starts
     ``syn_lookback`` ticks before its first spike: ``t_syn``, or ``t_syn - 1`` with
     ``syn_window="t_syn"``) and ``block_span`` (a block lasts until ``t + block_span``:
-    ``block_ticks``, or ``block_ticks + 1`` with ``block_span="block_ticks"``)."""
+    ``block_ticks``, or ``block_ticks + 1`` with ``block_span="block_ticks"``); ``first_copy``:
+    the ensemble index of the state's copy 0 (a state of a group of copies, :func:`copy_group`)."""
     return K.KernelParams(
         leak=1.0 - 1.0 / params.tau, theta0=params.theta0, k_thr=params.k_thr,
         s_stim=params.s_stim, w_min=params.w_min, span=params.w_max - params.w_min,
@@ -743,18 +776,24 @@ def kernel_params(params: ColanetConfig, n_inputs: int) -> K.KernelParams:
         fire_all=params.firing == "all_above_threshold",
         theta_at_ah_only=params.theta_refresh == "anti_hebbian",
         gate_in_sample=params.gate_scope == "sample", gate_ticks=params.resolved_gate_ticks,
-        copy_share=params.copy_share)
+        copy_share=params.copy_share, first_copy=first_copy)
 
 
-def check_batch(params: ColanetConfig, state: ColanetState, x, sample_index, sat, y=None):
+def check_batch(params: ColanetConfig, state: ColanetState, x, sample_index, sat, y=None,
+                copies: range | None = None):
     """Validate and convert a chunk: returns ``(x float32 (B,D), y int64 (B,)
     or None, sample_index int64 (B,), sat float)``; raises ValueError with the
-    offending value otherwise."""
+    offending value otherwise. ``copies``: the ensemble copies the state holds (None: all)."""
     _check_state_shapes(state)
     E, D, N = state.r.shape
     C = state.n_classes
-    if E != params.e or N != C * params.m:
-        raise ValueError(f"state has E={E}, N={N}, C={C}; params want e={params.e}, m={params.m} "
+    copies = range(params.e) if copies is None else copies
+    if copies.step != 1 or not 0 <= copies.start < copies.stop <= params.e:
+        raise ValueError(f"copies={copies!r}: must be a contiguous range within the "
+                         f"{params.e} copies")
+    if E != len(copies) or N != C * params.m:
+        raise ValueError(f"state has E={E}, N={N}, C={C}; params want {len(copies)} copies "
+                         f"({copies.start}..{copies.stop - 1} of e={params.e}), m={params.m} "
                          f"(N = C*m = {C * params.m})")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] != D:
@@ -825,7 +864,7 @@ def _kernels(device: str):
 
 
 def train_chunk(params: ColanetConfig, state: ColanetState, x, y, sample_index, sat, record=False,
-                device: str = "cpu"):
+                device: str = "cpu", copies: range | None = None):
     """Train on a chunk of samples, in order, updating ``state`` in place.
 
     ``x`` (B, D) features, ``y`` (B,) labels in [0, C), ``sample_index`` (B,)
@@ -835,12 +874,14 @@ def train_chunk(params: ColanetConfig, state: ColanetState, x, y, sample_index, 
     ``record=True`` returns ``(votes, state, spikes)``, spikes (B, P, E, N)
     bool = every L spike (forced ones included) at local tick k.
     Splitting a chunk into several calls gives the identical result, and so does ``device``
-    (``"cpu"`` or ``"cuda"``: :data:`DEVICES`).
+    (``"cpu"`` or ``"cuda"``: :data:`DEVICES`). ``copies``: the ensemble copies ``state`` holds,
+    a contiguous range (None: all ``params.e``); a group's votes and state are exactly those
+    copies' in the whole ensemble (:func:`copy_group`), since copies share only the input.
     """
-    x, y, sample_index, sat = check_batch(params, state, x, sample_index, sat, y)
+    x, y, sample_index, sat = check_batch(params, state, x, sample_index, sat, y, copies)
     B, D = x.shape
     E, N, P = state.n_copies, state.n_neurons, params.period
-    hp = kernel_params(params, D)
+    hp = kernel_params(params, D, 0 if copies is None else copies.start)
     pat = K.encode_chunk(x, sat, sample_index, state.acc, hp, False)
     bits0 = K.history_chunk(state.arrival_bits, pat, P)
     rec = np.zeros((B, P, E, N), bool) if record else None
@@ -854,17 +895,18 @@ def train_chunk(params: ColanetConfig, state: ColanetState, x, y, sample_index, 
 
 
 def infer_chunk(params: ColanetConfig, state: ColanetState, x, sample_index, sat, record=False,
-                device: str = "cpu"):
+                device: str = "cpu", copies: range | None = None):
     """Votes (B, E, C) int32 with plasticity frozen; ``state`` is not modified.
 
     Each sample starts from a fresh neuron state (u = 0, no burst, no block,
     accumulator 0) and uses noise stream 1, so predictions do not depend on
     order, chunking or ``device``.  With ``record=True`` returns ``(votes, spikes)``.
+    ``copies``: as in :func:`train_chunk`.
     """
-    x, _, sample_index, sat = check_batch(params, state, x, sample_index, sat)
+    x, _, sample_index, sat = check_batch(params, state, x, sample_index, sat, None, copies)
     B, D = x.shape
     E, N, P = state.n_copies, state.n_neurons, params.period
-    hp = kernel_params(params, D)
+    hp = kernel_params(params, D, 0 if copies is None else copies.start)
     pat = K.encode_chunk(x, sat, sample_index, np.zeros(D), hp, True)
     rec = np.zeros((B, P, E, N), bool) if record else None
     votes = _kernels(device).infer_kernel(hp, state.w, state.theta_add, state.n_classes, pat,

@@ -306,7 +306,7 @@ def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, columns_per_block
         gate = False  # read by thread 0 only
         for k in range(hp.period):
             t = t0 + k
-            tick_key = np.uint64(K.noise_tick_key(hp.seed, e, K.TRAIN_NOISE,
+            tick_key = np.uint64(K.noise_tick_key(hp.seed, hp.first_copy + e, K.TRAIN_NOISE,
                                                   arrivals.sample_index[b], k))
             inputs_now = K.arrives(arrivals.arriving[b], k)
             for n in range(n_lo + tid, n_hi, step):  # steps 2 and 3
@@ -386,7 +386,7 @@ def infer_chunk_body(hp, arrivals, chunk, scratch, columns_per_block, rec):
         cuda.syncthreads()
         for k in range(hp.period):
             t = k  # every sample starts at tick 0
-            tick_key = np.uint64(K.noise_tick_key(hp.seed, e, K.INFER_NOISE,
+            tick_key = np.uint64(K.noise_tick_key(hp.seed, hp.first_copy + e, K.INFER_NOISE,
                                                   arrivals.sample_index[b], k))
             inputs_now = K.arrives(arrivals.arriving[b], k)
             for n in range(n_lo + tid, n_hi, step):

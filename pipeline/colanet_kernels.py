@@ -115,6 +115,10 @@ class KernelParams(NamedTuple):
     gate_in_sample: bool  # gate_scope "sample" (else the window of gate_ticks)
     gate_ticks: int  # the GATE's silence after an OUT spike (gate_scope "window")
     copy_share: float  # each copy learns from this share of the training samples (bagging)
+    # The ensemble index of the state's copy 0: a state may hold a contiguous group of the
+    # copies (copies trained on different workers); noise and bagging are keyed by the ensemble
+    # index, so a group learns and votes exactly as those copies of the whole ensemble do.
+    first_copy: int
 
 
 class TrainScratch(NamedTuple):
@@ -216,13 +220,14 @@ def coder_tick_key(seed, sample_index, k):
 
 @njit(cache=True)
 def sits_out(hp, copy, sample_index):
-    """Bagging: copy ``copy`` sits training sample ``sample_index`` out (it neither learns from
-    it nor votes on it) when ``unit_float(absorb(absorb(absorb(BAG, seed), copy), sample_index))
-    >= copy_share``; never with ``copy_share`` 1."""
+    """Bagging: the state's copy ``copy`` (ensemble copy ``e = first_copy + copy``) sits training
+    sample ``sample_index`` out (it neither learns from it nor votes on it) when
+    ``unit_float(absorb(absorb(absorb(BAG, seed), e), sample_index)) >= copy_share``; never with
+    ``copy_share`` 1."""
     if hp.copy_share >= 1.0:
         return False
     h = absorb(_BAG_DOMAIN, np.uint64(hp.seed))
-    h = absorb(h, np.uint64(copy))
+    h = absorb(h, np.uint64(hp.first_copy + copy))
     return unit_float(absorb(h, np.uint64(sample_index))) >= hp.copy_share
 
 
@@ -975,7 +980,8 @@ def train_sample(hp, s, e, b, pat, bits0, label, t0, sample_index, neuron_key, s
     gate = False
     for k in range(hp.period):
         t = t0 + k
-        leak_and_noise(u, hp, noise_tick_key(hp.seed, e, TRAIN_NOISE, sample_index, k), neuron_key)
+        tick_key = noise_tick_key(hp.seed, hp.first_copy + e, TRAIN_NOISE, sample_index, k)
+        leak_and_noise(u, hp, tick_key, neuron_key)
         if arrives(arriving, k):
             refresh_stale_currents(scratch, k, t, hp.m, block_until, block_by)
             add_input(u, scratch.current[k], hp, t, block_until, block_by)
@@ -1006,7 +1012,8 @@ def infer_sample(hp, w, theta_add, e, b, pat, sample_index, neuron_key, scratch,
     arriving = sample_currents(w, pat, scratch.current)
     for k in range(hp.period):
         t = k  # every sample starts at tick 0
-        leak_and_noise(u, hp, noise_tick_key(hp.seed, e, INFER_NOISE, sample_index, k), neuron_key)
+        tick_key = noise_tick_key(hp.seed, hp.first_copy + e, INFER_NOISE, sample_index, k)
+        leak_and_noise(u, hp, tick_key, neuron_key)
         if arrives(arriving, k):
             add_input(u, scratch.current[k], hp, t, block_until, block_by)
         for c in range(block_until.shape[0]):

@@ -4,7 +4,8 @@ One loop learns (:func:`fit_stream`, over a store; :func:`fit_stretches`, over a
 rows) and one predicts (:func:`predict_stream`, through :func:`vote`); train-snn, tune, report,
 the benchmarks and the scikit-learn estimator (:mod:`pipeline.estimator`) all go through them. :func:`train_run` is a whole run: it checks the
 store, claims the run folder, resumes from the checkpoint (the whole resumable state: resources,
-neuron state, counters, cursor, the resolved model configuration), learns, checkpoints every
+neuron state, counters, cursor, the resolved model configuration), learns (with a dask cluster,
+groups of the copies on its workers: :class:`WorkerCopies`, the same model), checkpoints every
 ``checkpoint_every`` samples and on SIGINT/SIGTERM, evaluates with plasticity frozen beside the
 baselines, and writes ``config.json``, ``metrics.json``, plots and ``report.html``.
 """
@@ -28,10 +29,10 @@ from pipeline import plots
 from pipeline.baselines import linear_probe, nearest_class_mean
 from pipeline.checkpoint import (check_arrays, load_checkpoint, remove_stale_temporaries,
                                  save_checkpoint)
-from pipeline.cluster import connect
+from pipeline.cluster import connect, local_workers, task_threads
 from pipeline.colanet import (ColanetConfig, ColanetState, checkpoint_arrays, checkpoint_schema,
-                              infer_chunk, init_state, ranked_classes, readout,
-                              state_from_checkpoint, train_chunk)
+                              copy_group, copy_groups, infer_chunk, init_state, put_copy_group,
+                              ranked_classes, readout, state_from_checkpoint, train_chunk)
 from pipeline.html_report import write_html_report
 from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
 from pipeline.errors import UserError
@@ -174,11 +175,14 @@ def new_model(store: EmbeddingStore, config: ColanetConfig, *, stop: int | None 
 
 def fit_stream(store: EmbeddingStore, config: ColanetConfig, state: ColanetState,
                progress: Progress, *, stop: int | None = None, max_rows: int | None = None,
-               passes: int = 1, device: str = "cpu") -> Iterator[Batch]:
+               passes: int = 1, device: str = "cpu", workers: "WorkerCopies | None" = None
+               ) -> Iterator[Batch]:
     """Learn train rows ``progress.cursor:stop`` online, a stretch at a time (``max_rows`` at most),
     ``passes`` times; after each stretch ``state`` (in place) and ``progress`` hold it, and the
     stretch is yielded (the caller may checkpoint or stop there). ``device``: where the simulator
-    runs (``"cpu"`` or ``"cuda"``, the same results).
+    runs (``"cpu"`` or ``"cuda"``, the same results). With ``workers`` the copies learn on dask
+    workers instead (:class:`WorkerCopies`: the same results): ``state`` is then brought up to
+    date only by ``workers.collect(state)``.
 
     The first pass goes in store order (``order="store"``). Each later pass, and every pass of
     ``order="balanced"``, presents each stretch in a seeded order with new sample ids
@@ -192,7 +196,8 @@ def fit_stream(store: EmbeddingStore, config: ColanetConfig, state: ColanetState
         config, state, progress,
         lambda cursor: as_columns(iter_batches(store, "train", cursor, max_rows=max_rows,
                                                stop=stop), columns, progress.first_id),
-        total_rows=store_rows(store), repeats=repeats, passes=passes, device=device)
+        total_rows=store_rows(store), repeats=repeats, passes=passes, device=device,
+        workers=workers)
 
 
 def label_columns(store: EmbeddingStore, classes: list[str]) -> np.ndarray:
@@ -212,7 +217,8 @@ def as_columns(batches: Iterable[Batch], columns: np.ndarray, first_id: int = 0
 
 def fit_stretches(config: ColanetConfig, state: ColanetState, progress: Progress,
                   stretches: Callable[[int], Iterable[Batch]], *, total_rows: int,
-                  repeats: np.ndarray, passes: int = 1, device: str = "cpu") -> Iterator[Batch]:
+                  repeats: np.ndarray, passes: int = 1, device: str = "cpu",
+                  workers: "WorkerCopies | None" = None) -> Iterator[Batch]:
     """The online loop of :func:`fit_stream` over any source of train rows: ``stretches(cursor)``
     gives the rows from ``cursor`` on, a stretch at a time (:func:`iter_batches` of a store,
     :func:`array_batches` of in-memory arrays); ``total_rows`` is the id stride of later
@@ -221,7 +227,7 @@ def fit_stretches(config: ColanetConfig, state: ColanetState, progress: Progress
         for batch in stretches(progress.cursor):
             yield _learn(config, state, progress,
                          _presented(config, batch, progress.pass_index, total_rows, repeats),
-                         device)
+                         device, workers)
         if progress.pass_index + 1 >= passes:
             return
         progress.pass_index += 1
@@ -277,17 +283,85 @@ def _presented(config: ColanetConfig, batch: Batch, pass_index: int, total_rows:
 
 
 def _learn(config: ColanetConfig, state: ColanetState, progress: Progress, batch: Batch,
-           device: str = "cpu") -> Batch:
-    """One stretch of the online pass: answer each sample, then learn it (in place)."""
+           device: str = "cpu", workers: "WorkerCopies | None" = None) -> Batch:
+    """One stretch of the online pass: answer each sample, then learn it (in place, or on the
+    ``workers``)."""
     started = time.perf_counter()
-    votes, _ = train_chunk(config, state, progress.coding.inputs(batch.features), batch.labels,
-                           batch.sample_id, progress.coding.sat, device=device)
+    inputs = progress.coding.inputs(batch.features)
+    if workers is None:
+        votes, _ = train_chunk(config, state, inputs, batch.labels, batch.sample_id,
+                               progress.coding.sat, device=device)
+    else:
+        votes = workers.learn(inputs, batch.labels, batch.sample_id, progress.coding.sat)
     pred, answered = readout(votes)
     progress.online_correct = np.concatenate([progress.online_correct, pred == batch.labels])
     progress.online_answered = np.concatenate([progress.online_answered, answered])
     progress.cursor = batch.stop
     progress.train_seconds += time.perf_counter() - started
     return batch
+
+
+def train_group_task(config: ColanetConfig, group: ColanetState, copies: range, inputs, labels,
+                     sample_id, sat, threads: int | None, device: str
+                     ) -> tuple[ColanetState, np.ndarray]:
+    """A dask task: one group of copies (:func:`pipeline.colanet.copy_group`) learns a stretch.
+    Returns the group's new state (a copy: a task never changes its inputs, which dask may hold)
+    and its votes summed over its copies, (B, 1, C) int32."""
+    if threads:
+        numba.set_num_threads(threads)
+    group = group.copy()
+    votes, _ = train_chunk(config, group, inputs, labels, sample_id, sat, device=device,
+                           copies=copies)
+    return group, votes.sum(axis=1, keepdims=True, dtype=np.int32)
+
+
+class WorkerCopies:
+    """The ensemble's copies learning on dask workers: contiguous groups of copies
+    (:func:`pipeline.colanet.copy_groups`, one per worker), each group's state held by its worker
+    between stretches. Copies share only the input, and noise and bagging are keyed by a copy's
+    index in the ensemble, so each stretch's summed votes and the collected state are exactly
+    those of one process (tests/test_scale.py); only the stretch's rows travel to the workers and
+    the votes back, and the whole state once at each checkpoint (:meth:`collect`)."""
+
+    def __init__(self, client, config: ColanetConfig, state: ColanetState, *,
+                 threads: int | None = None, device: str = "cpu"):
+        workers = sorted(client.scheduler_info()["workers"])
+        if not workers:
+            raise UserError("the dask cluster has no workers: start some (`dask worker ADDRESS`)"
+                            " or use --cluster local:N")
+        self.client, self.config, self.threads, self.device = client, config, threads, device
+        self.groups = copy_groups(state.n_copies, len(workers))
+        self.workers = workers[:len(self.groups)]
+        self.states = [client.scatter(copy_group(state, copies), workers=[worker], hash=False)
+                       for copies, worker in zip(self.groups, self.workers)]
+
+    def describe(self) -> str:
+        """E.g. "13 copies as 2 groups on 2 dask workers (copies 0-6, 7-12)"."""
+        n = self.groups[-1].stop
+        spans = ", ".join(f"{g.start}-{g.stop - 1}" if len(g) > 1 else f"{g.start}"
+                          for g in self.groups)
+        return (f"{n} copies as {len(self.groups)} group{'s' * (len(self.groups) > 1)} on "
+                f"{len(self.workers)} dask worker{'s' * (len(self.workers) > 1)} (copies {spans})")
+
+    def learn(self, inputs, labels, sample_id, sat) -> np.ndarray:
+        """Every group learns the stretch; returns the votes summed per group, (B, groups, C)."""
+        from operator import getitem
+
+        rows = self.client.scatter([np.ascontiguousarray(inputs), labels, sample_id],
+                                   broadcast=True, workers=self.workers, hash=False)
+        done = [self.client.submit(train_group_task, self.config, group, copies, *rows, sat,
+                                   self.threads, self.device, workers=[worker], pure=False)
+                for group, copies, worker in zip(self.states, self.groups, self.workers)]
+        self.states = [self.client.submit(getitem, d, 0, workers=[w], pure=False)
+                       for d, w in zip(done, self.workers)]
+        votes = self.client.gather([self.client.submit(getitem, d, 1, workers=[w], pure=False)
+                                    for d, w in zip(done, self.workers)])
+        return np.concatenate(votes, axis=1)
+
+    def collect(self, state: ColanetState) -> None:
+        """Bring ``state`` (in place) up to date with every group's."""
+        for copies, group in zip(self.groups, self.client.gather(self.states)):
+            put_copy_group(state, group, copies)
 
 
 def predict_stream(store: EmbeddingStore, split: str, config: ColanetConfig, state: ColanetState,
@@ -487,14 +561,26 @@ class _StopRequested:
 
 
 def train_from(store: EmbeddingStore, config: ColanetConfig, run_cfg: TrainConfig, run_dir: Path,
-               state: ColanetState, progress: Progress, *, stop_after_samples: int | None = None
-               ) -> bool:
+               state: ColanetState, progress: Progress, *, stop_after_samples: int | None = None,
+               client=None, threads: int | None = None) -> bool:
     """The online pass from ``progress.cursor`` to the end of the train split, checkpointing every
     ``checkpoint_every`` samples, on a signal (then KeyboardInterrupt) and at the end; returns
     whether the pass is complete. ``stop_after_samples`` stops early with a checkpoint: a
-    stand-in for an interruption in tests."""
+    stand-in for an interruption in tests. With a dask ``client`` the copies learn on its
+    workers (:class:`WorkerCopies`, ``threads`` simulator threads each; None: the worker's
+    default), with the same results."""
     ckpt = run_dir / CHECKPOINT
     n_rows = store.split("train")["features"].shape[0]
+
+    # The bar counts train rows over all passes (the balanced order presents some rows more
+    # than once: counting presentations would run past the total).
+    def rows_done() -> int:
+        return progress.pass_index * n_rows + progress.cursor
+
+    workers = None
+    if client is not None and rows_done() < run_cfg.passes * n_rows:
+        workers = WorkerCopies(client, config, state, threads=threads, device=run_cfg.snn_device)
+        print(f"train-snn: training {workers.describe()}", file=sys.stderr)
     learned_now, since_checkpoint = 0, 0
     progress.compile_seconds = compile_simulator(config, progress.coding,
                                                  store.attrs["encoder"]["feature_dim"],
@@ -512,18 +598,16 @@ def train_from(store: EmbeddingStore, config: ColanetConfig, run_cfg: TrainConfi
         # seconds are the only ones left out).
         progress.train_seconds += last_save[0]
         started = time.perf_counter()
+        if workers is not None:
+            workers.collect(state)
         save_progress(ckpt, store, config, state, progress)
         last_save[0] = time.perf_counter() - started
-
-    # The bar counts train rows over all passes (the balanced order presents some rows more
-    # than once: counting presentations would run past the total).
-    def rows_done() -> int:
-        return progress.pass_index * n_rows + progress.cursor
 
     with _StopRequested() as stop, tqdm(total=n_rows * run_cfg.passes, initial=rows_done(),
                                         unit="row", desc="train-snn", dynamic_ncols=True) as bar:
         for batch in fit_stream(store, config, state, progress, max_rows=run_cfg.checkpoint_every,
-                                passes=run_cfg.passes, device=run_cfg.snn_device):
+                                passes=run_cfg.passes, device=run_cfg.snn_device,
+                                workers=workers):
             learned_now += len(batch.labels)
             since_checkpoint += len(batch.labels)
             bar.update(rows_done() - bar.n)
@@ -615,26 +699,29 @@ def train_run(store_path: str, config: ColanetConfig, run_cfg: TrainConfig,
             sat = [None if not np.isfinite(v) else float(v) for v in levels.ravel()]  # None: inf
             (run_dir / "config.json").write_text(json.dumps(
                 {"store": store.path, "embed": store.attrs.get("config", {}),
-                 "run": run_cfg.to_dict(), "colanet": config.to_dict(),
-                 "coding": {**progress.coding.to_meta(), "sat": sat if levels.ndim else sat[0]},
+                 "run": run_cfg.to_dict(), "cluster": cluster.to_dict(),
+                 "colanet": config.to_dict(), "coding": {**progress.coding.to_meta(), "sat": sat if levels.ndim else sat[0]},
                  "classes": progress.class_names(store), "init_from": progress.source},
                 indent=2, allow_nan=False))
-            if not train_from(store, config, run_cfg, run_dir, state, progress,
-                              stop_after_samples=stop_after_samples):
-                return None
-            return _evaluate_run(store, eval_split, config, run_cfg, cluster, state, progress,
-                                 run_dir)
+            # One cluster (when asked for) for the online pass and the evaluation.
+            with connect(cluster, stores=(store.path,)) as client:
+                threads = task_threads(cluster) if local_workers(cluster) else None
+                if not train_from(store, config, run_cfg, run_dir, state, progress,
+                                  stop_after_samples=stop_after_samples, client=client,
+                                  threads=threads):
+                    return None
+                return _evaluate_run(store, eval_split, config, run_cfg, client, state,
+                                     progress, run_dir)
 
 
 def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
-                  run_cfg: TrainConfig, cluster: ClusterConfig, state: ColanetState,
+                  run_cfg: TrainConfig, client, state: ColanetState,
                   progress: Progress, run_dir: Path) -> dict[str, Any]:
     seconds = {"train": round(progress.train_seconds, 3),
                "compile": round(progress.compile_seconds, 3)}
     started = time.perf_counter()
-    with connect(cluster, stores=(store.path,)) as client:
-        ranked, y_test = evaluate(store, eval_split, config, state, progress.coding, client,
-                                  k=TOP_K, device=run_cfg.snn_device)
+    ranked, y_test = evaluate(store, eval_split, config, state, progress.coding, client,
+                              k=TOP_K, device=run_cfg.snn_device)
     seconds["snn_eval"] = round(time.perf_counter() - started, 3)
     pred = ranked[:, 0]
     # The model's columns by class name; the store's labels as columns (a model continued with

@@ -395,6 +395,50 @@ def test_same_results_with_one_and_two_threads():
     assert_states_match(results[0][2], results[1][2])
 
 
+@pytest.mark.parametrize("share", [1.0, 0.7])
+def test_copy_groups_learn_and_vote_as_the_whole_ensemble(share):
+    """Copies trained as separate groups (as on different workers) give exactly the whole
+    ensemble's votes and state: noise and bagging are keyed by the ensemble index, not the
+    group's own; a group keyed from 0 instead would differ."""
+    p = cn.ColanetConfig(m=4, e=5, copy_share=share, seed=2)
+    x, y, _ = prototype_data(6, 40)
+    whole = cn.init_state(p, 20, 3)
+    groups = cn.copy_groups(p.e, 2)
+    assert groups == [range(0, 3), range(3, 5)]
+    parts = [cn.copy_group(whole, g) for g in groups]
+    votes = [cn.train_chunk(p, whole, x[:25], y[:25], np.arange(25), 1.0)[0]]
+    votes.append(cn.train_chunk(p, whole, x[25:], y[25:], np.arange(25, 40), 1.0)[0])
+    group_votes = [np.concatenate([cn.train_chunk(p, part, x[a:b], y[a:b], np.arange(a, b), 1.0,
+                                                  copies=g)[0] for a, b in ((0, 25), (25, 40))])
+                   for g, part in zip(groups, parts)]
+    np.testing.assert_array_equal(np.concatenate(group_votes, axis=1), np.concatenate(votes))
+    joined = cn.init_state(p, 20, 3)
+    for g, part in zip(groups, parts):
+        cn.put_copy_group(joined, part, g)
+    assert_states_match(joined, whole)
+    test_x, test_ids = x[:10] * 0.9, np.arange(100, 110)
+    np.testing.assert_array_equal(
+        np.concatenate([cn.infer_chunk(p, part, test_x, test_ids, 1.0, copies=g)
+                        for g, part in zip(groups, parts)], axis=1),
+        cn.infer_chunk(p, whole, test_x, test_ids, 1.0))
+    # keyed by the group's own indices, the second group would learn something else
+    own = cn.copy_group(cn.init_state(p, 20, 3), groups[1])
+    cn.train_chunk(dataclasses.replace(p, e=2), own, x, y, np.arange(40), 1.0)
+    assert not np.array_equal(own.r, parts[1].r)
+
+
+def test_copy_groups_refuse_a_range_outside_the_ensemble():
+    p = cn.ColanetConfig(m=2, e=3)
+    st = cn.copy_group(cn.init_state(p, 4, 2), range(1, 3))
+    x = np.ones((1, 4), np.float32)
+    with pytest.raises(ValueError, match="copies"):
+        cn.train_chunk(p, st, x, [0], [0], 1.0, copies=range(2, 4))
+    with pytest.raises(ValueError, match="E=2.*want 3 copies"):
+        cn.train_chunk(p, st, x, [0], [0], 1.0)  # a group is not the whole ensemble
+    assert [len(g) for g in cn.copy_groups(13, 2)] == [7, 6]
+    assert cn.copy_groups(2, 5) == [range(0, 1), range(1, 2)]
+
+
 # --- mechanics: forcing, dopamine, stability, blocking --------------------------------
 def _quiet_setup(**overrides):
     """8 inputs all spiking on every presentation tick (arrivals at local

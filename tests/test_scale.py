@@ -7,6 +7,8 @@ distributed embed (``tests/test_kill.py``).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from distributed import LocalCluster
@@ -20,7 +22,7 @@ from pipeline.embedding import embed_store
 from stages.inspect import describe
 from pipeline.training import evaluate, fit_stream, new_model
 from stages.train_snn import run_train_snn
-from tests.conftest import assert_same_store, make_image_folder
+from tests.conftest import assert_same_checkpoint, assert_same_store, make_image_folder
 from tests.conftest import separable_store
 
 SMALL = dict(image_size=32, chunk_size=8, batch_size=4)
@@ -110,15 +112,33 @@ def test_cluster_inference_equals_serial(tmp_path, scheduler):
     assert spread[0].shape == (90, 3) and (serial[0][:, 0] == serial[1]).mean() > 0.8
 
 
-def test_train_snn_with_a_cluster_writes_the_same_metrics(tmp_path, scheduler):
-    store = separable_store(tmp_path / "s.zarr", n_train=100, n_test=40)
-    params = ColanetConfig(m=3, e=2)
-    here = run_train_snn(EmbedConfig(out=store.path), TrainConfig(runs_dir=str(tmp_path / "a")),
-                         params)
-    there = run_train_snn(EmbedConfig(out=store.path), TrainConfig(runs_dir=str(tmp_path / "b")),
-                          params, scheduler)
-    for key in ("snn_accuracy", "no_answer_rate", "confusion", "probe_accuracy"):
+def test_copies_trained_on_cluster_workers_equal_one_process(tmp_path, scheduler, capsys):
+    """train-snn with a cluster trains groups of copies on its workers: the checkpoint (the whole
+    state), the online accuracy and the metrics are those of one process, bit for bit, bagging
+    included; a run stopped here resumes on the cluster to the same end."""
+    store = separable_store(tmp_path / "s.zarr", n_train=100, n_test=40, chunk=16)
+    params = ColanetConfig(m=3, e=3, copy_share=0.8)
+
+    def train(runs: str, cluster=ClusterConfig(), **stop):
+        return run_train_snn(EmbedConfig(out=store.path),
+                             TrainConfig(runs_dir=str(tmp_path / runs), checkpoint_every=32),
+                             params, cluster, **stop)
+
+    here = train("a")
+    capsys.readouterr()
+    there = train("b", scheduler)
+    assert "training 3 copies as 2 groups on 2 dask workers (copies 0-1, 2)" in \
+        capsys.readouterr().err
+    assert_same_checkpoint(Path(here["run_dir"]) / "checkpoint.npz",
+                           Path(there["run_dir"]) / "checkpoint.npz")
+    for key in ("snn_accuracy", "online_train_accuracy", "no_answer_rate", "confusion",
+                "probe_accuracy"):
         assert here[key] == there[key], key
+    assert train("c", stop_after_samples=40) is None
+    resumed = train("c", scheduler)
+    assert_same_checkpoint(Path(here["run_dir"]) / "checkpoint.npz",
+                           Path(resumed["run_dir"]) / "checkpoint.npz")
+    assert resumed["online_train_accuracy"] == here["online_train_accuracy"]
 
 
 def test_store_on_a_memory_fsspec_url_embeds_trains_and_matches_local(tmp_path):
