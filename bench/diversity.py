@@ -9,6 +9,9 @@ as in ``annsnn tune``):
 * ``own``: E networks of one copy each, every one with its own balanced draw, its own shuffle and
   its own noise seed, their votes summed: what copies with their own order would do. (The
   engine's copies share one order; ``--copy-share`` bagging is measured by bench/options.py.)
+* with ``--feature-share S``, ``features``: E networks of one copy each on the shared list, every
+  one seeing its own seeded share S of the features (the others zeroed, so that centred on their
+  mean, 0, they never spike), their votes summed: copies on feature subsets.
 
 Both feed their lists to the estimator's in-order ``partial_fit``. Prints each variant's
 validation accuracy per repeat (the repeat seeds the draws)::
@@ -43,7 +46,8 @@ def balanced_list(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return rows[rng.permutation(len(rows))]
 
 
-def score(path: str, variant: str, repeat: int, val_fraction: float, copies: int) -> float:
+def score(path: str, variant: str, repeat: int, val_fraction: float, copies: int,
+          feature_share: float = 1.0) -> float:
     store = EmbeddingStore.open(path)
     first = validation_rows(store, val_fraction)
     x_fit, y_fit = read_rows(store, "train", stop=first)
@@ -54,6 +58,14 @@ def score(path: str, variant: str, repeat: int, val_fraction: float, copies: int
         model = ColanetClassifier(e=copies, seed=repeat).partial_fit(x_fit[rows], y_fit[rows],
                                                                      classes=classes)
         total = model.votes(x_val).astype(np.int64).sum(axis=1)
+    elif variant == "features":
+        rows = balanced_list(labels, np.random.default_rng([repeat, 0]))
+        total = np.zeros((len(x_val), len(classes)), np.int64)
+        for copy in range(copies):
+            seen = np.random.default_rng([repeat, copy, 7]).random(x_fit.shape[1]) < feature_share
+            model = ColanetClassifier(e=1, seed=repeat * 1000 + copy).partial_fit(
+                x_fit[rows] * seen, y_fit[rows], classes=classes)
+            total += model.votes(x_val * seen).astype(np.int64).sum(axis=1)
     else:
         total = np.zeros((len(x_val), len(classes)), np.int64)
         for copy in range(copies):
@@ -70,14 +82,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--copies", type=int, default=ColanetClassifier().e)
     ap.add_argument("--val-fraction", type=float, default=0.2)
+    ap.add_argument("--variants", default="shared,own", help="of shared, own, features")
+    ap.add_argument("--feature-share", type=float, default=0.5,
+                    help="share of the features each copy sees (variant features)")
     a = ap.parse_args()
-    print(f"{'store':<40} {'repeat':>6} {'shared':>8} {'own':>8}  seconds", flush=True)
+    variants = a.variants.split(",")
+    print(f"{'store':<40} {'repeat':>6} " + " ".join(f"{v:>8}" for v in variants) + "  seconds",
+          flush=True)
     for path in a.stores:
         for repeat in range(a.repeats):
             started = time.perf_counter()
-            acc = {v: score(path, v, repeat, a.val_fraction, a.copies) for v in ("shared", "own")}
-            print(f"{store_name(path)[:40]:<40} {repeat:>6} {acc['shared']:>8.4f} "
-                  f"{acc['own']:>8.4f}  {time.perf_counter() - started:.0f}", flush=True)
+            acc = [score(path, v, repeat, a.val_fraction, a.copies, a.feature_share)
+                   for v in variants]
+            print(f"{store_name(path)[:40]:<40} {repeat:>6} " + " ".join(f"{v:>8.4f}" for v in acc)
+                  + f"  {time.perf_counter() - started:.0f}", flush=True)
 
 
 if __name__ == "__main__":

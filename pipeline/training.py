@@ -332,6 +332,7 @@ class WorkerCopies:
         self.client, self.config, self.threads, self.device = client, config, threads, device
         self.groups = copy_groups(state.n_copies, len(workers))
         self.workers = workers[:len(self.groups)]
+        # one group's copy at a time: it is dropped once sent
         self.states = [client.scatter(copy_group(state, copies), workers=[worker], hash=False)
                        for copies, worker in zip(self.groups, self.workers)]
 
@@ -359,9 +360,10 @@ class WorkerCopies:
         return np.concatenate(votes, axis=1)
 
     def collect(self, state: ColanetState) -> None:
-        """Bring ``state`` (in place) up to date with every group's."""
-        for copies, group in zip(self.groups, self.client.gather(self.states)):
-            put_copy_group(state, group, copies)
+        """Bring ``state`` (in place) up to date with every group's, one group at a time (this
+        process holds one group's arrays beside the state, not all of them)."""
+        for copies, group in zip(self.groups, self.states):
+            put_copy_group(state, group.result(), copies)
 
 
 def predict_stream(store: EmbeddingStore, split: str, config: ColanetConfig, state: ColanetState,
