@@ -149,7 +149,7 @@ _CHOICES = {"coder": _CODERS, "forcing": _FORCINGS, "blocking": _BLOCKINGS,
             "syn_window": _SYN_WINDOWS, "block_span": _BLOCK_SPANS, "order": _ORDERS}
 
 _FLOAT_FIELDS = ("tau", "theta0", "k_thr", "s_stim", "w_min", "w_max", "gain_total", "d_h",
-                 "dopamine", "r_s", "f_thr", "sat_percentile", "copy_share")
+                 "dopamine", "r_s", "f_thr", "sat_percentile", "copy_share", "input_share")
 _INT_FIELDS = ("t_syn", "isi_max", "t_dop", "n_silent", "m", "e", "present_ticks", "silent_ticks",
                "block_ticks", "label_tick", "force_tick", "dopamine_tick", "input_delay", "seed")
 
@@ -178,6 +178,9 @@ class ColanetConfig:
     ``copy_share`` below 1 makes the copies differ in what they learn (bagging): copy e sits out
     training sample i, neither learning from it nor voting on it, when the counter-based uniform
     of (seed, e, i) is ``>= copy_share``; sitting out leaves its state as it was.
+    ``input_share`` below 1 makes them differ in what they see (random subspaces): copy e sees
+    input j only when the counter-based uniform of (seed, e, j) is ``< input_share``; an input a
+    copy does not see never arrives at it (its synapses there move only by conservation).
 
     Equations (details and the exact per-tick order: module docstring):
 
@@ -295,6 +298,8 @@ class ColanetConfig:
     copy_share: Annotated[float, "each copy learns from this share of the training samples, its "
                                  "own seeded draw (bagging; 1: every copy learns every sample)"
                           ] = 1.0
+    input_share: Annotated[float, "each copy sees this share of the inputs, its own seeded draw "
+                                  "(random subspaces; 1: every copy sees every input)"] = 1.0
     # Readings of the spec (see the docstring and docs/accuracy.md; defaults: the earlier
     # behaviour, the other value: the spec's).
     firing: Annotated[str, "per column and tick the most depolarised neuron above threshold fires "
@@ -347,6 +352,8 @@ class ColanetConfig:
         if not 0.0 < self.copy_share <= 1.0:
             bad("copy_share", "must lie in (0, 1]: the share of the training samples each copy "
                               "learns from")
+        if not 0.0 < self.input_share <= 1.0:
+            bad("input_share", "must lie in (0, 1]: the share of the inputs each copy sees")
         if self.theta0 <= 0:
             bad("theta0", "must be > 0")
         if self.k_thr < 0:
@@ -776,7 +783,7 @@ def kernel_params(params: ColanetConfig, n_inputs: int, first_copy: int = 0) -> 
         fire_all=params.firing == "all_above_threshold",
         theta_at_ah_only=params.theta_refresh == "anti_hebbian",
         gate_in_sample=params.gate_scope == "sample", gate_ticks=params.resolved_gate_ticks,
-        copy_share=params.copy_share, first_copy=first_copy)
+        copy_share=params.copy_share, input_share=params.input_share, first_copy=first_copy)
 
 
 def check_batch(params: ColanetConfig, state: ColanetState, x, sample_index, sat, y=None,

@@ -25,7 +25,9 @@ Layout (one persistent kernel per chunk):
 * inference: samples are independent too, so a grid of blocks strides over (copy, sample,
   column group) items, each a fresh neuron state in its block's scratch.
 * the arrival lists of a chunk (which inputs arrive at each tick, ascending) are computed once
-  per chunk by a kernel with one thread per (sample, tick), shared by the copies.
+  per chunk by a kernel with one thread per (sample, tick), shared by the copies; with
+  ``input_share`` below 1 each copy masks them with the words of the inputs it sees
+  (``K.seen_words``), where the CPU kernel masks its pattern before making its lists.
 
 Scratch arrays cannot be allocated in device code: they are allocated once per call in global
 memory, per copy (training: currents, stale flags, ``r_t`` and ``w_t``), per thread (training: the
@@ -122,6 +124,10 @@ class TrainScratch(NamedTuple):
     selection_key: np.ndarray  # (S, 5) uint64
     selection_count: np.ndarray  # (S, 1) int64
     unused: np.ndarray  # (1,) int64: the CPU's arrival lists and stale list (not read here)
+    # Per block, the current sample's arrival pattern and history of the inputs its copy sees
+    # (``input_share``): what the plasticity steps select synapses from.
+    pat_seen: np.ndarray  # (blocks, D) uint64
+    bits_seen: np.ndarray  # (blocks, D) uint64
 
 
 class InferScratch(NamedTuple):
@@ -142,6 +148,7 @@ class Arrivals(NamedTuple):
     inputs: np.ndarray  # (B, P, D) int32: those inputs, ascending, in inputs[b, k, :count[b, k]]
     sample_index: np.ndarray  # (B,) int64: the samples' global ids (keys of the noise)
     neuron_key: np.ndarray  # (N,) uint64: K.neuron_keys(N)
+    seen: np.ndarray  # (E, D) uint64: K.seen_words of each copy (all ones: it sees input j)
 
 
 class TrainChunk(NamedTuple):
@@ -164,22 +171,36 @@ class InferChunk(NamedTuple):
 
 # --- device-side helpers ------------------------------------------------------------------------
 @njit(cache=True)
-def neuron_currents(w, pat, current, n):
+def neuron_currents(w, pat, seen, current, n):
     """The buffered currents of neuron n for a whole sample, ``current[k, n] = sum_j w_jn`` over
-    the inputs j arriving at tick k, summed in ascending j in float64: the sums of
-    :func:`pipeline.colanet_kernels.sample_currents`, one neuron per thread. Threads n, n+1, ...
-    read ``w[j, n], w[j, n+1], ...`` together: one coalesced row segment per input."""
+    the inputs j (that the copy sees: ``seen``) arriving at tick k, summed in ascending j in
+    float64: the sums of :func:`pipeline.colanet_kernels.sample_currents`, one neuron per thread.
+    Threads n, n+1, ... read ``w[j, n], w[j, n+1], ...`` together: one coalesced row segment per
+    input."""
     P = current.shape[0]
     for ka in range(P):
         current[ka, n] = 0.0
     for j in range(w.shape[0]):
-        p = pat[j]
+        p = pat[j] & seen[j]
         if p == K._ZERO:
             continue
         v = np.float64(w[j, n])
         for ka in range(P):
             if K.arrives(p, ka):
                 current[ka, n] += v
+
+
+@njit(cache=True)
+def listed_seen_current(w_n, inputs, count, seen):
+    """:func:`pipeline.colanet_kernels.listed_current` over the inputs of a shared arrival list
+    that the copy sees: the CPU kernel's own list holds only those (the same sum, in the same
+    ascending order)."""
+    total = 0.0
+    for i in range(count):
+        j = inputs[i]
+        if seen[j] != K._ZERO:
+            total += w_n[j]
+    return total
 
 
 @cuda.jit
@@ -288,8 +309,13 @@ def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, columns_per_block
             continue  # e is the block's: every thread of the block skips the sample
         t0 = t_start + b * hp.period
         floor = K.burst_floor(hp, t0)
-        pat = arrivals.pat[b]
-        bits0 = chunk.bits0[b]
+        seen = arrivals.seen[e]
+        pat = scratch.pat_seen[cuda.blockIdx.x]  # K.seen_only: the inputs this copy sees
+        bits0 = scratch.bits_seen[cuda.blockIdx.x]
+        for j in range(tid, D, step):
+            pat[j] = arrivals.pat[b, j] & seen[j]
+            bits0[j] = chunk.bits0[b, j] & seen[j]
+        cuda.syncthreads()
         label = chunk.labels[b]
         teacher_here = c_lo <= label < c_hi  # the GATE, forcing and dopamine act on this group
         votes = chunk.votes[b, e]
@@ -297,7 +323,7 @@ def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, columns_per_block
         for n in range(n_lo + tid, n_hi, step):
             u[n] = 0.0
             stale[n] = False
-            neuron_currents(w, pat, current, n)
+            neuron_currents(w, pat, seen, current, n)
         for c in range(c_lo + tid, c_hi, step):
             block_until[c] = K.NEVER
             block_by[c] = -1
@@ -314,8 +340,8 @@ def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, columns_per_block
                 if inputs_now:
                     c = n // hp.m
                     if stale[n] and not K.is_blocked(t, n, c, block_until, block_by):
-                        current[k, n] = K.listed_current(w_t[n], arrivals.inputs[b, k], 0,
-                                                         arrivals.count[b, k])
+                        current[k, n] = listed_seen_current(w_t[n], arrivals.inputs[b, k],
+                                                            arrivals.count[b, k], seen)
                     K.add_input_neurons(u, current[k], hp, t, block_until, block_by, c, n, n + 1)
             cuda.syncthreads()
             for c in range(c_lo + tid, c_hi, step):  # step 4
@@ -379,7 +405,7 @@ def infer_chunk_body(hp, arrivals, chunk, scratch, columns_per_block, rec):
         votes = chunk.votes[b, e]
         for n in range(n_lo + tid, n_hi, step):
             u[n] = 0.0
-            neuron_currents(w, arrivals.pat[b], current, n)
+            neuron_currents(w, arrivals.pat[b], arrivals.seen[e], current, n)
         for c in range(c_lo + tid, c_hi, step):
             block_until[c] = K.NEVER
             block_by[c] = -1
@@ -438,14 +464,19 @@ def launch_shape(n_classes: int, m: int) -> tuple[int, int, int]:
     return math.ceil(n_classes / per_block), per_block, threads
 
 
-def chunk_arrivals(pat: np.ndarray, sample_index: np.ndarray, period: int, n_neurons: int
-                   ) -> Arrivals:
+def chunk_arrivals(hp: K.KernelParams, pat: np.ndarray, sample_index: np.ndarray,
+                   n_copies: int, n_neurons: int) -> Arrivals:
     """A chunk's :class:`Arrivals` in device memory; the lists are filled on the device."""
     B, D = pat.shape
+    period = hp.period
+    seen = np.empty((n_copies, D), np.uint64)
+    for e in range(n_copies):
+        K.seen_words(hp, e, seen[e])
     arrivals = Arrivals(to_device(pat), to_device(np.bitwise_or.reduce(pat, axis=1)
                                                   if B else np.zeros(0, np.uint64)),
                         device_zeros((B, period), np.int32), device_zeros((B, period, D), np.int32),
-                        to_device(sample_index), to_device(K.neuron_keys(n_neurons)))
+                        to_device(sample_index), to_device(K.neuron_keys(n_neurons)),
+                        to_device(seen))
     if B:
         threads = 128
         arrival_lists_kernel[math.ceil(B * period / threads), threads](arrivals)
@@ -476,7 +507,7 @@ def train_on_device(hp: K.KernelParams, ensemble: DeviceEnsemble, pat, bits0, y,
     votes = np.zeros((B, E, C), np.int32)
     if B == 0:
         return votes
-    arrivals = chunk_arrivals(pat, sample_index, hp.period, N)
+    arrivals = chunk_arrivals(hp, pat, sample_index, E, N)
     chunk = TrainChunk(to_device(bits0), to_device(y), to_device(votes), to_device(
         np.zeros((0, 0, 0, 0), np.bool_) if rec is None else rec))
     D = pat.shape[1]
@@ -486,7 +517,8 @@ def train_on_device(hp: K.KernelParams, ensemble: DeviceEnsemble, pat, bits0, y,
                            device_zeros((E, N), np.bool_), device_zeros((E, N, D), np.float32),
                            device_zeros((E, N, D), np.float32), device_zeros((slots, D), np.int64),
                            device_zeros((slots, 5), np.uint64), device_zeros((slots, 1), np.int64),
-                           device_zeros(1, np.int64))
+                           device_zeros(1, np.int64), device_zeros((E * groups, D), np.uint64),
+                           device_zeros((E * groups, D), np.uint64))
     train_chunk_kernel = KERNELS[rec is not None][0]
     train_chunk_kernel[E * groups, threads](hp, s, arrivals, chunk, scratch, np.int64(t_start),
                                             np.int64(per_block))
@@ -518,7 +550,7 @@ def infer_kernel(hp, w, theta_add, n_classes, pat, sample_index, rec, blocks: in
     if blocks is None:
         sms = 1 if SIMULATED else cuda.get_current_device().MULTIPROCESSOR_COUNT
         blocks = min(E * B * groups, INFER_BLOCKS_PER_SM * sms)
-    arrivals = chunk_arrivals(pat, sample_index, hp.period, N)
+    arrivals = chunk_arrivals(hp, pat, sample_index, E, N)
     chunk = InferChunk(to_device(w), to_device(theta_add), to_device(votes), to_device(
         np.zeros((0, 0, 0, 0), np.bool_) if rec is None else rec))
     scratch = InferScratch(device_zeros((blocks, N), np.float64),

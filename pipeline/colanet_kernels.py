@@ -115,6 +115,7 @@ class KernelParams(NamedTuple):
     gate_in_sample: bool  # gate_scope "sample" (else the window of gate_ticks)
     gate_ticks: int  # the GATE's silence after an OUT spike (gate_scope "window")
     copy_share: float  # each copy learns from this share of the training samples (bagging)
+    input_share: float  # each copy sees this share of the inputs (random subspaces)
     # The ensemble index of the state's copy 0: a state may hold a contiguous group of the
     # copies (copies trained on different workers); noise and bagging are keyed by the ensemble
     # index, so a group learns and votes exactly as those copies of the whole ensemble do.
@@ -160,6 +161,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _NOISE_DOMAIN = np.uint64(0x6E6F697365)  # "noise"
 _CODER_DOMAIN = np.uint64(0x636F646572)  # "coder"
 _BAG_DOMAIN = np.uint64(0x626167)  # "bag"
+_SEEN_DOMAIN = np.uint64(0x7365656E)  # "seen"
 _SH11 = np.uint64(11)
 _SH27 = np.uint64(27)
 _SH30 = np.uint64(30)
@@ -229,6 +231,35 @@ def sits_out(hp, copy, sample_index):
     h = absorb(_BAG_DOMAIN, np.uint64(hp.seed))
     h = absorb(h, np.uint64(hp.first_copy + copy))
     return unit_float(absorb(h, np.uint64(sample_index))) >= hp.copy_share
+
+
+@njit(cache=True)
+def seen_words(hp, copy, out):
+    """Random subspaces: which inputs the state's copy ``copy`` (ensemble copy
+    ``e = first_copy + copy``) sees, as words to AND arrival patterns with: ``out[j]`` all ones
+    when ``unit_float(absorb(absorb(absorb(SEEN, seed), e), j)) < input_share``, else 0 (every
+    input with ``input_share`` 1). Returns whether some input is unseen."""
+    if hp.input_share >= 1.0:
+        out[:] = _ALL
+        return False
+    h = absorb(absorb(_SEEN_DOMAIN, np.uint64(hp.seed)), np.uint64(hp.first_copy + copy))
+    unseen = False
+    for j in range(out.shape[0]):
+        if unit_float(absorb(h, np.uint64(j))) < hp.input_share:
+            out[j] = _ALL
+        else:
+            out[j] = _ZERO
+            unseen = True
+    return unseen
+
+
+@njit(cache=True)
+def seen_only(words, seen, out):
+    """``out = words & seen``: arrival words (a pattern or a history) of the inputs a copy sees;
+    returns ``out``."""
+    for j in range(words.shape[0]):
+        out[j] = words[j] & seen[j]
+    return out
 
 
 @njit(cache=True)
@@ -1028,8 +1059,9 @@ def infer_sample(hp, w, theta_add, e, b, pat, sample_index, neuron_key, scratch,
 def train_kernel(hp, s, pat, bits0, y, sample_index, t_start, rec):
     """Train all copies on a chunk (the arrays of ``s`` updated in place); sample
     b starts at global tick ``t_start + b * period``; a copy skips the samples it
-    sits out (:func:`sits_out`).  ``rec`` (B, P, E, N) bool
-    records every L spike, or is None.
+    sits out (:func:`sits_out`) and sees only its inputs (:func:`seen_words`: the
+    others' arrivals are masked out of its pattern and history).  ``rec`` (B, P, E, N)
+    bool records every L spike, or is None.
 
     Returns votes (B, E, C) int32: unforced spikes per class per copy.
     """
@@ -1047,10 +1079,17 @@ def train_kernel(hp, s, pat, bits0, y, sample_index, t_start, rec):
                                np.zeros(5, np.uint64), np.zeros(1, np.int64))
         to_neuron_major(s.r[e], scratch.r_t)
         to_neuron_major(s.w[e], scratch.w_t)
+        seen = np.empty(D, np.uint64)
+        subspace = seen_words(hp, e, seen)
+        pat_seen, bits_seen = np.empty(D, np.uint64), np.empty(D, np.uint64)
         for b in range(B):
             if sits_out(hp, e, sample_index[b]):
                 continue  # its state waits, unchanged, for its next sample
-            train_sample(hp, s, e, b, pat[b], bits0[b], y[b], t_start + b * P, sample_index[b],
+            pat_b, bits_b = pat[b], bits0[b]
+            if subspace:  # the inputs it does not see never arrive at it
+                pat_b = seen_only(pat_b, seen, pat_seen)
+                bits_b = seen_only(bits_b, seen, bits_seen)
+            train_sample(hp, s, e, b, pat_b, bits_b, y[b], t_start + b * P, sample_index[b],
                          neuron_key, scratch, votes[b, e], rec)
         to_input_major(scratch.r_t, s.r[e])  # w is already current: each sample wrote its changes
     return votes
@@ -1077,7 +1116,11 @@ def infer_kernel(hp, w, theta_add, n_classes, pat, sample_index, rec):
         block = item % n_blocks
         scratch = InferScratch(np.empty(N), np.empty(n_classes, np.int64),
                                np.empty(n_classes, np.int32), np.empty((P, N)))
+        seen = np.empty(pat.shape[1], np.uint64)
+        subspace = seen_words(hp, e, seen)
+        pat_seen = np.empty(pat.shape[1], np.uint64)
         for b in range(block * INFER_BLOCK, min(B, (block + 1) * INFER_BLOCK)):
-            infer_sample(hp, w[e], theta_add[e], e, b, pat[b], sample_index[b], neuron_key,
+            pat_b = seen_only(pat[b], seen, pat_seen) if subspace else pat[b]
+            infer_sample(hp, w[e], theta_add[e], e, b, pat_b, sample_index[b], neuron_key,
                          scratch, votes[b, e], rec)
     return votes

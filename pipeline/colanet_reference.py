@@ -32,6 +32,7 @@ _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _NOISE_DOMAIN = np.uint64(0x6E6F697365)
 _CODER_DOMAIN = np.uint64(0x636F646572)
 _BAG_DOMAIN = np.uint64(0x626167)
+_SEEN_DOMAIN = np.uint64(0x7365656E)
 
 
 def mix64(z):
@@ -77,6 +78,16 @@ def sitting_out(seed, n_copies, sample_index, copy_share):
     out = np.array([unit_float(absorb(absorb(h, e), sample_index)) >= copy_share
                     for e in range(n_copies)])
     return out & (copy_share < 1.0)
+
+
+def seen_inputs(seed, n_copies, n_inputs, input_share):
+    """Random subspaces: which inputs each copy sees (bool (E, D)): input j when the uniform of
+    (seed, e, j) is ``< input_share``; every input with ``input_share`` 1."""
+    if input_share >= 1.0:
+        return np.ones((n_copies, n_inputs), bool)
+    h = absorb(_SEEN_DOMAIN, seed)
+    return np.array([unit_float(absorb(absorb(h, e), np.arange(n_inputs))) < input_share
+                     for e in range(n_copies)])
 
 
 # --- coding -----------------------------------------------------------------
@@ -175,6 +186,8 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
     gate = np.zeros(E, bool)
     # bagging: a copy that sits this training sample out skips it whole (state unchanged)
     absent = sitting_out(p.seed, E, sample_index, p.copy_share) if train else np.zeros(E, bool)
+    # random subspaces: the inputs a copy does not see never arrive at it, now or in its history
+    seen = seen_inputs(p.seed, E, D, p.input_share)
     # Readings of the spec (ColanetConfig's docstring): a contribution window starts `lookback`
     # ticks before the burst's first spike; a block lasts until t + block_span; the GATE's window.
     lookback = p.t_syn - 1 if p.syn_window == "t_syn" else p.t_syn
@@ -207,7 +220,7 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
         if train:
             # anti-Hebbian: contributed now, not yet depressed in this burst
             a = st.t_first[e, n] - lookback
-            contributed = arrived_in(st.arrival_bits, t, a, t)
+            contributed = arrived_in(st.arrival_bits, t, a, t) & seen[e]
             if st.last_ah_tick[e, n] >= st.t_first[e, n]:
                 contributed &= ~arrived_in(st.arrival_bits, t, a, st.last_ah_tick[e, n])
             # theta_add follows the weights if one moved (theta_refresh "every_change") or
@@ -220,10 +233,10 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
         t = t0 + k
         # global arrival history: one shift per tick, bit 0 = this tick
         st.arrival_bits[:] = (st.arrival_bits << np.uint64(1)) | arrivals[k].astype(np.uint64)
-        active = np.flatnonzero(arrivals[k])
         for e in range(E):
             if absent[e]:
                 continue
+            active = np.flatnonzero(arrivals[k] & seen[e])
             u = st.u[e]
             # (1) sample start
             if k == 0:
@@ -284,7 +297,7 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
                 for n in column_y:
                     if t - st.t_spike[e, n] <= p.t_dop:
                         contributed = arrived_in(st.arrival_bits, t, st.t_first[e, n] - lookback,
-                                                 st.t_spike[e, n])
+                                                 st.t_spike[e, n]) & seen[e]
                         moved = _change_resources(p, st, e, n, contributed, p.dopamine, gain)
                         if moved and not theta_at_ah_only:
                             st.theta_add[e, n] = _theta_add(p, st.w[e, :, n], gain)

@@ -545,6 +545,36 @@ def test_a_copy_sitting_a_sample_out_neither_learns_nor_votes(impl):
 
 
 @pytest.mark.parametrize("impl", [cn, ref])
+def test_a_copy_learns_and_votes_only_from_the_inputs_it_sees(impl):
+    """input_share < 1 (random subspaces): copy e sees its own seeded share of the inputs (the
+    kernels' words and the reference's masks agree); it learns and votes exactly as it would
+    with the other inputs silent, and the copies differ."""
+    p = cn.ColanetConfig(m=4, e=3, input_share=0.5, seed=3)
+    x, y, _ = prototype_data(8, 30)
+    seen = ref.seen_inputs(p.seed, p.e, 20, p.input_share)
+    hp = cn.kernel_params(p, 20)
+    words = np.empty(20, np.uint64)
+    for e in range(p.e):
+        assert K.seen_words(hp, e, words)  # some input unseen
+        np.testing.assert_array_equal(words != 0, seen[e])
+    assert 0.2 < seen.mean() < 0.8 and len({tuple(s) for s in seen}) == p.e
+    subspaces = cn.init_state(p, 20, 3)
+    v_sub, _ = impl.train_chunk(p, subspaces, x, y, np.arange(30), 1.0)
+    everything = dataclasses.replace(p, input_share=1.0)
+    for e in range(p.e):  # the same copy, all inputs seen, the unseen ones silent
+        silent = cn.init_state(everything, 20, 3)
+        v, _ = impl.train_chunk(everything, silent, x * seen[e], y, np.arange(30), 1.0)
+        np.testing.assert_array_equal(v_sub[:, e], v[:, e])
+        for name in ("r", "theta_add", "stability", "free_pool", "t_spike"):
+            np.testing.assert_array_equal(getattr(subspaces, name)[e], getattr(silent, name)[e],
+                                          name)
+        np.testing.assert_array_equal(
+            impl.infer_chunk(p, subspaces, x, np.arange(30, 60), 1.0)[:, e],
+            impl.infer_chunk(everything, silent, x * seen[e], np.arange(30, 60), 1.0)[:, e])
+    assert not K.seen_words(cn.kernel_params(everything, 20), 0, words) and (words != 0).all()
+
+
+@pytest.mark.parametrize("impl", [cn, ref])
 def test_column_blocking(impl):
     """Neurons A (w 1.7) and B (w 1.45) of column 0 both cross threshold at
     tick 1; A, more depolarised, fires and blocks the column: B's input is

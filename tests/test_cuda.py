@@ -62,6 +62,8 @@ def test_plasticity_on_matches_cpu_kernels():
     ("carried accumulator, spec settings", {**SPEC, "carry_accumulator": True,
                                             "burst_scope": "sample"}),
     ("bagging, spec readings", {"copy_share": 0.6, **SPEC_READINGS}),
+    ("random subspaces, spec settings", {"input_share": 0.5, "seed": 4, **SPEC}),
+    ("random subspaces", {"input_share": 0.6, "seed": 2}),
 ])
 def test_other_choices_match_cpu_kernels(name, choices, monkeypatch):
     """The other values of every named choice (gate window, every_change thresholds, forcing

@@ -150,6 +150,9 @@ def compare_on_drawn_case(choices, timing, rate, net):
     ("spec settings and readings", {**SPEC, **SPEC_READINGS}),
     ("shipped defaults, spec readings", SPEC_READINGS),
     ("shipped defaults, bagging", {"copy_share": 0.6, "seed": 5}),
+    ("shipped defaults, random subspaces", {"input_share": 0.5, "seed": 4}),
+    ("spec settings, random subspaces and bagging", {**SPEC, "input_share": 0.6,
+                                                    "copy_share": 0.7, "seed": 1}),
 ])
 def test_plasticity_on_matches_reference(name, choices):
     """Explicit cases with plasticity fully on (teacher, dopamine, stability, conservation), run
