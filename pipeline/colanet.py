@@ -134,7 +134,7 @@ _BLOCKINGS = ("column", "none")
 _BURST_SCOPES = ("sample", "continuous")
 _SAT_SCOPES = ("feature", "global")
 _CODINGS = ("saturation", "centred", "on_off")
-_ORDERS = ("store", "balanced")
+_ORDERS = ("store", "balanced", "sqrt", "equal")
 _FIRINGS = ("column_argmax", "all_above_threshold")
 _THETA_REFRESHES = ("every_change", "anti_hebbian")
 _GATE_SCOPES = ("window", "sample")
@@ -174,7 +174,10 @@ class ColanetConfig:
     Presentation: ``order="store"`` learns the train split in store order (later passes shuffle
     each stretch); ``"balanced"`` shows each sample of class c ``max(1, n_mean / n_c)`` times in
     expectation (integer part always, the fraction by a seeded draw), each stretch shuffled, so a
-    small class is learned about as often as the mean class (``n_c``: the class's train rows).
+    small class is learned about as often as the mean class (``n_c``: the class's train rows);
+    ``"equal"`` shows it ``n_mean / n_c`` times, so every class is presented ``n_mean`` times a
+    pass (a large class a fresh seeded subsample each pass) and a pass stays N presentations;
+    ``"sqrt"`` lies between: ``1 / sqrt(n_c)`` scaled to N presentations a pass.
     ``copy_share`` below 1 makes the copies differ in what they learn (bagging): copy e sits out
     training sample i, neither learning from it nor voting on it, when the counter-based uniform
     of (seed, e, i) is ``>= copy_share``; sitting out leaves its state as it was.
@@ -293,8 +296,10 @@ class ColanetConfig:
                            "mean (centred), or both signs of that as two inputs (on_off)"
                       ] = "centred"
     # Presentation (chosen on validation data like the rest; docs/accuracy.md).
-    order: Annotated[str, "present the train split in store order (store) or with each class "
-                          "shown at least as often as the mean class (balanced)"] = "balanced"
+    order: Annotated[str, "present the train split in store order (store), with each class "
+                          "shown at least as often as the mean class (balanced), every class "
+                          "equally often, large ones subsampled (equal), or in between, a "
+                          "sample 1/sqrt(n_c) times, scaled to N a pass (sqrt)"] = "balanced"
     copy_share: Annotated[float, "each copy learns from this share of the training samples, its "
                                  "own seeded draw (bagging; 1: every copy learns every sample)"
                           ] = 1.0

@@ -185,9 +185,10 @@ def fit_stream(store: EmbeddingStore, config: ColanetConfig, state: ColanetState
     date only by ``workers.collect(state)``.
 
     The first pass goes in store order (``order="store"``). Each later pass, and every pass of
-    ``order="balanced"``, presents each stretch in a seeded order with new sample ids
-    (:func:`_presented`), so the simulator's noise differs between presentations; a resumed run
-    repeats exactly what an uninterrupted one does.
+    the other orders (``"balanced"``, ``"sqrt"``, ``"equal"``: :func:`presentations`), presents
+    each stretch in a seeded order with new sample ids (:func:`_presented`), so the simulator's
+    noise differs between presentations; a resumed run repeats exactly what an uninterrupted one
+    does.
     """
     columns = label_columns(store, progress.class_names(store))
     repeats = np.ones(state.n_classes)  # per column; a class the store lacks is never presented
@@ -247,23 +248,39 @@ def ids_used(total_rows: int, passes: int, repeats: np.ndarray) -> int:
 
 
 def presentations(config: ColanetConfig, counts: np.ndarray) -> np.ndarray:
-    """Expected presentations per pass of one sample of each class, float64 (C,): 1 for
-    ``order="store"``; for ``"balanced"`` ``max(1, n_mean / n_c)`` (``n_mean`` over the classes
-    that have train rows), so no class is learned less often than the mean class."""
+    """Expected presentations per pass of one sample of each class, float64 (C,), ``n_c`` the
+    class's train rows and ``n_mean`` their mean over the K classes that have any:
+
+    * ``"store"``: 1;
+    * ``"balanced"``: ``max(1, n_mean / n_c)``, so no class is learned less often than the mean
+      class (a large class keeps all its ``n_c`` presentations);
+    * ``"sqrt"``: proportional to ``1 / sqrt(n_c)``, scaled so that a pass presents the N train
+      rows' worth (``sum n_c r_c = N``): a class is learned ``sqrt(n_c)`` times in proportion;
+    * ``"equal"``: ``n_mean / n_c``, so every class is presented ``n_mean`` times a pass in
+      expectation (a large class a fresh subsample each pass, a small one repeated) and a pass
+      stays N presentations.
+
+    A class without rows (never presented) gets the value of a class of one row."""
     if config.order == "store":
         return np.ones(len(counts))
-    mean = counts.sum() / max(int((counts > 0).sum()), 1)
-    return np.maximum(1.0, mean / np.maximum(counts, 1))
+    classes, rows = max(int((counts > 0).sum()), 1), np.maximum(counts, 1)
+    if config.order == "balanced":
+        return np.maximum(1.0, counts.sum() / classes / rows)
+    if config.order == "equal":  # N / (K n_c): exactly 1 for classes of equal size
+        return counts.sum() / (classes * rows)
+    root = np.sqrt(rows)  # "sqrt"; rounded so that classes of equal size get exactly 1
+    return np.round(counts.sum() / (root * root[counts > 0].sum()), 12)
 
 
 def _presented(config: ColanetConfig, batch: Batch, pass_index: int, total_rows: int,
                repeats: np.ndarray) -> Batch:
     """The stretch as pass ``pass_index`` presents it. The first pass of ``order="store"`` is the
-    store order. Otherwise each sample is repeated (``repeats`` of its class: the integer part,
-    plus one with the fraction's probability) and the stretch shuffled, with a seeded generator
-    keyed by where the stretch ends (stretches end at the same rows on a resumed run). Every
-    presentation gets its own sample id, ``id + (pass * R + repeat) * rows of the store`` (R: the
-    most presentations of any sample), so the simulator's noise differs between them."""
+    store order. Otherwise each sample is presented ``repeats`` of its class times (the integer
+    part, plus one with the fraction's probability: below 1, a sample may sit out the pass) and
+    the stretch shuffled, with a seeded generator keyed by where the stretch ends (stretches end
+    at the same rows on a resumed run). Every presentation gets its own sample id,
+    ``id + (pass * R + repeat) * rows of the store`` (R: the most presentations of any sample),
+    so the simulator's noise differs between them."""
     if pass_index == 0 and config.order == "store":
         return batch
     rng = np.random.default_rng([config.seed, pass_index, batch.stop])

@@ -15,7 +15,7 @@ from pipeline.config import EmbedConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.store import EmbeddingStore
 from pipeline.streaming import Batch, feature_saturation_levels, iter_batches, saturation_level
-from pipeline.training import Coding, _presented, presentations
+from pipeline.training import Coding, _presented, ids_used, presentations
 from stages.train_snn import run_train_snn
 from tests.conftest import assert_same_checkpoint, run_cli, separable_store
 
@@ -487,11 +487,49 @@ def test_balanced_presentations_repeat_small_classes_up_to_the_mean_class():
     assert store_order is batch
 
 
-def test_balanced_order_resumes_to_the_uninterrupted_weights(tmp_path):
-    """Class-balanced presentation (the drawn classes are a little imbalanced): a run stopped
-    mid-pass and resumed ends with the uninterrupted run's weights."""
+def test_equal_and_sqrt_orders_equalise_the_classes_within_a_pass_of_n_presentations():
+    """``order="equal"``: a sample of class c is presented ``n_mean / n_c`` times in expectation,
+    so every class ``n_mean`` times a pass: a large class is subsampled afresh each pass (a
+    sample 0 or 1 times), a small one repeated. ``"sqrt"``: ``1 / sqrt(n_c)`` scaled to N
+    presentations. Both keep a pass at about N presentations, every id unique and below
+    :func:`ids_used`."""
+    counts = np.array([10, 30, 20, 0])  # mean over classes with rows: 20
+    equal, sqrt = ColanetConfig(order="equal"), ColanetConfig(order="sqrt")
+    np.testing.assert_allclose(presentations(equal, counts), [2.0, 2 / 3, 1.0, 20.0])
+    r = presentations(sqrt, counts)
+    np.testing.assert_allclose(r[:3] @ counts[:3], 60.0)
+    np.testing.assert_allclose([r[0] / r[1], r[0] / r[2]], [np.sqrt(3), np.sqrt(2)])
+    for config in (equal, sqrt):  # classes of equal size: each sample exactly once
+        np.testing.assert_array_equal(presentations(config, np.array([7, 7, 0, 7]))[[0, 1, 3]],
+                                      1.0)
+    labels = np.repeat([0, 1, 2], [10, 30, 20])
+    batch = Batch(features=np.arange(60, dtype=np.float32)[:, None], labels=labels,
+                  sample_id=np.arange(60), stop=60)
+    for config in (sqrt, equal):  # equal last: its counts are checked after the loop
+        repeats = presentations(config, counts)
+        passes = [_presented(config, batch, p, 60, repeats) for p in range(200)]
+        shown = np.array([np.bincount(b.features[:, 0].astype(int), minlength=60)
+                          for b in passes])  # (pass, row): presentations of each row
+        for c in range(3):  # each sample floor(r_c) or ceil(r_c) times; the class r_c n_c a pass
+            rows = shown[:, labels == c]
+            assert set(np.unique(rows)) <= {np.floor(repeats[c]), np.ceil(repeats[c])}
+            assert abs(rows.sum(axis=1).mean() - repeats[c] * counts[c]) < 1.0
+        assert abs(shown.sum(axis=1).mean() - 60) < 1.5
+        ids = np.concatenate([b.sample_id for b in passes])
+        assert len(np.unique(ids)) == len(ids) and ids.max() < ids_used(60, 200, repeats)
+        again = _presented(config, batch, 7, 60, repeats)  # the draw: keyed by seed, pass, stop
+        np.testing.assert_array_equal(again.sample_id, passes[7].sample_id)
+    # equal: every class 20 times a pass; the large class's samples sit out passes, other ones
+    # each pass
+    assert shown[:, labels == 1].min() == 0 and not np.array_equal(shown[0], shown[1])
+
+
+@pytest.mark.parametrize("order", ["balanced", "sqrt", "equal"])
+def test_balanced_order_resumes_to_the_uninterrupted_weights(tmp_path, order):
+    """Class-balanced presentation, and the class-equal ones (the drawn classes are a little
+    imbalanced): a run stopped mid-pass and resumed ends with the uninterrupted run's weights."""
     store = separable_store(tmp_path / "s.zarr")
-    config = ColanetConfig(m=3, e=2, order="balanced")
+    config = ColanetConfig(m=3, e=2, order=order)
     whole = _run(tmp_path / "whole", store, params=config)
     cfg = TrainConfig(runs_dir=str(tmp_path / "cut" / "runs"), run="r", checkpoint_every=25)
     assert run_train_snn(EmbedConfig(out=store.path), cfg, config, stop_after_samples=60) is None
@@ -501,7 +539,11 @@ def test_balanced_order_resumes_to_the_uninterrupted_weights(tmp_path):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert resumed["snn_accuracy"] == whole["snn_accuracy"]
-    assert len(a["online_correct"]) > 120  # samples of the smaller classes were shown again
+    shown = len(a["online_correct"])
+    if order == "balanced":
+        assert shown > 120  # samples of the smaller classes were shown again
+    else:
+        assert shown != 120 and abs(shown - 120) < 15  # other rows, about N of them
 
 
 def test_a_resumed_run_says_where_it_resumes_and_a_trained_one_that_it_is_evaluated(tmp_path,
