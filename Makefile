@@ -66,7 +66,7 @@ test: $(STAMP) ## the test suite (what CI runs; TEST_WORKERS processes)
 test-slow: $(STAMP) ## the long checks kept out of make test (10 kills per stage)
 	$(PY) -m pytest -q -m slow $(ARGS)
 
-bench: bench-embed bench-snn bench-scale bench-incremental ## every benchmark below
+bench: bench-embed bench-snn bench-gpu bench-scale bench-incremental ## every benchmark below (bench-gpu: "not measured here" without a GPU)
 
 bench-embed: $(STAMP) ## stage one on generated photo-like JPEGs against the forward pass alone
 	$(PY) bench/embed.py $(ARGS)

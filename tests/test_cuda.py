@@ -136,7 +136,8 @@ p = cn.ColanetConfig(m=2, e=2)
 st = cn.init_state(p, 12, 3)
 B, P, N, C = 2, p.period, st.n_neurons, 3
 arr = G.Arrivals(np.zeros((B, 12), np.uint64), np.zeros(B, np.uint64), np.zeros((B, P), np.int32),
-                 np.zeros((B, P, 12), np.int32), np.zeros(B, np.int64), np.zeros(N, np.uint64))
+                 np.zeros((B, P, 12), np.int32), np.zeros(B, np.int64), np.zeros(N, np.uint64),
+                 np.zeros((2, 12), np.uint64))
 none = np.zeros((0, 0, 0, 0), bool)
 train = G.TrainChunk(np.zeros((B, 12), np.uint64), np.zeros(B, np.int64),
                      np.zeros((B, 2, C), np.int32), none)
@@ -144,7 +145,8 @@ S = 2 * 4
 train_scratch = G.TrainScratch(np.zeros((2, P, N)), np.zeros((2, N), bool),
                                np.zeros((2, N, 12), np.float32), np.zeros((2, N, 12), np.float32),
                                np.zeros((S, 12), np.int64), np.zeros((S, 5), np.uint64),
-                               np.zeros((S, 1), np.int64), np.zeros(1, np.int64))
+                               np.zeros((S, 1), np.int64), np.zeros(1, np.int64),
+                               np.zeros((2, 12), np.uint64), np.zeros((2, 12), np.uint64))
 infer = G.InferChunk(st.w, st.theta_add, np.zeros((B, 2, C), np.int32),
                      np.zeros((B, P, 2, N), bool))
 infer_scratch = G.InferScratch(np.zeros((1, N)), np.zeros((1, C), np.int64),
