@@ -17,6 +17,7 @@ import json
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -365,22 +366,40 @@ class WorkerCopies:
         """Every group learns the stretch; returns the votes summed per group, (B, groups, C)."""
         from operator import getitem
 
-        rows = self.client.scatter([np.ascontiguousarray(inputs), labels, sample_id],
-                                   broadcast=True, workers=self.workers, hash=False)
-        done = [self.client.submit(train_group_task, self.config, group, copies, *rows, sat,
-                                   self.threads, self.device, workers=[worker], pure=False)
-                for group, copies, worker in zip(self.states, self.groups, self.workers)]
-        self.states = [self.client.submit(getitem, d, 0, workers=[w], pure=False)
-                       for d, w in zip(done, self.workers)]
-        votes = self.client.gather([self.client.submit(getitem, d, 1, workers=[w], pure=False)
-                                    for d, w in zip(done, self.workers)])
+        with self._worker_losses():
+            rows = self.client.scatter([np.ascontiguousarray(inputs), labels, sample_id],
+                                       broadcast=True, workers=self.workers, hash=False)
+            done = [self.client.submit(train_group_task, self.config, group, copies, *rows, sat,
+                                       self.threads, self.device, workers=[worker], pure=False)
+                    for group, copies, worker in zip(self.states, self.groups, self.workers)]
+            self.states = [self.client.submit(getitem, d, 0, workers=[w], pure=False)
+                           for d, w in zip(done, self.workers)]
+            votes = self.client.gather([self.client.submit(getitem, d, 1, workers=[w],
+                                                           pure=False)
+                                        for d, w in zip(done, self.workers)])
         return np.concatenate(votes, axis=1)
 
     def collect(self, state: ColanetState) -> None:
         """Bring ``state`` (in place) up to date with every group's, one group at a time (this
         process holds one group's arrays beside the state, not all of them)."""
-        for copies, group in zip(self.groups, self.states):
-            put_copy_group(state, group.result(), copies)
+        with self._worker_losses():
+            for copies, group in zip(self.groups, self.states):
+                put_copy_group(state, group.result(), copies)
+
+    @contextmanager
+    def _worker_losses(self):
+        """A lost worker takes its group's state with it (nothing can recompute it): stop with
+        one line; the last checkpoint is intact and a rerun resumes from it."""
+        from concurrent.futures import CancelledError
+
+        from distributed import KilledWorker
+
+        try:
+            yield
+        except (KeyError, CancelledError, KilledWorker, OSError) as e:
+            raise UserError(f"a dask worker holding copies of the ensemble was lost "
+                            f"({type(e).__name__}: {str(e)[:120]}); the last checkpoint is "
+                            f"intact: rerun the same command to resume from it") from None
 
 
 def predict_stream(store: EmbeddingStore, split: str, config: ColanetConfig, state: ColanetState,

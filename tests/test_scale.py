@@ -141,6 +141,38 @@ def test_copies_trained_on_cluster_workers_equal_one_process(tmp_path, scheduler
     assert resumed["online_train_accuracy"] == here["online_train_accuracy"]
 
 
+def test_a_lost_worker_stops_training_with_one_line_and_the_checkpoint_stays(tmp_path):
+    """A worker that dies takes its group of copies' state with it: learning and collecting then
+    stop with a UserError that says the last checkpoint is intact (nothing is recomputed from
+    stale inputs)."""
+    import os
+    import time
+
+    from distributed import Client
+
+    from pipeline import colanet as cn
+    from pipeline.training import WorkerCopies
+
+    params = ColanetConfig(m=2, e=3)
+    state = cn.init_state(params, 8, 2)
+    x = np.random.default_rng(0).random((5, 8)).astype(np.float32)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        copies = WorkerCopies(client, params, state, threads=1)
+        assert copies.learn(x, np.zeros(5, np.int64), np.arange(5), 1.0).shape == (5, 2, 2)
+        victim = copies.workers[1]
+        with pytest.raises(OSError):  # the worker exits before it can answer
+            client.run(os._exit, 1, workers=[victim])
+        deadline = time.monotonic() + 60
+        while victim in client.scheduler_info()["workers"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with pytest.raises(UserError, match="dask worker holding copies .* was lost.*"
+                                            "checkpoint is intact"):
+            copies.learn(x, np.zeros(5, np.int64), np.arange(5, 10), 1.0)
+        with pytest.raises(UserError, match="was lost"):
+            copies.collect(state)
+
+
 def test_store_on_a_memory_fsspec_url_embeds_trains_and_matches_local(tmp_path):
     url = "memory://annsnn-test/digits.zarr"
     cfg = EmbedConfig(data="digits", limit=16, threads=1, **SMALL)
