@@ -275,7 +275,8 @@ class TuneConfig:
 class ClusterConfig:
     """Where parallel work runs: a running dask scheduler, or a LocalCluster this run starts.
 
-    Neither given: embedding and evaluation run in this process; tuning starts ``local:2``.
+    Neither given: embedding, training and evaluation run in this process; tuning starts
+    ``local:2``.
     Results do not depend on the choice (see README, "Scale past one machine").
     """
 
