@@ -4,7 +4,9 @@ The evidence behind each named reading of the spec and each other [choice] in do
 every value (with ``--seeds N``: under model seeds 0..N-1, scored by their mean) is trained on
 the first 80 % of each store's (seeded, shuffled) train split and scored
 on the last 20 % (``pipeline.tuning.run_trial``: the test splits are never read), beside the linear
-probe and nearest class mean fitted on the same rows::
+probe and nearest class mean fitted on the same rows. With ``--folds K`` every train row is scored
+once, by K-fold validation (``pipeline.tuning.cross_validate``): the better estimate on small
+stores::
 
     python bench/options.py --stores data/embeddings/digits-tf_efficientnet_lite0.zarr \\
         data/embeddings/caltech51-lite0.zarr --vary firing=column_argmax,all_above_threshold
@@ -49,13 +51,16 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], help="KEY=V: a base other than the defaults")
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--passes", type=int, default=1, help="online passes over the fit rows")
+    ap.add_argument("--folds", type=int, default=1,
+                    help="K > 1: K-fold validation on the whole train split "
+                         "(pipeline.tuning.cross_validate) instead of its 20 %% tail")
     ap.add_argument("--seeds", type=int, default=1,
                     help="score each value by its mean over model seeds 0..N-1")
     ap.add_argument("--out", default="data/bench")
     a = ap.parse_args()
     base = dict(parse_values(s) for s in a.set)
     base = {k: v[0] for k, v in base.items()}
-    baselines = {s: baseline_validation(s, a.val_fraction) for s in a.stores}
+    baselines = {s: baseline_validation(s, a.val_fraction, a.folds) for s in a.stores}
     for key, values in (parse_values(v) for v in a.vary):
         rows = []
         for value in values:
@@ -64,7 +69,7 @@ def main() -> None:
                 config = trial_params(ColanetConfig(), {**base, key: value}, dim)
                 started = time.perf_counter()
                 results = [run_trial(path, dataclasses.replace(config, seed=seed), a.val_fraction,
-                                     passes=a.passes) for seed in range(a.seeds)]
+                                     passes=a.passes, folds=a.folds) for seed in range(a.seeds)]
                 rows.append({"option": key, "value": value, "store": store_name(path),
                              "val_accuracy": float(np.mean([r["val_accuracy"] for r in results])),
                              "per_seed": [r["val_accuracy"] for r in results],
@@ -78,10 +83,12 @@ def main() -> None:
                       f"NCM {r['ncm']:.4f}  {r['seconds']:.0f} s", flush=True)
         tag = "".join(f"-{k}={v}" for k, v in sorted(base.items()))
         out = Path(a.out) / (f"options-{key}{tag}{'-passes%d' % a.passes if a.passes > 1 else ''}"
-                             f"{'-seeds%d' % a.seeds if a.seeds > 1 else ''}.json")
+                             f"{'-seeds%d' % a.seeds if a.seeds > 1 else ''}"
+                             f"{'-folds%d' % a.folds if a.folds > 1 else ''}.json")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"base": base, "val_fraction": a.val_fraction,
-                                   "passes": a.passes, "seeds": a.seeds, "rows": rows},
+                                   "passes": a.passes, "seeds": a.seeds, "folds": a.folds,
+                                   "rows": rows},
                                   indent=2))
 
 

@@ -249,6 +249,9 @@ class TuneConfig:
     trials: Annotated[int, "total trials (rerun with more to extend the study)"] = 40
     batch: Annotated[int, "trials asked at once (the result does not depend on processes)"] = 4
     val_fraction: Annotated[float, "tail of the train split that scores each trial"] = 0.2
+    folds: Annotated[int, "K > 1: score each trial by K-fold validation on the whole train split "
+                          "(every row scored once; the rows are read into memory; cpu only) "
+                          "instead of its --val-fraction tail"] = 1
     search_seed: Annotated[int, "seed of the search strategy"] = 0
     startup: Annotated[int, "random trials before TPE models the results"] = 8
     numba_threads: Annotated[int,
@@ -264,8 +267,11 @@ class TuneConfig:
         _require(0 <= self.search_seed <= MAX_SEED, "search_seed", self.search_seed,
                  f"must lie between 0 and {MAX_SEED}")
         _require(self.startup >= 0, "startup", self.startup, "must be 0 or more")
+        _require(self.folds >= 1, "folds", self.folds, "must be 1 (the tail) or more")
         _check_threads("numba_threads", self.numba_threads)
         _check_snn_device(self.snn_device)
+        _require(self.folds == 1 or self.snn_device == "cpu", "folds", self.folds,
+                 "runs on the cpu: leave --snn-device at cpu or use --folds 1")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,7 +10,9 @@ import pytest
 from pipeline.colanet import ColanetConfig
 from pipeline.config import ClusterConfig, EmbedConfig, TuneConfig
 from pipeline.errors import UserError
-from pipeline.tuning import (SEARCH_SPACE, TrialLog, base_values, joint_score, run_trial, run_tune,
+from pipeline.streaming import read_rows
+from pipeline.tuning import (SEARCH_SPACE, TrialLog, base_values, baseline_validation,
+                             cross_validate, fold_bounds, joint_score, run_trial, run_tune,
                              trial_params)
 from tests.conftest import separable_store
 
@@ -46,6 +48,53 @@ def test_trial_scores_only_the_validation_tail_of_train(tmp_path):
     assert row["val_accuracy"] >= 0.9  # separable data, default dynamics
     again = run_trial(store.path, params, 0.25)
     assert {**again, "seconds": 0} == {**row, "seconds": 0}  # deterministic
+
+
+def test_folds_cover_every_train_row_once():
+    bounds = fold_bounds(103, 5)
+    assert bounds[0] == 0 and bounds[-1] == 103
+    assert set(np.diff(bounds)) <= {20, 21}
+    for n, k in ((10, 1), (10, 11)):
+        with pytest.raises(UserError, match="--folds"):
+            fold_bounds(n, k)
+
+
+def test_cross_validation_scores_each_fold_by_a_model_of_the_other_rows(tmp_path):
+    """Every train row is scored once, by the estimator trained on the other folds in store
+    order; the test split is not read. Checked against the folds scored by hand."""
+    from pipeline.estimator import ColanetClassifier
+
+    store = separable_store(tmp_path / "s.zarr", n_train=60, n_test=20, classes=3)
+    row = run_trial(store.path, BASE, 0.25, folds=3)
+    assert row == {**cross_validate(store.path, BASE, 3), "seconds": row["seconds"]}
+    assert (row["n_val"], row["n_fit"], row["folds"]) == (60, 40, 3)
+    x, y = read_rows(store, "train")
+    right = 0
+    for lo, hi in ((0, 20), (20, 40), (40, 60)):
+        keep = np.r_[0:lo, hi:60]
+        model = ColanetClassifier(**BASE.to_dict()).fit(x[keep], y[keep])
+        right += int((model.predict(x[lo:hi]) == y[lo:hi]).sum())
+    assert row["val_accuracy"] == right / 60
+    # the baselines score the same folds; one fold = the tail when it is the tail's rows
+    both = baseline_validation(store.path, 0.25, folds=3)
+    assert set(both) == {"probe", "ncm"} and 0.5 < both["ncm"] <= 1.0
+    assert baseline_validation(store.path, 0.25) == baseline_validation(store.path, 0.25, 1)
+
+
+def test_tune_folds_is_a_study_setting(tmp_path, _tune):
+    with pytest.raises(ValueError, match="--folds 0"):
+        TuneConfig(folds=0)
+    with pytest.raises(ValueError, match="--folds 3"):
+        TuneConfig(folds=3, snn_device="cuda")
+    store = separable_store(tmp_path / "s.zarr", n_train=60, n_test=20)
+    rows = _tune(tmp_path, store, name="cv", trials=2, folds=3)
+    assert len(rows) == 2 and all(r["n_val"] == 60 and r["folds"] == 3 for r in rows)
+    assert json.loads((tmp_path / "tune" / "cv" / "study.json").read_text())["folds"] == 3
+    with pytest.raises(UserError, match="other settings"):
+        _tune(tmp_path, store, name="cv", trials=2)
+    # a study without --folds records no "folds": studies from before the option resume as they were
+    _tune(tmp_path, store, name="tail", trials=2)
+    assert "folds" not in json.loads((tmp_path / "tune" / "tail" / "study.json").read_text())
 
 
 def test_study_records_trials_and_resumes_to_the_same_result(tmp_path, _tune):
