@@ -12,11 +12,20 @@ as in ``annsnn tune``):
 * with ``--feature-share S``, ``features``: E networks of one copy each on the shared list, every
   one seeing its own seeded share S of the features (the others zeroed, so that centred on their
   mean, 0, they never spike), their votes summed: copies on feature subsets.
+* ``codings``: the E copies in three contiguous groups (``pipeline.colanet.copy_groups``), each a
+  network on the shared list that codes its own transform of the features: as they are, their
+  square root, and their square root scaled to unit L2 norm per row (the power and norm
+  transforms that help nearest-class-mean on CNN features); their votes summed. What copies with
+  their own input coding would do (the engine's copies share one coding).
 
-Both feed their lists to the estimator's in-order ``partial_fit``. Prints each variant's
-validation accuracy per repeat (the repeat seeds the draws)::
+All feed their lists to the estimator's in-order ``partial_fit``. Prints each variant's
+validation accuracy per repeat (the repeat seeds the draws); ``--folds K`` scores every train row
+once by K-fold validation (fold k: the model of the other folds, as ``annsnn tune --folds``)
+instead of the tail::
 
     python bench/diversity.py --stores data/embeddings/digits-tf_efficientnet_lite0.zarr --repeats 2
+    python bench/diversity.py --stores data/embeddings/caltech51-lite0.zarr --folds 5 \\
+        --variants shared,codings
 """
 
 from __future__ import annotations
@@ -30,10 +39,22 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pipeline.colanet import copy_groups  # noqa: E402
 from pipeline.estimator import ColanetClassifier  # noqa: E402
 from pipeline.store import EmbeddingStore, store_name  # noqa: E402
 from pipeline.streaming import read_rows  # noqa: E402
-from pipeline.tuning import validation_rows  # noqa: E402
+from pipeline.tuning import fold_bounds, split_rows, validation_rows  # noqa: E402
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit L2 norm (a zero row stays zero)."""
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm > 0, norm, 1.0)
+
+
+#: The feature transforms of the ``codings`` variant, one per group of copies.
+TRANSFORMS = (lambda x: x, lambda x: np.sqrt(np.maximum(x, 0)),
+              lambda x: unit_rows(np.sqrt(np.maximum(x, 0))))
 
 
 def balanced_list(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -47,11 +68,23 @@ def balanced_list(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def score(path: str, variant: str, repeat: int, val_fraction: float, copies: int,
-          feature_share: float = 1.0) -> float:
-    store = EmbeddingStore.open(path)
-    first = validation_rows(store, val_fraction)
-    x_fit, y_fit = read_rows(store, "train", stop=first)
-    x_val, y_val = read_rows(store, "train", start=first)
+          feature_share: float = 1.0, folds: int = 1) -> float:
+    """Validation accuracy of one variant: on the tail, or over ``folds`` folds."""
+    x, y = read_rows(EmbeddingStore.open(path), "train")
+    if folds > 1:
+        bounds = fold_bounds(len(y), folds)
+    else:
+        bounds = np.array([validation_rows(EmbeddingStore.open(path), val_fraction), len(y)])
+    right = 0
+    for fit, scored in split_rows(bounds):
+        right += score_rows(x[fit], y[fit], x[scored], y[scored], variant, repeat, copies,
+                            feature_share)
+    return right / int(bounds[-1] - bounds[0])
+
+
+def score_rows(x_fit, y_fit, x_val, y_val, variant: str, repeat: int, copies: int,
+               feature_share: float) -> int:
+    """How many validation rows one variant answers right."""
     classes, labels = np.unique(y_fit, return_inverse=True)
     if variant == "shared":
         rows = balanced_list(labels, np.random.default_rng([repeat, 0]))
@@ -66,6 +99,13 @@ def score(path: str, variant: str, repeat: int, val_fraction: float, copies: int
             model = ColanetClassifier(e=1, seed=repeat * 1000 + copy).partial_fit(
                 x_fit[rows] * seen, y_fit[rows], classes=classes)
             total += model.votes(x_val * seen).astype(np.int64).sum(axis=1)
+    elif variant == "codings":
+        rows = balanced_list(labels, np.random.default_rng([repeat, 0]))
+        total = np.zeros((len(x_val), len(classes)), np.int64)
+        for transform, group in zip(TRANSFORMS, copy_groups(copies, len(TRANSFORMS))):
+            model = ColanetClassifier(e=len(group), seed=repeat * 1000 + group.start).partial_fit(
+                transform(x_fit[rows]), y_fit[rows], classes=classes)
+            total += model.votes(transform(x_val)).astype(np.int64).sum(axis=1)
     else:
         total = np.zeros((len(x_val), len(classes)), np.int64)
         for copy in range(copies):
@@ -73,7 +113,7 @@ def score(path: str, variant: str, repeat: int, val_fraction: float, copies: int
             model = ColanetClassifier(e=1, seed=repeat * 1000 + copy).partial_fit(
                 x_fit[rows], y_fit[rows], classes=classes)
             total += model.votes(x_val).astype(np.int64).sum(axis=1)
-    return float((classes[total.argmax(axis=1)] == y_val).mean())
+    return int((classes[total.argmax(axis=1)] == y_val).sum())
 
 
 def main() -> None:
@@ -82,7 +122,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--copies", type=int, default=ColanetClassifier().e)
     ap.add_argument("--val-fraction", type=float, default=0.2)
-    ap.add_argument("--variants", default="shared,own", help="of shared, own, features")
+    ap.add_argument("--variants", default="shared,own",
+                    help="of shared, own, features, codings")
+    ap.add_argument("--folds", type=int, default=1,
+                    help="K > 1: K-fold validation on the whole train split, not the tail")
     ap.add_argument("--feature-share", type=float, default=0.5,
                     help="share of the features each copy sees (variant features)")
     a = ap.parse_args()
@@ -92,7 +135,7 @@ def main() -> None:
     for path in a.stores:
         for repeat in range(a.repeats):
             started = time.perf_counter()
-            acc = [score(path, v, repeat, a.val_fraction, a.copies, a.feature_share)
+            acc = [score(path, v, repeat, a.val_fraction, a.copies, a.feature_share, a.folds)
                    for v in variants]
             print(f"{store_name(path)[:40]:<40} {repeat:>6} " + " ".join(f"{v:>8.4f}" for v in acc)
                   + f"  {time.perf_counter() - started:.0f}", flush=True)

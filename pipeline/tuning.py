@@ -21,7 +21,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from distributed import as_completed
@@ -130,8 +130,16 @@ def fold_bounds(n_rows: int, folds: int) -> np.ndarray:
     """Row bounds of ``folds`` contiguous folds of ``n_rows`` rows: fold k is rows
     ``bounds[k]:bounds[k + 1]`` (sizes differ by one at most)."""
     if not 2 <= folds <= n_rows:
-        raise UserError(f"--folds {folds}: must lie between 2 and the train split's {n_rows} rows")
+        raise UserError(f"--folds {folds}: must lie between 2 and the train split's {n_rows} "
+                        f"rows; use fewer folds")
     return np.linspace(0, n_rows, folds + 1).round().astype(np.int64)
+
+
+def split_rows(bounds: np.ndarray) -> Iterator[tuple[np.ndarray, slice]]:
+    """For each scored block ``bounds[k]:bounds[k + 1]``: the other rows of ``0:bounds[-1]`` (in
+    order: the rows a model learns) and the block (the rows it scores)."""
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+        yield np.r_[0:lo, hi:int(bounds[-1])], slice(lo, hi)
 
 
 def cross_validate(store_path: str, config: ColanetConfig, folds: int, passes: int = 1
@@ -150,13 +158,12 @@ def cross_validate(store_path: str, config: ColanetConfig, folds: int, passes: i
     bounds = fold_bounds(len(y), folds)
     params = {**config.to_dict(), "passes": passes}
     right = answered = 0
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        fit = np.r_[0:lo, hi:len(y)]
+    for fit, scored in split_rows(bounds):
         model = ColanetClassifier(**params).fit(x[fit], y[fit])
-        votes = model.votes(x[lo:hi]).sum(axis=1)
+        votes = model.votes(x[scored]).sum(axis=1)
         voted = votes.sum(axis=1) > 0  # no vote at all: an error, as the engine counts it
         answered += int(voted.sum())
-        right += int(((model.classes_[votes.argmax(axis=1)] == y[lo:hi]) & voted).sum())
+        right += int(((model.classes_[votes.argmax(axis=1)] == y[scored]) & voted).sum())
     return {"val_accuracy": right / len(y), "no_answer_rate": 1 - answered / len(y),
             "n_fit": int(len(y) - np.diff(bounds).max()), "n_val": len(y), "folds": folds,
             "seconds": round(time.perf_counter() - started, 3)}
@@ -175,10 +182,9 @@ def baseline_validation(store_path: str, val_fraction: float, folds: int = 1
     else:
         bounds = np.array([validation_rows(store, val_fraction), len(y)])
     right = {"probe": 0, "ncm": 0}
-    for lo, hi in zip(bounds[:-1], bounds[1:]):
-        fit = np.r_[0:lo, hi:len(y)]
+    for fit, scored in split_rows(bounds):
         for name, head in (("probe", linear_probe), ("ncm", nearest_class_mean)):
-            right[name] += int((head(x[fit], y[fit], x[lo:hi]) == y[lo:hi]).sum())
+            right[name] += int((head(x[fit], y[fit], x[scored]) == y[scored]).sum())
     scored = int(bounds[-1] - bounds[0])
     return {name: count / scored for name, count in right.items()}
 
@@ -297,6 +303,8 @@ def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetConfig,
         stores = [EmbeddingStore.open(p) for p in paths]
         for s in stores:
             check_split(s, "train", needs_positive=True)
+            if cfg.folds > 1:  # refused before the study folder is made
+                fold_bounds(s.split("train")["features"].shape[0], cfg.folds)
         return _run_locked(cfg, base, cluster, stores)
 
 
@@ -322,7 +330,7 @@ def _run_locked(cfg: TuneConfig, base: ColanetConfig, cluster: ClusterConfig,
             if {k: v for k, v in old.items() if k != "probe"} != study:
                 raise UserError(f"{study_file}: this study was started with other settings "
                                 f"(stores, space, base parameters, batch, val fraction, search "
-                                f"seed or startup); use --name NEW")
+                                f"seed, startup or folds); use --name NEW")
             study["probe"] = old.get("probe")
         with connect(cluster, default_local=2, stores=tuple(s.path for s in stores)) as client:
             return _run_study(cfg, base, stores, dims, study_dir, study, study_file, client)
@@ -331,7 +339,7 @@ def _run_locked(cfg: TuneConfig, base: ColanetConfig, cluster: ClusterConfig,
 def study_name(cfg: TuneConfig, base: ColanetConfig, stores: list[str]) -> str:
     """The default study folder name: the store's name (``joint-A-B`` for several), then each
     base CoLaNET option and search setting that a resumed study must share (batch, val fraction,
-    search seed, startup) that differs from its default (:func:`pipeline.runs.readable_name`)."""
+    search seed, startup, folds) that differs from its default (:func:`pipeline.runs.readable_name`)."""
     prefix = ("joint-" + "-".join(store_name(p) for p in stores) if len(stores) > 1
               else store_name(stores[0]))
     search = {k: v for k, v in changed_options(cfg).items() if k in STUDY_SETTINGS}

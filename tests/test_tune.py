@@ -92,6 +92,9 @@ def test_tune_folds_is_a_study_setting(tmp_path, _tune):
     assert json.loads((tmp_path / "tune" / "cv" / "study.json").read_text())["folds"] == 3
     with pytest.raises(UserError, match="other settings"):
         _tune(tmp_path, store, name="cv", trials=2)
+    with pytest.raises(UserError, match="--folds 61: must lie between 2 and the train split's 60"):
+        _tune(tmp_path, store, name="many", trials=2, folds=61)
+    assert not (tmp_path / "tune" / "many").exists()  # refused before anything is written
     # a study without --folds records no "folds": studies from before the option resume as they were
     _tune(tmp_path, store, name="tail", trials=2)
     assert "folds" not in json.loads((tmp_path / "tune" / "tail" / "study.json").read_text())
