@@ -1,7 +1,8 @@
 """Validation accuracy of one model option at each of its values, the rest at the shipped defaults.
 
 The evidence behind each named reading of the spec and each other [choice] in docs/accuracy.md:
-every value (with ``--seeds N``: under model seeds 0..N-1, scored by their mean) is trained on
+every value (with ``--seeds N``: under model seeds s..s+N-1, s the value's seed, 0 unless set
+by ``--set seed=S`` or varied, scored by their mean) is trained on
 the first 80 % of each store's (seeded, shuffled) train split and scored
 on the last 20 % (``pipeline.tuning.run_trial``: the test splits are never read), beside the linear
 probe and nearest class mean fitted on the same rows. With ``--folds K`` every train row is scored
@@ -55,7 +56,8 @@ def main() -> None:
                     help="K > 1: K-fold validation on the whole train split "
                          "(pipeline.tuning.cross_validate) instead of its 20 %% tail")
     ap.add_argument("--seeds", type=int, default=1,
-                    help="score each value by its mean over model seeds 0..N-1")
+                    help="score each value by its mean over model seeds S..S+N-1 "
+                         "(S: its seed, 0 unless --set or --vary gives one)")
     ap.add_argument("--out", default="data/bench")
     a = ap.parse_args()
     base = dict(parse_values(s) for s in a.set)
@@ -68,8 +70,9 @@ def main() -> None:
                 dim = EmbeddingStore.open(path).attrs["encoder"]["feature_dim"]
                 config = trial_params(ColanetConfig(), {**base, key: value}, dim)
                 started = time.perf_counter()
-                results = [run_trial(path, dataclasses.replace(config, seed=seed), a.val_fraction,
-                                     passes=a.passes, folds=a.folds) for seed in range(a.seeds)]
+                results = [run_trial(path, dataclasses.replace(config, seed=config.seed + s),
+                                     a.val_fraction, passes=a.passes, folds=a.folds)
+                           for s in range(a.seeds)]
                 rows.append({"option": key, "value": value, "store": store_name(path),
                              "val_accuracy": float(np.mean([r["val_accuracy"] for r in results])),
                              "per_seed": [r["val_accuracy"] for r in results],
