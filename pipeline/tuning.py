@@ -185,8 +185,8 @@ def baseline_validation(store_path: str, val_fraction: float, folds: int = 1
     for fit, scored in split_rows(bounds):
         for name, head in (("probe", linear_probe), ("ncm", nearest_class_mean)):
             right[name] += int((head(x[fit], y[fit], x[scored]) == y[scored]).sum())
-    scored = int(bounds[-1] - bounds[0])
-    return {name: count / scored for name, count in right.items()}
+    n_scored = int(bounds[-1] - bounds[0])
+    return {name: count / n_scored for name, count in right.items()}
 
 
 ERROR_FLOOR = 0.005  # keeps the ratio finite where an error is 0 (half a point)
@@ -339,7 +339,8 @@ def _run_locked(cfg: TuneConfig, base: ColanetConfig, cluster: ClusterConfig,
 def study_name(cfg: TuneConfig, base: ColanetConfig, stores: list[str]) -> str:
     """The default study folder name: the store's name (``joint-A-B`` for several), then each
     base CoLaNET option and search setting that a resumed study must share (batch, val fraction,
-    search seed, startup, folds) that differs from its default (:func:`pipeline.runs.readable_name`)."""
+    search seed, startup, folds) that differs from its default
+    (:func:`pipeline.runs.readable_name`)."""
     prefix = ("joint-" + "-".join(store_name(p) for p in stores) if len(stores) > 1
               else store_name(stores[0]))
     search = {k: v for k, v in changed_options(cfg).items() if k in STUDY_SETTINGS}
