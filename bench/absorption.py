@@ -26,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.options import parse_values  # noqa: E402
 from pipeline.baselines import nearest_class_mean  # noqa: E402
 from pipeline.colanet import ColanetConfig  # noqa: E402
-from pipeline.estimator import ColanetClassifier  # noqa: E402
 from pipeline.store import EmbeddingStore, store_name  # noqa: E402
 from pipeline.streaming import read_rows  # noqa: E402
-from pipeline.tuning import fold_bounds, split_rows  # noqa: E402
+from pipeline.tuning import fold_answers, fold_bounds, split_rows  # noqa: E402
 
 
 def main() -> None:
@@ -45,10 +44,10 @@ def main() -> None:
         rows = np.bincount(labels)
         third = np.digitize(rows, np.quantile(rows, [1 / 3, 2 / 3]))  # 0 smallest .. 2 largest
         snn, ncm = np.zeros(len(y), bool), np.zeros(len(y), bool)
-        for k, (fit, fold) in enumerate(split_rows(fold_bounds(len(y), a.folds))):
-            model = ColanetClassifier(**params).fit(x[fit], y[fit])
-            votes = model.votes(x[fold]).sum(axis=1)
-            snn[fold] = (model.classes_[votes.argmax(axis=1)] == y[fold]) & (votes.sum(1) > 0)
+        bounds = fold_bounds(len(y), a.folds)
+        answers = fold_answers(x, y, params, bounds)
+        for k, ((fit, fold), (model, _, _, right)) in enumerate(zip(split_rows(bounds), answers)):
+            snn[fold] = right
             ncm[fold] = nearest_class_mean(x[fit], y[fit], x[fold]) == y[fold]
             if k == 0:  # stability per class (the copies and microcolumns averaged)
                 s = model.state_.stability.reshape(-1, len(classes), model.config_.m)

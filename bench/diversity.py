@@ -43,7 +43,7 @@ from pipeline.colanet import copy_groups  # noqa: E402
 from pipeline.estimator import ColanetClassifier  # noqa: E402
 from pipeline.store import EmbeddingStore, store_name  # noqa: E402
 from pipeline.streaming import read_rows  # noqa: E402
-from pipeline.tuning import fold_bounds, split_rows, validation_rows  # noqa: E402
+from pipeline.tuning import scored_bounds, split_rows  # noqa: E402
 
 
 def unit_rows(x: np.ndarray) -> np.ndarray:
@@ -70,11 +70,9 @@ def balanced_list(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def score(path: str, variant: str, repeat: int, val_fraction: float, copies: int,
           feature_share: float = 1.0, folds: int = 1) -> float:
     """Validation accuracy of one variant: on the tail, or over ``folds`` folds."""
-    x, y = read_rows(EmbeddingStore.open(path), "train")
-    if folds > 1:
-        bounds = fold_bounds(len(y), folds)
-    else:
-        bounds = np.array([validation_rows(EmbeddingStore.open(path), val_fraction), len(y)])
+    store = EmbeddingStore.open(path)
+    x, y = read_rows(store, "train")
+    bounds = scored_bounds(store, val_fraction, folds)
     right = 0
     for fit, scored in split_rows(bounds):
         right += score_rows(x[fit], y[fit], x[scored], y[scored], variant, repeat, copies,

@@ -21,7 +21,7 @@ import time
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 from distributed import as_completed
@@ -38,6 +38,9 @@ from pipeline.store import EmbeddingStore, absolute_location, store_name
 from pipeline.streaming import check_split, read_rows
 from pipeline.training import (check_snn_device, ensure_store, fit_stream, new_model,
                                predict_stream)
+
+if TYPE_CHECKING:
+    from pipeline.estimator import ColanetClassifier
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,29 @@ def split_rows(bounds: np.ndarray) -> Iterator[tuple[np.ndarray, slice]]:
         yield np.r_[0:lo, hi:int(bounds[-1])], slice(lo, hi)
 
 
+def scored_bounds(store: EmbeddingStore, val_fraction: float, folds: int = 1) -> np.ndarray:
+    """The train rows that score, as :func:`split_rows` bounds: the ``val_fraction`` tail, or with
+    ``folds`` > 1 every row, in ``folds`` folds (:func:`fold_bounds`)."""
+    n = store.split("train")["features"].shape[0]
+    if folds > 1:
+        return fold_bounds(n, folds)
+    return np.array([validation_rows(store, val_fraction), n])
+
+
+def fold_answers(x: np.ndarray, y: np.ndarray, params: dict[str, Any], bounds: np.ndarray
+                 ) -> Iterator[tuple[ColanetClassifier, slice, np.ndarray, np.ndarray]]:
+    """For each scored block of :func:`split_rows`: the estimator with ``params`` trained on the
+    other rows, the block, which of its rows got a vote and which it answers right (bool arrays;
+    no vote at all is an error, as the engine counts it)."""
+    from pipeline.estimator import ColanetClassifier
+
+    for fit, scored in split_rows(bounds):
+        model = ColanetClassifier(**params).fit(x[fit], y[fit])
+        votes = model.votes(x[scored]).sum(axis=1)
+        voted = votes.sum(axis=1) > 0
+        yield model, scored, voted, (model.classes_[votes.argmax(axis=1)] == y[scored]) & voted
+
+
 def cross_validate(store_path: str, config: ColanetConfig, folds: int, passes: int = 1
                    ) -> dict[str, Any]:
     """K-fold validation on the train split (the test split is never read): for each fold, a
@@ -151,19 +177,14 @@ def cross_validate(store_path: str, config: ColanetConfig, folds: int, passes: i
     stores and the tail's verdict on caltech51 was the opposite of the test split's
     (docs/accuracy.md, "Cross-validation"). The rows are read into memory; the model is
     :class:`pipeline.estimator.ColanetClassifier`, which learns as ``train-snn`` does."""
-    from pipeline.estimator import ColanetClassifier
-
     started = time.perf_counter()
     x, y = read_rows(EmbeddingStore.open(store_path), "train")
     bounds = fold_bounds(len(y), folds)
-    params = {**config.to_dict(), "passes": passes}
     right = answered = 0
-    for fit, scored in split_rows(bounds):
-        model = ColanetClassifier(**params).fit(x[fit], y[fit])
-        votes = model.votes(x[scored]).sum(axis=1)
-        voted = votes.sum(axis=1) > 0  # no vote at all: an error, as the engine counts it
+    params = {**config.to_dict(), "passes": passes}
+    for _, _, voted, correct in fold_answers(x, y, params, bounds):
         answered += int(voted.sum())
-        right += int(((model.classes_[votes.argmax(axis=1)] == y[scored]) & voted).sum())
+        right += int(correct.sum())
     return {"val_accuracy": right / len(y), "no_answer_rate": 1 - answered / len(y),
             "n_fit": int(len(y) - np.diff(bounds).max()), "n_val": len(y), "folds": folds,
             "seconds": round(time.perf_counter() - started, 3)}
@@ -177,10 +198,7 @@ def baseline_validation(store_path: str, val_fraction: float, folds: int = 1
 
     store = EmbeddingStore.open(store_path)
     x, y = read_rows(store, "train")
-    if folds > 1:
-        bounds = fold_bounds(len(y), folds)
-    else:
-        bounds = np.array([validation_rows(store, val_fraction), len(y)])
+    bounds = scored_bounds(store, val_fraction, folds)
     right = {"probe": 0, "ncm": 0}
     for fit, scored in split_rows(bounds):
         for name, head in (("probe", linear_probe), ("ncm", nearest_class_mean)):
@@ -303,8 +321,8 @@ def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetConfig,
         stores = [EmbeddingStore.open(p) for p in paths]
         for s in stores:
             check_split(s, "train", needs_positive=True)
-            if cfg.folds > 1:  # refused before the study folder is made
-                fold_bounds(s.split("train")["features"].shape[0], cfg.folds)
+            # more --folds than train rows: refused before the study folder is made
+            scored_bounds(s, cfg.val_fraction, cfg.folds)
         return _run_locked(cfg, base, cluster, stores)
 
 
