@@ -133,7 +133,7 @@ _FORCINGS = ("most_depolarised", "all")
 _BLOCKINGS = ("column", "none")
 _BURST_SCOPES = ("sample", "continuous")
 _SAT_SCOPES = ("feature", "global")
-_CODINGS = ("saturation", "centred", "on_off")
+_CODINGS = ("saturation", "centred", "on_off", "whitened")
 _ORDERS = ("store", "balanced", "sqrt", "equal")
 _FIRINGS = ("column_argmax", "all_above_threshold")
 _THETA_REFRESHES = ("every_change", "anti_hebbian")
@@ -149,7 +149,8 @@ _CHOICES = {"coder": _CODERS, "forcing": _FORCINGS, "blocking": _BLOCKINGS,
             "syn_window": _SYN_WINDOWS, "block_span": _BLOCK_SPANS, "order": _ORDERS}
 
 _FLOAT_FIELDS = ("tau", "theta0", "k_thr", "s_stim", "w_min", "w_max", "gain_total", "d_h",
-                 "dopamine", "r_s", "f_thr", "sat_percentile", "copy_share", "input_share")
+                 "dopamine", "r_s", "f_thr", "sat_percentile", "copy_share", "input_share",
+                 "whiten_shrinkage")
 _INT_FIELDS = ("t_syn", "isi_max", "t_dop", "n_silent", "m", "e", "present_ticks", "silent_ticks",
                "block_ticks", "label_tick", "force_tick", "dopamine_tick", "input_delay", "seed")
 
@@ -168,8 +169,12 @@ class ColanetConfig:
     ``"centred"`` first subtracts each feature's train-split mean, so only above-average activity
     spikes (the levels are then percentiles of the centred features); ``"on_off"`` codes both
     signs of the centred features as two inputs each (``max(x - mean, 0)``, ``max(mean - x, 0)``:
-    ``2 D`` inputs, :func:`coded_inputs`). The kernels never read ``coding``: the training engine
-    codes the features before they reach them.
+    ``2 D`` inputs, :func:`coded_inputs`); ``"whitened"`` codes the positive part of the
+    features decorrelated on the train split: ``z = (sqrt±(x) - mean) W`` with the shrunk ZCA map
+    ``W = ((1 - a) Cov + a tr(Cov)/D I)^(-1/2)``, ``a = whiten_shrinkage``, ``sqrt±`` the signed
+    square root (label-free statistics of the train split, stored with the model; a nearest
+    class mean on such features approaches a linear probe, docs/accuracy.md). The kernels never
+    read ``coding``: the training engine codes the features before they reach them.
 
     Presentation: ``order="store"`` learns the train split in store order (later passes shuffle
     each stretch); ``"balanced"`` shows each sample of class c ``max(1, n_mean / n_c)`` times in
@@ -293,8 +298,12 @@ class ColanetConfig:
     sat_scope: Annotated[str, "one saturation level per feature (feature) or one for all "
                               "(global)"] = "feature"
     coding: Annotated[str, "code the features as they are (saturation), minus their train-split "
-                           "mean (centred), or both signs of that as two inputs (on_off)"
+                           "mean (centred), or both signs of that as two inputs (on_off), or "
+                           "decorrelated on the train split (whitened)"
                       ] = "centred"
+    whiten_shrinkage: Annotated[float, "coding whitened: the share of the identity in the "
+                                       "shrunk covariance that is whitened (1: no whitening)"
+                                ] = 0.85
     # Presentation (chosen on validation data like the rest; docs/accuracy.md).
     order: Annotated[str, "present the train split in store order (store), with each class "
                           "shown at least as often as the mean class (balanced), every class "
@@ -357,6 +366,9 @@ class ColanetConfig:
         if not 0.0 < self.copy_share <= 1.0:
             bad("copy_share", "must lie in (0, 1]: the share of the training samples each copy "
                               "learns from")
+        if not 0.0 < self.whiten_shrinkage <= 1.0:
+            bad("whiten_shrinkage", "must lie in (0, 1]: the identity's share of the shrunk "
+                                    "covariance (0 would invert a singular one)")
         if not 0.0 < self.input_share <= 1.0:
             bad("input_share", "must lie in (0, 1]: the share of the inputs each copy sees")
         if self.theta0 <= 0:

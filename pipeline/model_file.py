@@ -92,7 +92,8 @@ def write_model(path: str | Path, model: Model, *, overwrite: bool = False) -> P
             "passes": int(model.passes), "next_sample_id": int(model.next_sample_id),
             "feature_names": model.feature_names, "source": model.source}
     try:
-        save_checkpoint(path, {**checkpoint_arrays(model.state, model.config), "classes": classes},
+        save_checkpoint(path, {**checkpoint_arrays(model.state, model.config),
+                               **model.coding.to_arrays(), "classes": classes},
                         meta)
     except OSError as e:
         raise UserError(f"{path}: writing the model file failed ({e.strerror or e}); free space "
@@ -112,7 +113,7 @@ def read_model(path: str | Path) -> Model:
                         f"version {VERSION}: {MODEL_FILE.remedy}")
     try:
         config = ColanetConfig.from_dict(meta["config"])
-        coding = Coding.from_meta(meta["coding"])
+        coding = Coding.from_meta(meta["coding"], arrays)
         n_features, passes = int(meta["n_features"]), int(meta["passes"])
         next_id = int(meta["next_sample_id"])
         names, source = meta.get("feature_names"), meta.get("source") or {}
@@ -130,8 +131,8 @@ def read_model(path: str | Path) -> Model:
     if (n_features < 1 or next_id < 0 or passes < 1 or sat.shape not in ((), (n_inputs,))
             or np.isnan(sat).any() or (sat <= 0).any()
             or (coding.centre is None) != (config.coding == "saturation")
-            or (coding.centre is not None and coding.centre.shape != (n_features,))
-            or coding.on_off != (config.coding == "on_off")):
+            or (coding.whiten is None) == (config.coding == "whitened")
+            or not coding.fits(n_features) or coding.on_off != (config.coding == "on_off")):
         raise UserError(f"{path}: model file is inconsistent (coding {config.coding!r} with sat of "
                         f"shape {sat.shape} for {n_inputs} inputs, {n_features} features); "
                         f"{MODEL_FILE.remedy}")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import dask.array as da
+import numba
 import numpy as np
 
 from pipeline.config import EmbedConfig
@@ -162,18 +163,78 @@ def class_counts(store: EmbeddingStore, split: str, stop: int | None = None) -> 
                        minlength=len(store.class_names)).astype(np.int64)
 
 
-def feature_means(batches: Iterable[Batch], where: str) -> np.ndarray:
+def feature_moments(batches: Iterable[Batch], where: str, *, transform=None,
+                    covariance: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Per-feature mean of the rows of ``batches`` (a split's usable rows as :func:`iter_batches`
-    streams them, or :func:`array_batches`), summed a stretch at a time in order in float64
-    (deterministic for the same stretches); float32 (D,). ``where`` names the rows in a refusal."""
-    total, n = None, 0
+    streams them, or :func:`array_batches`), each batch's features through ``transform`` first
+    when given; with ``covariance`` also their (D, D) covariance (float64, ``n - 1`` in the
+    denominator), else None. Summed a stretch at a time in order in float64 (deterministic for
+    the same stretches); the mean float32 (D,). ``where`` names the rows in a refusal."""
+    total = square = None
+    n = 0
     for batch in batches:
-        part = batch.features.astype(np.float64).sum(axis=0)
-        total = part if total is None else total + part
+        x = (batch.features if transform is None else transform(batch.features)).astype(np.float64)
+        total = x.sum(axis=0) if total is None else total + x.sum(axis=0)
+        if covariance:
+            square = x.T @ x if square is None else square + x.T @ x
         n += len(batch.labels)
     if total is None or n == 0:
         raise UserError(f"{where} has no usable rows to centre the features on")
-    return (total / n).astype(np.float32)
+    mean = total / n
+    if not covariance:
+        return mean.astype(np.float32), None
+    if n < 2:
+        raise UserError(f"{where} has {n} usable row: the whitened coding needs at least 2 to "
+                        f"measure the features' covariance")
+    return mean.astype(np.float32), (square - n * np.outer(mean, mean)) / (n - 1)
+
+
+def zca_map(cov: np.ndarray, shrinkage: float) -> np.ndarray:
+    """The whitening map ``W = S^(-1/2)`` of the shrunk covariance ``S = (1 - a) cov + a
+    tr(cov)/D I`` (``a = shrinkage`` in (0, 1]; ZCA: ``W`` is symmetric, so a whitened feature
+    stays tied to its own feature), float32 (D, D). The identity's share keeps ``S`` invertible
+    when the train split has fewer rows than features. One BLAS thread, so the map is the same
+    whatever the machine's thread count."""
+    from threadpoolctl import threadpool_limits
+
+    d = cov.shape[0]
+    level = float(np.trace(cov)) / d
+    shrunk = (1.0 - shrinkage) * cov + shrinkage * (level if level > 0 else 1.0) * np.eye(d)
+    with threadpool_limits(1):
+        values, vectors = np.linalg.eigh(shrunk)
+        return ((vectors / np.sqrt(np.maximum(values, values.max() * 1e-12))) @ vectors.T
+                ).astype(np.float32)
+
+
+def signed_sqrt(x):
+    """``sign(x) sqrt(|x|)``: the power step of the whitened coding (numpy or dask)."""
+    return np.sign(x) * np.sqrt(np.abs(x))
+
+
+@numba.njit(parallel=True, cache=True)
+def _decorrelate(x, centre, whiten):  # pragma: no cover - compiled
+    out = np.empty((x.shape[0], whiten.shape[1]), np.float32)
+    for i in numba.prange(x.shape[0]):
+        acc = np.zeros(whiten.shape[1], np.float64)
+        for j in range(x.shape[1]):
+            v = np.float64(x[i, j]) - np.float64(centre[j])
+            if v != 0.0:
+                for k in range(whiten.shape[1]):
+                    acc[k] += v * whiten[j, k]
+        for k in range(whiten.shape[1]):
+            out[i, k] = acc[k]
+    return out
+
+
+def decorrelate(x, centre: np.ndarray, whiten: np.ndarray):
+    """``(x - centre) whiten`` row by row (numpy (N, D) or dask), float32. Each output sums its
+    terms in feature order in float64, so a row's value is the same whatever rows share its batch
+    and whatever the thread count (a BLAS product would not promise that)."""
+    if isinstance(x, da.Array):
+        return x.rechunk({1: -1}).map_blocks(decorrelate, centre, whiten, dtype=np.float32,
+                                             chunks=(x.chunks[0], (whiten.shape[1],)))
+    return _decorrelate(np.ascontiguousarray(x, dtype=np.float32), centre,
+                        np.ascontiguousarray(whiten, dtype=np.float32))
 
 
 def _blocks(x) -> da.Array:

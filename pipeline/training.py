@@ -43,10 +43,12 @@ from pipeline.metrics import (classification_metrics, per_class_table, top_k_acc
 from pipeline.outputs import check_name, claim_folder
 from pipeline.runs import run_name
 from pipeline.store import EmbeddingStore, absolute_location, store_exists
-from pipeline.streaming import (Batch, check_split, class_counts, coding_levels, feature_means,
-                                iter_batches, read_rows, require_complete)
+from pipeline.streaming import (Batch, check_split, class_counts, coding_levels, decorrelate,
+                                feature_moments, iter_batches, read_rows, require_complete,
+                                signed_sqrt, zca_map)
 
 CHECKPOINT = "checkpoint.npz"
+WHITEN_ARRAY = "coding_whiten"  # the whitened coding's (D, D) map, beside the network's arrays
 TOP_K = 5  # metrics.json's snn_top5_accuracy: the class among the 5 with most votes
 
 
@@ -55,30 +57,55 @@ class Coding:
     """The input coding as measured on the train split (part of the model, stored with it):
     ``d_j = clip(v_j / sat_j, 0, 1)``, the spike rate of input j, where the inputs ``v`` are the
     features (``centre`` None), the features less ``centre``, or with ``on_off`` both signs of
-    that, ``[x - centre, centre - x]`` (``2 D`` inputs; the coder only spikes on positive ones)."""
+    that, ``[x - centre, centre - x]`` (``2 D`` inputs; the coder only spikes on positive ones),
+    or with ``whiten`` (coding whitened) ``(sqrt±(x) - centre) whiten``, ``centre`` then the
+    mean of the signed square roots (:func:`pipeline.streaming.decorrelate`)."""
 
     sat: float | np.ndarray  # one saturation level, or one per input (inf: never spikes)
-    centre: np.ndarray | None = None  # per-feature train mean (coding centred/on_off), else None
+    centre: np.ndarray | None = None  # per-feature train mean (coding centred/on_off/whitened)
     on_off: bool = False
+    whiten: np.ndarray | None = None  # (D, D) ZCA map (coding whitened), else None
 
     def inputs(self, x):
         """The coder's inputs for features ``x`` (numpy, or dask when measuring the levels)."""
         if self.centre is None:
             return x
+        if self.whiten is not None:
+            return decorrelate(signed_sqrt(x), self.centre, self.whiten)
         v = x - self.centre
         return np.concatenate([v, -v], axis=1) if self.on_off else v
 
     def to_meta(self) -> dict[str, Any]:
+        """The JSON part (config.json, a checkpoint's metadata); the whitening map, a (D, D)
+        matrix, travels as an array: :meth:`to_arrays`."""
         return {"sat": np.asarray(self.sat).tolist(), "on_off": self.on_off,
-                "centre": None if self.centre is None else self.centre.tolist()}
+                "centre": None if self.centre is None else self.centre.tolist(),
+                "whitened": self.whiten is not None}
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The arrays a checkpoint or model file stores beside :meth:`to_meta`."""
+        return {} if self.whiten is None else {WHITEN_ARRAY: self.whiten}
 
     @classmethod
-    def from_meta(cls, meta: dict[str, Any]) -> "Coding":
+    def from_meta(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None
+                  ) -> "Coding":
+        """Inverse of :meth:`to_meta` and :meth:`to_arrays`: ``arrays`` loses the whitening map
+        (so what is left is the network's state); a whitened coding without it is refused
+        (ValueError)."""
         sat = meta["sat"]
         sat = np.asarray(sat, dtype=np.float64) if isinstance(sat, list) else float(sat)
         centre = meta.get("centre")
+        whiten = (arrays or {}).pop(WHITEN_ARRAY, None)
+        if bool(meta.get("whitened", False)) != (whiten is not None):
+            raise ValueError("whitening map")
         return cls(sat, None if centre is None else np.asarray(centre, dtype=np.float32),
-                   bool(meta.get("on_off", False)))
+                   bool(meta.get("on_off", False)),
+                   None if whiten is None else np.asarray(whiten, dtype=np.float32))
+
+    def fits(self, n_features: int) -> bool:
+        """Whether the centre and the whitening map are shaped for ``n_features`` features."""
+        return ((self.centre is None or np.shape(self.centre) == (n_features,))
+                and (self.whiten is None or np.shape(self.whiten) == (n_features, n_features)))
 
     @classmethod
     def measure(cls, store: EmbeddingStore, config: ColanetConfig, stop: int | None = None
@@ -92,13 +119,19 @@ class Coding:
     def measured(cls, config: ColanetConfig, batches: Callable[[], Iterable[Batch]], features,
                  where: str) -> "Coding":
         """The coding of ``config`` measured on training rows, whatever holds them: ``batches()``
-        streams them (the centre: :func:`feature_means`), ``features`` is all of them as one dask
-        or in-memory array (the levels of the coder's inputs: :func:`coding_levels`); ``where``
-        names them in a refusal."""
-        centre = feature_means(batches(), where) if config.coding != "saturation" else None
-        shape = cls(1.0, centre, config.coding == "on_off")
+        streams them (the centre, and for the whitened coding the covariance:
+        :func:`feature_moments`), ``features`` is all of them as one dask or in-memory array (the
+        levels of the coder's inputs: :func:`coding_levels`); ``where`` names them in a
+        refusal."""
+        whitened = config.coding == "whitened"
+        centre = whiten = None
+        if config.coding != "saturation":
+            centre, cov = feature_moments(batches(), where, covariance=whitened,
+                                          transform=signed_sqrt if whitened else None)
+            whiten = zca_map(cov, config.whiten_shrinkage) if whitened else None
+        shape = cls(1.0, centre, config.coding == "on_off", whiten)
         return cls(coding_levels(shape.inputs(features), config.sat_percentile, config.sat_scope,
-                                 where), centre, shape.on_off)
+                                 where), centre, shape.on_off, whiten)
 
 
 @dataclass
@@ -486,7 +519,10 @@ def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
         diff = [k for k in want if (meta.get("identity") or {}).get(k) != want[k]]
         raise UserError(f"{path}: checkpoint was trained on another store ({', '.join(diff)} "
                         f"differ from {store.path}); use --run NAME for a new run or --restart")
-    stored, current = meta.get("config") or {}, config.to_dict()
+    # A field newer than the checkpoint is missing from it: it ran with the field's default,
+    # which is always the earlier behaviour.
+    current = config.to_dict()
+    stored = {**ColanetConfig().to_dict(), **(meta.get("config") or {})}
     if stored != current:
         diff = sorted(k for k in {*current, *stored} if stored.get(k) != current.get(k))
         raise UserError(f"{path}: checkpoint was trained with other settings "
@@ -499,7 +535,7 @@ def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
     try:
         cursor, seconds = int(meta["cursor"]), float(meta["train_seconds"])
         pass_index, first_id = int(meta.get("pass_index", 0)), int(meta.get("first_sample_id", 0))
-        coding = Coding.from_meta(meta)
+        coding = Coding.from_meta(meta, arrays)
         classes = meta.get("classes")  # a model continued from another (--init-from)
         if classes is not None:
             classes = tuple(classes)
@@ -514,9 +550,8 @@ def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
     check_arrays(path, arrays, {**checkpoint_schema(config, n_in, c),
                                 "online_correct": ((n_online,), np.bool_),
                                 "online_answered": ((n_online,), np.bool_)})
-    centre_ok = coding.centre is None or np.shape(coding.centre) == (d,)
     if (not 0 <= cursor <= n_rows or pass_index < 0 or np.shape(coding.sat) not in ((), (n_in,))
-            or not centre_ok):
+            or not coding.fits(d)):
         raise UserError(f"{path}: checkpoint is inconsistent (cursor {cursor} of {n_rows} rows, "
                         f"{n_online} online results, sat of shape {np.shape(coding.sat)}); rerun with "
                         f"--restart to discard it")
@@ -531,7 +566,7 @@ def save_progress(path: Path, store: EmbeddingStore, config: ColanetConfig, stat
                   progress: Progress) -> None:
     """Checkpoint atomically; derived arrays (weights, thresholds) are rebuilt on load."""
     try:
-        save_checkpoint(path, {**checkpoint_arrays(state, config),
+        save_checkpoint(path, {**checkpoint_arrays(state, config), **progress.coding.to_arrays(),
                                "online_correct": progress.online_correct,
                                "online_answered": progress.online_answered},
                         {"identity": checkpoint_identity(store), "config": config.to_dict(),

@@ -70,7 +70,8 @@ SEARCH_SPACE: dict[str, Knob] = {
     "forcing": Knob("choice", choices=("most_depolarised", "all")),
     "blocking": Knob("choice", choices=("column", "none")),
     "coder": Knob("choice", choices=("accumulator", "bernoulli")),
-    "coding": Knob("choice", choices=("saturation", "centred", "on_off")),
+    "coding": Knob("choice", choices=("saturation", "centred", "on_off", "whitened")),
+    "whiten_shrinkage": Knob("float", 0.5, 1.0),
     "order": Knob("choice", choices=("store", "balanced")),
 }
 

@@ -69,11 +69,14 @@ def _assert_same_network(clf, state, coding):
     assert (clf.coding_.centre is None) == (coding.centre is None)
     if coding.centre is not None:
         np.testing.assert_array_equal(clf.coding_.centre, coding.centre)
+    assert (clf.coding_.whiten is None) == (coding.whiten is None)
+    if coding.whiten is not None:
+        np.testing.assert_array_equal(clf.coding_.whiten, coding.whiten)
 
 
 # --- the same network as the engine ---------------------------------------------------------------
 
-@pytest.mark.parametrize("coding", ["saturation", "on_off"])
+@pytest.mark.parametrize("coding", ["saturation", "on_off", "whitened"])
 def test_fit_and_predict_are_bit_identical_to_the_engine(tmp_path, coding):
     """Same rows, same order, same ids: the same network, and with the engine's ids the same
     answers as predict_stream (rows with no vote: classes_[0] and a uniform predict_proba)."""
@@ -180,10 +183,11 @@ def test_array_api_check():
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-@pytest.mark.parametrize("coding", ["centred", "on_off"])
+@pytest.mark.parametrize("coding", ["centred", "on_off", "whitened"])
 def test_a_pipeline_with_standardised_features_and_cross_validation(tmp_path, coding):
     """StandardScaler makes half the values negative: coding="centred" codes those above the
-    mean, "on_off" both signs."""
+    mean, "on_off" both signs, "whitened" the positive part of their decorrelated signed
+    roots."""
     store = separable_store(tmp_path / "s.zarr", n_train=180)
     x, y, _ = _rows(store, "train")
     pipe = make_pipeline(StandardScaler(), ColanetClassifier(m=3, e=2, coding=coding))
@@ -192,12 +196,14 @@ def test_a_pipeline_with_standardised_features_and_cross_validation(tmp_path, co
     assert cross_val_score(pipe, x, y, cv=3).tolist() == scores.tolist()  # never stochastic
 
 
-def test_pickle_and_model_file_keep_the_fitted_classifier(tmp_path):
-    """Pickle and save/load give the same answers, and learning goes on exactly as without."""
+@pytest.mark.parametrize("coding", ["centred", "whitened"])
+def test_pickle_and_model_file_keep_the_fitted_classifier(tmp_path, coding):
+    """Pickle and save/load give the same answers, and learning goes on exactly as without
+    (the whitened coding's map travels in the file as an array)."""
     store = separable_store(tmp_path / "s.zarr")
     x, y, _ = _rows(store, "train")
     x_test, _, _ = _rows(store, "test")
-    clf = ColanetClassifier(m=3, e=2, coding="centred", theta_refresh="anti_hebbian")
+    clf = ColanetClassifier(m=3, e=2, coding=coding, theta_refresh="anti_hebbian")
     clf.partial_fit(x[:60], y[:60], classes=np.arange(4))
     clf.save(tmp_path / "model.npz")
     copies = [pickle.loads(pickle.dumps(clf)), ColanetClassifier.load(tmp_path / "model.npz")]

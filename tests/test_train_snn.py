@@ -459,6 +459,51 @@ def test_on_off_coding_gives_each_feature_two_inputs_stored_with_the_model(tmp_p
     assert _run(tmp_path, store, params=config)["snn_accuracy"] == m["snn_accuracy"]
 
 
+def test_whitened_coding_decorrelates_the_signed_roots_and_is_stored_with_the_model(tmp_path):
+    """``coding="whitened"``: inputs ``(sqrt±(x) - mean) W`` with ``W`` the inverse square root
+    of the shrunk train covariance; the map travels in the checkpoint as an array, a row's
+    inputs do not depend on the rows beside it, and a resumed run answers the same."""
+    store = separable_store(tmp_path / "s.zarr")
+    config = ColanetConfig(m=3, e=2, coding="whitened", whiten_shrinkage=0.5)
+    m = _run(tmp_path, store, params=config)
+    arrays, meta = load_checkpoint(tmp_path / "runs" / "r" / "checkpoint.npz")
+    assert meta["whitened"] is True and arrays["coding_whiten"].shape == (48, 48)
+    coding = Coding.from_meta(meta, arrays)
+    assert "coding_whiten" not in arrays  # taken by the coding: the rest is the network
+    x = store.split("train")["features"][:].astype(np.float64)
+    roots = np.sign(x) * np.sqrt(np.abs(x))
+    np.testing.assert_allclose(coding.centre, roots.mean(axis=0), rtol=1e-5, atol=1e-7)
+    cov = np.cov(roots, rowvar=False)
+    shrunk = 0.5 * cov + 0.5 * np.trace(cov) / 48 * np.eye(48)
+    w = coding.whiten.astype(np.float64)
+    np.testing.assert_allclose(w, w.T, atol=1e-5)
+    np.testing.assert_allclose(w @ shrunk @ w, np.eye(48), atol=1e-4)
+    v = coding.inputs(store.split("train")["features"][:])
+    np.testing.assert_allclose(v, (roots - coding.centre) @ w, rtol=1e-4, atol=1e-4)
+    alone = np.concatenate([coding.inputs(store.split("train")["features"][i:i + 1])
+                            for i in range(7)])
+    np.testing.assert_array_equal(alone, v[:7])  # the same bits whatever the batch
+    recorded = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    assert recorded["coding"]["whitened"] is True and recorded["colanet"]["whiten_shrinkage"] == 0.5
+    assert m["snn_accuracy"] >= 0.9
+    assert _run(tmp_path, store, params=config)["snn_accuracy"] == m["snn_accuracy"]
+
+
+def test_a_checkpoint_from_before_a_new_setting_resumes_with_its_default(tmp_path):
+    """A checkpoint written before ``whiten_shrinkage`` existed lacks the key; it ran with the
+    setting's default (no whitening), so it resumes instead of being refused."""
+    store = separable_store(tmp_path / "s.zarr")
+    cfg = TrainConfig(runs_dir=str(tmp_path / "runs"), run="r", checkpoint_every=25)
+    assert run_train_snn(EmbedConfig(out=store.path), cfg, SMALL, stop_after_samples=50) is None
+    path = tmp_path / "runs" / "r" / "checkpoint.npz"
+    arrays, meta = load_checkpoint(path)
+    del meta["config"]["whiten_shrinkage"], meta["whitened"]
+    save_checkpoint(path, arrays, meta)
+    resumed = run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
+    assert resumed["n_train"] == 120 and resumed["snn_accuracy"] == _run(
+        tmp_path / "whole", store)["snn_accuracy"]
+
+
 def test_balanced_presentations_repeat_small_classes_up_to_the_mean_class():
     """``order="balanced"``: a sample of class c is presented ``max(1, n_mean / n_c)`` times (the
     fraction by a seeded draw), every presentation with its own id; ``"store"`` presents each
