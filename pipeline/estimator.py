@@ -57,14 +57,15 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
 
     * ``fit(X, y)`` measures the input coding on ``X`` (the saturation levels of
       ``sat_percentile`` and ``sat_scope``; with ``coding="centred"`` or ``"on_off"`` the mean
-      that is subtracted first), then learns the rows online in the given order, ``passes`` times.
+      that is subtracted first; with the default ``"whitened"`` the mean and covariance of the
+      signed square roots and their whitening map), then learns the rows online in the given order, ``passes`` times.
       Row ``i`` of ``X`` has sample id ``i`` (the id that keys the simulator's noise), as row
       ``i`` of a store's train split has; later passes and ``order="balanced"`` present each
       stretch of 256 rows (a store's default chunk) in a seeded order with new ids, with the
       stride ``len(X)``. On the same rows in the same order, ``fit`` learns bit for bit the
       network ``annsnn train-snn`` learns on a store: one pass in store order on any store
-      (with ``coding="centred"`` or ``"on_off"``, one written in the default chunks of 256 rows:
-      the mean is summed a stretch at a time); more passes or ``order="balanced"`` on a store
+      (with ``coding="centred"``, ``"on_off"`` or ``"whitened"``, one written in the default
+      chunks of 256 rows: the moments are summed a stretch at a time); more passes or ``order="balanced"`` on a store
       of the train split alone (the id stride is the store's rows) in chunks of 256 rows.
     * ``partial_fit(X, y, classes)`` learns online, natively: the first call needs ``classes``
       (one column of neurons each), measures the coding on its batch (as training measures it
@@ -92,10 +93,11 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
     (:func:`pipeline.streaming.split_offset`: the rows of the splits before it, in train, val,
     test order; the test rows of a store with 1347 train rows start at 1347).
 
-    Inputs are coded as rates of their positive part: after a ``StandardScaler`` (features
-    negative half the time) use ``coding="centred"`` (only above-mean values spike: on the
-    digits embeddings the better choice) or ``"on_off"`` (both signs of the centred features,
-    two inputs each: for data whose negative side carries the class, like 2-D blobs).
+    Inputs are coded as rates of their positive part: the default ``coding="whitened"`` codes
+    the positive side of the features' decorrelated signed square roots (chosen on CNN
+    embeddings, docs/accuracy.md); ``"centred"`` codes values above each feature's mean, and
+    ``"on_off"`` both signs of the centred features, two inputs each: for data whose negative
+    side carries the class, like 2-D blobs, where the other codings see half of it.
 
     Fitted attributes: ``classes_``, ``n_features_in_`` (``feature_names_in_`` for a
     DataFrame), ``config_`` (the resolved ColanetConfig), ``coding_`` (the measured
@@ -105,10 +107,10 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
     :meth:`save` writes the same self-contained ``.npz`` as ``annsnn export`` (no pickle).
 
     scikit-learn's estimator checks (``tests/test_estimator.py``, ``m=2, e=1``): every check
-    passes with ``coding="on_off"``; with the default coding every check but
-    ``check_classifiers_train``, whose standardised 2-D blobs are negative half the time (the
-    default coding leaves negative values silent: training accuracy 0.59, under the 0.83 it
-    asks). ``check_array_api_input``, which scikit-learn skips unless ``SCIPY_ARRAY_API=1`` is
+    passes with ``coding="on_off"``; with ``"saturation"`` and the default ``"whitened"`` every
+    check but ``check_classifiers_train``, whose 2-D blobs carry their class on both sides of
+    each feature (these codings leave the negative side silent: training accuracy under the 0.83
+    it asks). ``check_array_api_input``, which scikit-learn skips unless ``SCIPY_ARRAY_API=1`` is
     set before SciPy is imported, passes when it is set.
     """
 

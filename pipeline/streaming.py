@@ -168,7 +168,7 @@ def feature_moments(batches: Iterable[Batch], where: str, *, transform=None,
     """Per-feature mean of the rows of ``batches`` (a split's usable rows as :func:`iter_batches`
     streams them, or :func:`array_batches`), each batch's features through ``transform`` first
     when given; with ``covariance`` also their (D, D) covariance (float64, ``n - 1`` in the
-    denominator), else None. Summed a stretch at a time in order in float64 (deterministic for
+    denominator; zero for one row), else None. Summed a stretch at a time in order in float64 (deterministic for
     the same stretches); the mean float32 (D,). ``where`` names the rows in a refusal."""
     total = square = None
     n = 0
@@ -183,10 +183,8 @@ def feature_moments(batches: Iterable[Batch], where: str, *, transform=None,
     mean = total / n
     if not covariance:
         return mean.astype(np.float32), None
-    if n < 2:
-        raise UserError(f"{where} has {n} usable row: the whitened coding needs at least 2 to "
-                        f"measure the features' covariance")
-    return mean.astype(np.float32), (square - n * np.outer(mean, mean)) / (n - 1)
+    # One row has no spread: a zero covariance, which the whitening map shrinks to the identity.
+    return mean.astype(np.float32), (square - n * np.outer(mean, mean)) / max(n - 1, 1)
 
 
 def zca_map(cov: np.ndarray, shrinkage: float) -> np.ndarray:

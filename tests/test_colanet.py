@@ -72,7 +72,8 @@ def test_params_defaults_and_roundtrip():
     ("m", 0), ("e", 0), ("coder", "poisson"), ("forcing", "random"), ("blocking", "global"),
     ("label_tick", 15), ("force_tick", 5), ("silent_ticks", 60), ("input_delay", 6),
     ("d_h", 0.1), ("dopamine", -0.2), ("t_syn", 2.5), ("seed", -1), ("tau", float("nan")),
-    ("gain_total", 0.0), ("burst_scope", "forever"), ("coding", "whitened"),
+    ("gain_total", 0.0), ("burst_scope", "forever"), ("coding", "zca"),
+        ("whiten_shrinkage", 0.0), ("whiten_shrinkage", 1.5),
     ("firing", "all"), ("theta_refresh", "never"), ("gate_scope", "column"), ("gate_ticks", -1),
     ("gate_ticks", 2.5), ("gate_ticks", True), ("syn_window", "t_syn-1"),
     ("block_span", "block_ticks+1"),
@@ -102,7 +103,7 @@ def test_every_field_has_a_help_text_and_round_trips():
     shipped = cn.ColanetConfig()
     assert (shipped.coding, shipped.firing, shipped.theta_refresh, shipped.gate_scope,
             shipped.gate_ticks, shipped.syn_window, shipped.block_span) == (
-        "centred", "column_argmax", "every_change", "window", None, "t_syn+1", "block_ticks-1")
+        "whitened", "column_argmax", "every_change", "window", None, "t_syn+1", "block_ticks-1")
 
 
 def test_weight_resource_map_and_inverse():

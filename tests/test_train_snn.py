@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -493,15 +494,16 @@ def test_a_checkpoint_from_before_a_new_setting_resumes_with_its_default(tmp_pat
     """A checkpoint written before ``whiten_shrinkage`` existed lacks the key; it ran with the
     setting's default (no whitening), so it resumes instead of being refused."""
     store = separable_store(tmp_path / "s.zarr")
+    config = dataclasses.replace(SMALL, coding="centred")  # the default then
     cfg = TrainConfig(runs_dir=str(tmp_path / "runs"), run="r", checkpoint_every=25)
-    assert run_train_snn(EmbedConfig(out=store.path), cfg, SMALL, stop_after_samples=50) is None
+    assert run_train_snn(EmbedConfig(out=store.path), cfg, config, stop_after_samples=50) is None
     path = tmp_path / "runs" / "r" / "checkpoint.npz"
     arrays, meta = load_checkpoint(path)
     del meta["config"]["whiten_shrinkage"], meta["whitened"]
     save_checkpoint(path, arrays, meta)
-    resumed = run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
+    resumed = run_train_snn(EmbedConfig(out=store.path), cfg, config)
     assert resumed["n_train"] == 120 and resumed["snn_accuracy"] == _run(
-        tmp_path / "whole", store)["snn_accuracy"]
+        tmp_path / "whole", store, params=config)["snn_accuracy"]
 
 
 def test_balanced_presentations_repeat_small_classes_up_to_the_mean_class():

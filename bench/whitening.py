@@ -1,0 +1,71 @@
+"""Why the whitened coding: nearest class mean on the features as the codings transform them.
+
+The SNN is a prototype learner, so the space its inputs come from matters as it does for nearest
+class mean (NCM). For each store this scores every train row by K-fold validation
+(``pipeline.tuning.fold_bounds``; the test split is never read) with NCM on: the features as they
+are; their signed square roots centred and whitened by the shrunk covariance of the fit rows, at
+each ``--shrinkage`` (``pipeline.streaming.feature_moments`` and ``zca_map``, as the ``whitened``
+coding measures them); and the coded rates the SNN sees with the shipped coding (positive part,
+per-feature saturation levels), beside the linear probe::
+
+    python bench/whitening.py --stores data/embeddings/digits-tf_efficientnet_lite0.zarr \\
+        data/embeddings/caltech51-lite0.zarr --shrinkage 0.85 0.95
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pipeline.baselines import linear_probe, nearest_class_mean  # noqa: E402
+from pipeline.colanet import ColanetConfig  # noqa: E402
+from pipeline.store import EmbeddingStore, store_name  # noqa: E402
+from pipeline.streaming import (array_batches, decorrelate, feature_moments, read_rows,  # noqa: E402
+                                signed_sqrt, zca_map)
+from pipeline.training import Coding  # noqa: E402
+from pipeline.tuning import fold_bounds, split_rows  # noqa: E402
+
+
+def whitened(fit: np.ndarray, labels: np.ndarray, shrinkage: float):
+    """The whitened coding's linear part measured on the fit rows, as a function of rows."""
+    centre, cov = feature_moments(array_batches(fit, labels), "fit rows", transform=signed_sqrt,
+                                  covariance=True)
+    w = zca_map(cov, shrinkage)
+    return lambda x: decorrelate(signed_sqrt(x), centre, w)
+
+
+def coded_rates(fit: np.ndarray, labels: np.ndarray):
+    """The rates the shipped coding gives the SNN, measured on the fit rows."""
+    coding = Coding.measured(ColanetConfig(), lambda: array_batches(fit, labels), fit, "fit rows")
+    return lambda x: np.clip(coding.inputs(x) / coding.sat, 0.0, 1.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--stores", nargs="+", required=True)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--shrinkage", type=float, nargs="+", default=[0.85, 0.95])
+    a = ap.parse_args()
+    for path in a.stores:
+        x, y = read_rows(EmbeddingStore.open(path), "train")
+        heads = {"probe": lambda f, yf: (lambda z: z), "NCM": lambda f, yf: (lambda z: z),
+                 **{f"NCM whitened {s}": (lambda f, yf, s=s: whitened(f, yf, s))
+                    for s in a.shrinkage},
+                 "NCM on the shipped coding's rates": coded_rates}
+        right = dict.fromkeys(heads, 0)
+        for fit, scored in split_rows(fold_bounds(len(y), a.folds)):
+            for name, make in heads.items():
+                f = make(x[fit], y[fit])
+                head = linear_probe if name == "probe" else nearest_class_mean
+                right[name] += int((head(f(x[fit]), y[fit], f(x[scored])) == y[scored]).sum())
+        print(store_name(path), "  ".join(f"{k} {100 * v / len(y):.2f} %"
+                                          for k, v in right.items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
