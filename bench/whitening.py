@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.baselines import linear_probe, nearest_class_mean  # noqa: E402
 from pipeline.colanet import ColanetConfig  # noqa: E402
 from pipeline.store import EmbeddingStore, store_name  # noqa: E402
-from pipeline.streaming import (array_batches, decorrelate, feature_moments, read_rows,  # noqa: E402
-                                signed_sqrt, zca_map)
+from pipeline.streaming import (  # noqa: E402
+    array_batches, decorrelate, feature_moments, read_rows, signed_sqrt, zca_map)
 from pipeline.training import Coding  # noqa: E402
 from pipeline.tuning import fold_bounds, split_rows  # noqa: E402
 

@@ -58,15 +58,17 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
     * ``fit(X, y)`` measures the input coding on ``X`` (the saturation levels of
       ``sat_percentile`` and ``sat_scope``; with ``coding="centred"`` or ``"on_off"`` the mean
       that is subtracted first; with the default ``"whitened"`` the mean and covariance of the
-      signed square roots and their whitening map), then learns the rows online in the given order, ``passes`` times.
+      signed square roots and their whitening map), then learns the rows online in the given
+      order, ``passes`` times.
       Row ``i`` of ``X`` has sample id ``i`` (the id that keys the simulator's noise), as row
       ``i`` of a store's train split has; later passes and ``order="balanced"`` present each
       stretch of 256 rows (a store's default chunk) in a seeded order with new ids, with the
       stride ``len(X)``. On the same rows in the same order, ``fit`` learns bit for bit the
       network ``annsnn train-snn`` learns on a store: one pass in store order on any store
       (with ``coding="centred"``, ``"on_off"`` or ``"whitened"``, one written in the default
-      chunks of 256 rows: the moments are summed a stretch at a time); more passes or ``order="balanced"`` on a store
-      of the train split alone (the id stride is the store's rows) in chunks of 256 rows.
+      chunks of 256 rows: the moments are summed a stretch at a time); more passes or
+      ``order="balanced"`` on a store of the train split alone (the id stride is the store's
+      rows) in chunks of 256 rows.
     * ``partial_fit(X, y, classes)`` learns online, natively: the first call needs ``classes``
       (one column of neurons each), measures the coding on its batch (as training measures it
       on the train split: give a first batch that represents the data) and learns it; later

@@ -168,8 +168,9 @@ def feature_moments(batches: Iterable[Batch], where: str, *, transform=None,
     """Per-feature mean of the rows of ``batches`` (a split's usable rows as :func:`iter_batches`
     streams them, or :func:`array_batches`), each batch's features through ``transform`` first
     when given; with ``covariance`` also their (D, D) covariance (float64, ``n - 1`` in the
-    denominator; zero for one row), else None. Summed a stretch at a time in order in float64 (deterministic for
-    the same stretches); the mean float32 (D,). ``where`` names the rows in a refusal."""
+    denominator; zero for one row), else None. Summed a stretch at a time in order in float64
+    (deterministic for the same stretches); the mean float32 (D,). ``where`` names the rows in a
+    refusal."""
     total = square = None
     n = 0
     for batch in batches:

@@ -90,13 +90,14 @@ class Coding:
     def from_meta(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None
                   ) -> "Coding":
         """Inverse of :meth:`to_meta` and :meth:`to_arrays`: ``arrays`` loses the whitening map
-        (so what is left is the network's state); a whitened coding without it is refused
-        (ValueError)."""
+        (so what is left is the network's state); a whitened coding without it, or with a value
+        that is not finite, is refused (ValueError)."""
         sat = meta["sat"]
         sat = np.asarray(sat, dtype=np.float64) if isinstance(sat, list) else float(sat)
         centre = meta.get("centre")
         whiten = (arrays or {}).pop(WHITEN_ARRAY, None)
-        if bool(meta.get("whitened", False)) != (whiten is not None):
+        if (bool(meta.get("whitened", False)) != (whiten is not None)
+                or (whiten is not None and not np.isfinite(whiten).all())):
             raise ValueError("whitening map")
         return cls(sat, None if centre is None else np.asarray(centre, dtype=np.float32),
                    bool(meta.get("on_off", False)),

@@ -170,7 +170,8 @@ def test_predictions_depend_on_the_row_alone_and_labels_may_be_text(tmp_path):
     EXPECTED_FAILURES if est.coding != "on_off" else {}))
 def test_scikit_learn_checks(estimator, check):
     """scikit-learn's estimator checks, small networks (m=2, e=1). Skipped: none with
-    coding="on_off"; check_classifiers_train with "saturation" and the default (EXPECTED_FAILURES). scikit-learn
+    coding="on_off"; check_classifiers_train with "saturation" and the default
+    (EXPECTED_FAILURES). scikit-learn
     itself skips check_array_api_input unless SCIPY_ARRAY_API=1 is set before SciPy is imported:
     test_array_api_check runs it so."""
     check(estimator)
@@ -219,6 +220,24 @@ def test_pickle_and_model_file_keep_the_fitted_classifier(tmp_path, coding):
     arrays, meta = load_checkpoint(tmp_path / "model.npz")
     assert meta["format"] == "annsnn-model" and meta["n_features"] == 48
     assert "w" not in arrays and "theta_add" in arrays  # w rebuilt from r; theta_add is state here
+
+
+def test_a_model_file_without_its_whitening_map_is_refused_as_damaged(tmp_path):
+    """The whitened coding's map travels as an array: a file whose metadata says whitened but
+    lacks the map, or holds one that is not finite, is refused naming the file."""
+    store = separable_store(tmp_path / "s.zarr")
+    x, y, _ = _rows(store, "train")
+    path = ColanetClassifier(m=2, e=1).fit(x, y).save(tmp_path / "model.npz")
+    arrays, meta = load_checkpoint(path)
+    for damage in ("drop", "nan"):
+        broken = dict(arrays)
+        if damage == "drop":
+            del broken["coding_whiten"]
+        else:
+            broken["coding_whiten"] = np.full_like(arrays["coding_whiten"], np.nan)
+        save_checkpoint(tmp_path / f"{damage}.npz", broken, meta)
+        with pytest.raises(UserError, match=f"{damage}.npz: model file metadata is damaged"):
+            ColanetClassifier.load(tmp_path / f"{damage}.npz")
 
 
 # --- the model file of a run ----------------------------------------------------------------------
