@@ -4,8 +4,8 @@ The SNN is a prototype learner, so the space its inputs come from matters as it 
 class mean (NCM). For each store this scores every train row by K-fold validation
 (``pipeline.tuning.fold_bounds``; the test split is never read) with NCM on: the features as they
 are; their signed square roots centred and whitened by the shrunk covariance of the fit rows, at
-each ``--shrinkage`` (``pipeline.streaming.feature_moments`` and ``zca_map``, as the ``whitened``
-coding measures them); and the coded rates the SNN sees with the shipped coding (positive part,
+each ``--shrinkage`` (``pipeline.training.Coding.measured`` with ``coding="whitened"``: the
+coding's own measure); and the coded rates the SNN sees with the shipped coding (positive part,
 per-feature saturation levels), beside the linear probe::
 
     python bench/whitening.py --stores data/embeddings/digits-tf_efficientnet_lite0.zarr \\
@@ -25,24 +25,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.baselines import linear_probe, nearest_class_mean  # noqa: E402
 from pipeline.colanet import ColanetConfig  # noqa: E402
 from pipeline.store import EmbeddingStore, store_name  # noqa: E402
-from pipeline.streaming import (  # noqa: E402
-    array_batches, decorrelate, feature_moments, read_rows, signed_sqrt, zca_map)
+from pipeline.streaming import array_batches, read_rows  # noqa: E402
 from pipeline.training import Coding  # noqa: E402
 from pipeline.tuning import fold_bounds, split_rows  # noqa: E402
 
 
 def whitened(fit: np.ndarray, labels: np.ndarray, shrinkage: float):
-    """The whitened coding's linear part measured on the fit rows, as a function of rows."""
-    centre, cov = feature_moments(array_batches(fit, labels), "fit rows", transform=signed_sqrt,
-                                  covariance=True)
-    w = zca_map(cov, shrinkage)
-    return lambda x: decorrelate(signed_sqrt(x), centre, w)
+    """The whitened coding's inputs before the coder (its positive part and levels), measured on
+    the fit rows as train-snn measures them, as a function of rows."""
+    config = ColanetConfig(coding="whitened", whiten_shrinkage=shrinkage)
+    return Coding.measured(config, lambda: array_batches(fit, labels), fit, "fit rows").inputs
 
 
 def coded_rates(fit: np.ndarray, labels: np.ndarray):
     """The rates the shipped coding gives the SNN, measured on the fit rows."""
-    coding = Coding.measured(ColanetConfig(), lambda: array_batches(fit, labels), fit, "fit rows")
-    return lambda x: np.clip(coding.inputs(x) / coding.sat, 0.0, 1.0)
+    return Coding.measured(ColanetConfig(), lambda: array_batches(fit, labels), fit,
+                           "fit rows").rates
 
 
 def main() -> None:

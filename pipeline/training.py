@@ -75,6 +75,10 @@ class Coding:
         v = x - self.centre
         return np.concatenate([v, -v], axis=1) if self.on_off else v
 
+    def rates(self, x) -> np.ndarray:
+        """The spike rates ``d = clip(inputs / sat, 0, 1)`` of features ``x`` (float64)."""
+        return np.clip(self.inputs(x).astype(np.float64) / self.sat, 0.0, 1.0)
+
     def to_meta(self) -> dict[str, Any]:
         """The JSON part (config.json, a checkpoint's metadata); the whitening map, a (D, D)
         matrix, travels as an array: :meth:`to_arrays`."""
@@ -860,7 +864,7 @@ def class_input_rates(batches: Iterable[Batch], coding: Coding, n_classes: int) 
     (:func:`pipeline.plots.class_prototypes`)."""
     sums, counts = None, np.zeros(n_classes, np.int64)
     for batch in batches:
-        rates = np.clip(coding.inputs(batch.features).astype(np.float64) / coding.sat, 0.0, 1.0)
+        rates = coding.rates(batch.features)
         rows = np.zeros((len(batch.labels), n_classes))
         rows[np.arange(len(batch.labels)), batch.labels] = 1.0
         part = rows.T @ rates
