@@ -6,7 +6,10 @@ class mean (NCM). For each store this scores every train row by K-fold validatio
 are; their signed square roots centred and whitened by the shrunk covariance of the fit rows, at
 each ``--shrinkage`` (``pipeline.training.Coding.measured`` with ``coding="whitened"``: the
 coding's own measure); and the coded rates the SNN sees with the shipped coding (positive part,
-per-feature saturation levels), beside the linear probe::
+per-feature saturation levels), beside the linear probe. It also fits the linear probe on those
+rates and on their binary support (the inputs that spike at least once in a presentation, which is
+all that the learning rule's contribution windows record): what a discriminative learner, rather
+than a prototype, can get out of what the SNN sees::
 
     python bench/whitening.py --stores data/embeddings/digits-tf_efficientnet_lite0.zarr \\
         data/embeddings/caltech51-lite0.zarr --shrinkage 0.85 0.95
@@ -43,6 +46,19 @@ def coded_rates(fit: np.ndarray, labels: np.ndarray):
                            "fit rows").rates
 
 
+def coded_support(fit: np.ndarray, labels: np.ndarray):
+    """Which inputs the shipped coding makes spike at all: rate ``d`` spikes ``floor(P d)`` times
+    in the ``P`` presentation ticks of the accumulator coder, so at least once when ``P d >= 1`` (up to
+    the rounding of its running sum)."""
+    rates, ticks = coded_rates(fit, labels), ColanetConfig().present_ticks
+    return lambda z: (rates(z) * ticks >= 1.0).astype(np.float64)
+
+
+def identity(fit: np.ndarray, labels: np.ndarray):
+    """The features as they are."""
+    return lambda z: z
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stores", nargs="+", required=True)
@@ -51,15 +67,17 @@ def main() -> None:
     a = ap.parse_args()
     for path in a.stores:
         x, y = read_rows(EmbeddingStore.open(path), "train")
-        heads = {"probe": lambda f, yf: (lambda z: z), "NCM": lambda f, yf: (lambda z: z),
-                 **{f"NCM whitened {s}": (lambda f, yf, s=s: whitened(f, yf, s))
+        heads = {"probe": (linear_probe, identity), "NCM": (nearest_class_mean, identity),
+                 **{f"NCM whitened {s}": (nearest_class_mean,
+                                          lambda f, yf, s=s: whitened(f, yf, s))
                     for s in a.shrinkage},
-                 "NCM on the shipped coding's rates": coded_rates}
+                 "NCM on the shipped coding's rates": (nearest_class_mean, coded_rates),
+                 "probe on those rates": (linear_probe, coded_rates),
+                 "probe on their support": (linear_probe, coded_support)}
         right = dict.fromkeys(heads, 0)
         for fit, scored in split_rows(fold_bounds(len(y), a.folds)):
-            for name, make in heads.items():
+            for name, (head, make) in heads.items():
                 f = make(x[fit], y[fit])
-                head = linear_probe if name == "probe" else nearest_class_mean
                 right[name] += int((head(f(x[fit]), y[fit], f(x[scored])) == y[scored]).sum())
         print(store_name(path), "  ".join(f"{k} {100 * v / len(y):.2f} %"
                                           for k, v in right.items()), flush=True)
