@@ -48,8 +48,8 @@ def coded_rates(fit: np.ndarray, labels: np.ndarray):
 
 def coded_support(fit: np.ndarray, labels: np.ndarray):
     """Which inputs the shipped coding makes spike at all: rate ``d`` spikes ``floor(P d)`` times
-    in the ``P`` presentation ticks of the accumulator coder, so at least once when ``P d >= 1`` (up to
-    the rounding of its running sum)."""
+    in the ``P`` presentation ticks of the accumulator coder, so at least once when ``P d >= 1``
+    (up to the rounding of its running sum)."""
     rates, ticks = coded_rates(fit, labels), ColanetConfig().present_ticks
     return lambda z: (rates(z) * ticks >= 1.0).astype(np.float64)
 
