@@ -40,23 +40,12 @@ def whitened(fit: np.ndarray, labels: np.ndarray, shrinkage: float):
     return Coding.measured(config, lambda: array_batches(fit, labels), fit, "fit rows").inputs
 
 
-def coded_rates(fit: np.ndarray, labels: np.ndarray):
-    """The rates the shipped coding gives the SNN, measured on the fit rows."""
-    return Coding.measured(ColanetConfig(), lambda: array_batches(fit, labels), fit,
-                           "fit rows").rates
-
-
-def coded_support(fit: np.ndarray, labels: np.ndarray):
-    """Which inputs the shipped coding makes spike at all: rate ``d`` spikes ``floor(P d)`` times
-    in the ``P`` presentation ticks of the accumulator coder, so at least once when ``P d >= 1``
-    (up to the rounding of its running sum)."""
-    rates, ticks = coded_rates(fit, labels), ColanetConfig().present_ticks
-    return lambda z: (rates(z) * ticks >= 1.0).astype(np.float64)
-
-
-def identity(fit: np.ndarray, labels: np.ndarray):
-    """The features as they are."""
-    return lambda z: z
+def support(coding: Coding):
+    """Which inputs ``coding`` makes spike at all, as a function of rows: rate ``d`` spikes
+    ``floor(P d)`` times in the ``P`` presentation ticks of the accumulator coder, so at least once
+    when ``P d >= 1`` (up to the rounding of its running sum)."""
+    ticks = ColanetConfig().present_ticks
+    return lambda z: (coding.rates(z) * ticks >= 1.0).astype(np.float64)
 
 
 def main() -> None:
@@ -67,18 +56,21 @@ def main() -> None:
     a = ap.parse_args()
     for path in a.stores:
         x, y = read_rows(EmbeddingStore.open(path), "train")
-        heads = {"probe": (linear_probe, identity), "NCM": (nearest_class_mean, identity),
-                 **{f"NCM whitened {s}": (nearest_class_mean,
-                                          lambda f, yf, s=s: whitened(f, yf, s))
-                    for s in a.shrinkage},
-                 "NCM on the shipped coding's rates": (nearest_class_mean, coded_rates),
-                 "probe on those rates": (linear_probe, coded_rates),
-                 "probe on their support": (linear_probe, coded_support)}
-        right = dict.fromkeys(heads, 0)
+        right: dict[str, int] = {}
         for fit, scored in split_rows(fold_bounds(len(y), a.folds)):
-            for name, (head, make) in heads.items():
-                f = make(x[fit], y[fit])
-                right[name] += int((head(f(x[fit]), y[fit], f(x[scored])) == y[scored]).sum())
+            # the shipped coding measured once per fold, on the fit rows, for its three views
+            shipped = Coding.measured(ColanetConfig(), lambda: array_batches(x[fit], y[fit]),
+                                      x[fit], "fit rows")
+            heads = {"probe": (linear_probe, lambda z: z),
+                     "NCM": (nearest_class_mean, lambda z: z),
+                     **{f"NCM whitened {s}": (nearest_class_mean, whitened(x[fit], y[fit], s))
+                        for s in a.shrinkage},
+                     "NCM on the shipped coding's rates": (nearest_class_mean, shipped.rates),
+                     "probe on those rates": (linear_probe, shipped.rates),
+                     "probe on their support": (linear_probe, support(shipped))}
+            for name, (head, f) in heads.items():
+                right[name] = right.get(name, 0) + int(
+                    (head(f(x[fit]), y[fit], f(x[scored])) == y[scored]).sum())
         print(store_name(path), "  ".join(f"{k} {100 * v / len(y):.2f} %"
                                           for k, v in right.items()), flush=True)
 
