@@ -70,10 +70,12 @@ Per tick, per copy, in this order
    if it fired, at ``force_tick`` the most depolarised L neuron of column y
    (ties: lowest index; ``forcing="all"``: every one) that did not spike in
    step 4 of this tick is forced: ``u = 0``, ``t_spike = t``, burst status 1
-   (forced), ``t_first = t`` if it was not in a burst; no vote, no block, no
-   anti-Hebbian step.
+   (forced), ``t_first = t`` if it was not in a burst, and its threshold falls
+   (``theta_shift -= theta_fall``); no vote, no block, no anti-Hebbian step.
    At ``dopamine_tick`` every L neuron of column y receives dopamine
-   ``Dp = dopamine`` (step below).
+   ``Dp = dopamine`` (step below); then every neuron outside column y that
+   fired in this sample (``t_spike >= t0``), a spike no dopamine rewarded,
+   raises its threshold: ``theta_shift += theta_rise``.
 6. Conservation (training only) for every neuron.
 
 Plasticity (training only)
@@ -82,12 +84,13 @@ Plasticity (training only)
 last 64 ticks: windows reaching further back are clipped to ``[t - 63, t]``.
 Every resource change is ``dr * min(2^-S, 1)`` and is mirrored into the
 neuron's free pool (``F -= dr * count``); touched weights are recomputed,
-``w = w(r)``, and ``theta_add = k_thr * (g * sum_j max(w_jn, 0))`` after
-every change that moved a weight (the sum in float64 in a fixed order: 8
+``w = w(r)``, and ``theta_add = k_thr * (g * sum_j max(w_jn, 0)) + theta_shift``
+after every change that moved a weight or the shift (the sum in float64 in a fixed order: 8
 partial sums over ``j % 8``, combined pairwise; see
 :func:`pipeline.colanet_kernels.positive_weight_sum`).  With ``theta_refresh="anti_hebbian"``
 ``theta_add`` is set that way at every anti-Hebbian step (whether or not a
-weight moved) and nowhere else: dopamine and conservation leave it as it is.
+weight moved) and nowhere else: dopamine and conservation leave it as it is
+(a threshold adaptation step adds its change to it).
 Contribution windows start ``L`` ticks before the burst's first spike, with
 ``L = t_syn`` (``t_syn + 1`` ticks for a lone spike) or, with
 ``syn_window="t_syn"``, ``L = t_syn - 1`` (``t_syn`` ticks).
@@ -150,7 +153,7 @@ _CHOICES = {"coder": _CODERS, "forcing": _FORCINGS, "blocking": _BLOCKINGS,
 
 _FLOAT_FIELDS = ("tau", "theta0", "k_thr", "s_stim", "w_min", "w_max", "gain_total", "d_h",
                  "dopamine", "r_s", "f_thr", "sat_percentile", "copy_share", "input_share",
-                 "whiten_shrinkage")
+                 "whiten_shrinkage", "theta_rise", "theta_fall")
 _INT_FIELDS = ("t_syn", "isi_max", "t_dop", "n_silent", "m", "e", "present_ticks", "silent_ticks",
                "block_ticks", "label_tick", "force_tick", "dopamine_tick", "input_delay", "seed")
 
@@ -195,7 +198,10 @@ class ColanetConfig:
     * L neuron:  ``u <- u (1 - 1/tau) + s_stim U[0,1) + g sum_j w_jn s_j``,
       spike when ``u >= theta0 + theta_add``, then ``u = 0``; ``u >= 0``.
     * Weight of resource: ``w(r) = w_min + (w_max-w_min) r+ / (w_max-w_min + r+)``.
-    * Threshold growth: ``theta_add = k_thr * sum_j max(g w_jn, 0)``.
+    * Threshold growth: ``theta_add = k_thr * sum_j max(g w_jn, 0) + theta_shift``.
+    * Threshold adaptation: ``theta_shift += theta_rise`` at ``dopamine_tick`` for a neuron
+      outside column y that fired in the sample (a spike that got no dopamine);
+      ``theta_shift -= theta_fall`` at each forced spike.
     * Anti-Hebbian: ``dr = d_h`` on contributed synapses at unforced spikes.
     * Dopamine: ``dr = dopamine`` on contributed synapses of column y's
       neurons that spiked within ``t_dop`` ticks.
@@ -213,7 +219,9 @@ class ColanetConfig:
     ``e`` 13, ``forcing="all"``, ``blocking="none"``, ``burst_scope="sample"``,
     the coding (``sat_percentile`` 97.29 per feature; ``coding="whitened"`` with
     ``whiten_shrinkage`` 0.95, chosen by 5-fold validation in the seventh round) and the
-    presentation (``order="balanced"``).
+    presentation (``order="balanced"``) and the threshold adaptation (``theta_rise`` and
+    ``theta_fall`` 0.5, chosen by 5-fold validation in the tenth round; 0 and 0 turn it off,
+    the behaviour before it).
     Named choices: ``coder`` ("accumulator" | "bernoulli"),
     ``carry_accumulator`` (keep the accumulator across training samples),
     ``forcing`` ("most_depolarised" | "all"), ``blocking`` ("column" |
@@ -271,6 +279,12 @@ class ColanetConfig:
     isi_max: Annotated[int, "spikes less than this many ticks apart form a burst"] = 10
     t_dop: Annotated[int, "dopamine reaches a neuron that spiked within this many ticks"] = 15
     r_s: Annotated[float, "stability rate (plasticity scales by min(2^-S, 1))"] = 0.07294
+    # Threshold adaptation (tenth round, chosen by 5-fold validation; docs/accuracy.md).
+    theta_rise: Annotated[float, "a neuron that fired in a sample of another class raises its "
+                                 "threshold by this much at dopamine_tick (0: no adaptation)"
+                          ] = 0.5
+    theta_fall: Annotated[float, "a forced spike lowers the neuron's threshold by this much "
+                                 "(0: no adaptation)"] = 0.5
     n_silent: Annotated[int, "fictitious synapses that absorb part of the conserved resource"] = 9
     f_thr: Annotated[float, "the free resource pool F is spread back when |F| >= f_thr"] = 1.0
     m: Annotated[int, "L neurons (microcolumns) per class"] = 8
@@ -388,6 +402,9 @@ class ColanetConfig:
             bad("dopamine", "must be >= 0 (only positive dopamine in this version)")
         if self.r_s < 0:
             bad("r_s", "must be >= 0")
+        for name in ("theta_rise", "theta_fall"):
+            if getattr(self, name) < 0:
+                bad(name, "must be >= 0 (0: the threshold does not adapt that way)")
         if self.gain_total <= 0:
             bad("gain_total", "must be > 0")
         if self.f_thr <= 0:
@@ -451,6 +468,18 @@ class ColanetConfig:
             raise ValueError(f"ColanetConfig.from_dict: unknown keys {unknown}")
         return cls(**d)
 
+    @classmethod
+    def from_recorded(cls, d: dict) -> "ColanetConfig":
+        """The config a run, checkpoint or model file recorded as ``d``: :meth:`from_dict`, except
+        that a field newer than the record takes the value it then ran with
+        (:data:`EARLIER_VALUES`), not today's default."""
+        return cls.from_dict({**EARLIER_VALUES, **d})
+
+
+#: Fields whose default is not the behaviour from before they existed: the value a record
+#: (config.json, checkpoint, model file) that lacks them ran with.
+EARLIER_VALUES = {"theta_rise": 0.0, "theta_fall": 0.0}
+
 
 def weight_of(r, params: ColanetConfig):
     """Weight of resource, ``w(r) = w_min + span r+ / (span + r+)``, computed in
@@ -497,6 +526,8 @@ STATE_ARRAYS: dict[str, StateArray] = {
                             "extra threshold k_thr g sum_j max(w_jn, 0) (as of its last refresh "
                             "with theta_refresh anti_hebbian, then checkpointed)"),
     "stability": StateArray(np.float64, "neuron", 0.0, False, "stability S"),
+    "theta_shift": StateArray(np.float64, "neuron", 0.0, False,
+                              "learned threshold offset (threshold adaptation; in theta_add)"),
     "free_pool": StateArray(np.float64, "neuron", 0.0, False, "free resource pool F"),
     "t_first": StateArray(np.int64, "neuron", NEVER, False,
                           "first spike of the current/last burst"),
@@ -525,10 +556,13 @@ CHECKPOINTED = tuple(name for name, array in STATE_ARRAYS.items() if not array.d
 def checkpointed(config: ColanetConfig | None) -> tuple[str, ...]:
     """The arrays a checkpoint of this model holds: :data:`CHECKPOINTED`, and ``theta_add`` too
     with ``theta_refresh="anti_hebbian"``, where it is no longer a function of ``r`` (dopamine
-    and conservation move the weights without refreshing it)."""
-    if config is None or config.theta_refresh != "anti_hebbian":
-        return CHECKPOINTED
-    return tuple(name for name in STATE_ARRAYS if name in CHECKPOINTED or name == "theta_add")
+    and conservation move the weights without refreshing it); ``theta_shift`` only when the
+    threshold adapts (without adaptation it stays zero, and files written before it lack it)."""
+    adapts = config is None or config.theta_rise > 0 or config.theta_fall > 0
+    kept_thresholds = config is not None and config.theta_refresh == "anti_hebbian"
+    return tuple(name for name in STATE_ARRAYS
+                 if (name in CHECKPOINTED and (adapts or name != "theta_shift"))
+                 or (kept_thresholds and name == "theta_add"))
 
 
 class _StateMethods:
@@ -666,7 +700,8 @@ def sync_derived(params: ColanetConfig, state: ColanetState, thresholds: bool = 
     for e in range(state.n_copies):  # one copy at a time bounds the float64 temporaries
         state.w[e] = weight_of(state.r[e], params)
         if thresholds:
-            state.theta_add[e] = K.theta_of_weights(state.w[e], params.k_thr, g)
+            state.theta_add[e] = (K.theta_of_weights(state.w[e], params.k_thr, g)
+                                  + state.theta_shift[e])
 
 
 def _arrays(state: ColanetState, names) -> dict[str, np.ndarray]:
@@ -751,7 +786,9 @@ def state_from_checkpoint(arrays, config: ColanetConfig, n_inputs: int, n_classe
                              f"expected {dtype} {shape}")
     E, D, C, N = config.e, n_inputs, n_classes, n_classes * config.m
     stored = checkpointed(config)
-    derived = {name: np.empty(_shape(a.axes, E, D, C, N), a.dtype)
+    # Zeros: w and theta_add are rebuilt below; theta_shift, kept only when the threshold adapts,
+    # is zero without adaptation.
+    derived = {name: np.zeros(_shape(a.axes, E, D, C, N), a.dtype)
                for name, a in STATE_ARRAYS.items() if name not in stored}
     st = ColanetState(**{name: np.ascontiguousarray(kw[name]) for name in stored}, **derived,
                       **{name: int(kw[name]) for name in COUNTERS})
@@ -788,7 +825,8 @@ def kernel_params(params: ColanetConfig, n_inputs: int, first_copy: int = 0) -> 
         leak=1.0 - 1.0 / params.tau, theta0=params.theta0, k_thr=params.k_thr,
         s_stim=params.s_stim, w_min=params.w_min, span=params.w_max - params.w_min,
         gain=float(params.resolved_gain(n_inputs)), d_h=params.d_h, dopamine=params.dopamine,
-        r_s=params.r_s, f_thr=params.f_thr,
+        r_s=params.r_s, theta_rise=params.theta_rise, theta_fall=params.theta_fall,
+        f_thr=params.f_thr,
         syn_lookback=params.t_syn - 1 if params.syn_window == "t_syn" else params.t_syn,
         isi_max=params.isi_max, t_dop=params.t_dop, n_silent=params.n_silent, m=params.m,
         present_ticks=params.present_ticks, period=params.period,

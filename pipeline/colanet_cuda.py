@@ -354,13 +354,16 @@ def train_chunk_body(hp, s, arrivals, chunk, scratch, t_start, columns_per_block
                 if k == hp.label_tick:
                     gate = K.gate_fires(hp, s.t_out[e, label], t, t0)
                 if k == hp.force_tick and gate:
-                    K.force_label_column(hp, s, e, label, t, floor, b, k, rec)
+                    K.force_label_column(hp, s, e, label, t, floor, b, k, rec, mine)
             if k == hp.force_tick:  # k is the same in every thread: a uniform barrier
                 cuda.syncthreads()
             if k == hp.dopamine_tick:  # step 5: dopamine, the label column's neurons side by side
                 if teacher_here:
                     for i in range(tid, hp.m, step):
                         K.dopamine_neuron(hp, s, e, label * hp.m + i, t, t0, pat, bits0, mine)
+                if hp.theta_rise != 0.0:  # K.dopamine's unrewarded rise, the group's neurons
+                    for n in range(n_lo + tid, n_hi, step):
+                        K.unrewarded_rise(hp, s, e, n, label, t0, mine)
                 cuda.syncthreads()
             for n in range(n_lo + tid, n_hi, step):  # step 6 (K.conservation)
                 if K.conserves(hp, s.free_pool[e, n], s.t_spike[e, n], t, floor):

@@ -91,6 +91,8 @@ class KernelParams(NamedTuple):
     d_h: float
     dopamine: float
     r_s: float
+    theta_rise: float
+    theta_fall: float
     f_thr: float
     syn_lookback: int  # a contribution window starts this many ticks before t_first (syn_window)
     isi_max: int
@@ -795,7 +797,8 @@ def plastic_change(hp, s, e, n, dr_base, inside, outside, pat, bits0, scratch, t
     if count > 0:
         scratch.stale[n] = True
     if theta_when == THETA_ALWAYS or (theta_when == THETA_IF_CHANGED and count > 0):
-        s.theta_add[e, n] = theta_of_sum(hp, positive_weight_sum(scratch.w_t[n]))
+        s.theta_add[e, n] = (theta_of_sum(hp, positive_weight_sum(scratch.w_t[n]))
+                             + s.theta_shift[e, n])
 
 
 @njit(cache=True)
@@ -841,19 +844,46 @@ def gate_fires(hp, t_out_label, t, t0):
 
 
 @njit(cache=True)
-def force_spike(hp, s, e, n, t, floor):
+def force_spike(hp, s, e, n, t, floor, scratch):
     """A teacher-forced spike of neuron n at t: ``u_n = 0``, ``t_spike = t``, burst
-    status 1 (forced), ``t_first = t`` unless it was in a burst; no vote, no
-    block, no anti-Hebbian step."""
+    status 1 (forced), ``t_first = t`` unless it was in a burst, and its threshold
+    falls by ``theta_fall`` (:func:`shift_threshold`); no vote, no block, no
+    anti-Hebbian step."""
     if not in_burst(t, s.t_spike[e, n], hp.isi_max, floor):
         s.t_first[e, n] = t
     s.burst[e, n] = 1
     s.t_spike[e, n] = t
     s.u[e, n] = 0.0
+    if hp.theta_fall != 0.0:
+        shift_threshold(hp, s, e, n, -hp.theta_fall, scratch)
 
 
 @njit(cache=True)
-def force_label_column(hp, s, e, label, t, floor, b, k, rec):
+def shift_threshold(hp, s, e, n, delta, scratch):
+    """Threshold adaptation of neuron n: ``theta_shift_n += delta``, and ``theta_add_n``, which
+    includes it, moves with it whatever ``theta_refresh`` says (the shift is not a weight).
+    With theta_refresh "every_change" ``theta_add`` is set to its weight part plus the shift,
+    the sum :func:`pipeline.colanet.sync_derived` rebuilds on resume (adding ``delta`` to it
+    would round differently); with "anti_hebbian" it is state of its own and gets ``delta``."""
+    s.theta_shift[e, n] += delta
+    if hp.theta_at_ah_only:
+        s.theta_add[e, n] += delta
+    else:
+        s.theta_add[e, n] = (theta_of_sum(hp, positive_weight_sum(scratch.w_t[n]))
+                             + s.theta_shift[e, n])
+
+
+@njit(cache=True)
+def unrewarded_rise(hp, s, e, n, label, t0, scratch):
+    """Step 5 at dopamine_tick, for a neuron n outside column ``label`` that fired in this
+    sample (``t_spike >= t0``; only the label column is ever forced, so the spike was its own):
+    a spike that got no dopamine raises its threshold by ``theta_rise``."""
+    if n // hp.m != label and s.t_spike[e, n] >= t0:
+        shift_threshold(hp, s, e, n, hp.theta_rise, scratch)
+
+
+@njit(cache=True)
+def force_label_column(hp, s, e, label, t, floor, b, k, rec, scratch):
     """Step 5 at force_tick, when the GATE fired: the L neurons of column ``label``
     that did not spike at this tick (``t_spike != t``) are forced
     (:func:`force_spike`): all of them with forcing "all", else the most
@@ -864,13 +894,13 @@ def force_label_column(hp, s, e, label, t, floor, b, k, rec):
         if s.t_spike[e, n] == t:
             continue
         if hp.force_all:
-            force_spike(hp, s, e, n, t, floor)
+            force_spike(hp, s, e, n, t, floor, scratch)
             record_spike(rec, b, k, e, n)
         elif s.u[e, n] > chosen_u:
             chosen_u = s.u[e, n]
             chosen = n
     if chosen >= 0:
-        force_spike(hp, s, e, chosen, t, floor)
+        force_spike(hp, s, e, chosen, t, floor, scratch)
         record_spike(rec, b, k, e, chosen)
 
 
@@ -897,9 +927,13 @@ def dopamine(hp, s, e, label, t, t0, pat, bits0, scratch):
     (``t - t_spike <= t_dop``) gets ``dr = Dp`` on the inputs that arrived in
     ``[t_first - syn_lookback, t_spike]``; then its stability follows
     (:func:`stability_after_dopamine`).  ``theta_add`` follows the weights, except
-    with theta_refresh "anti_hebbian"."""
+    with theta_refresh "anti_hebbian".  Then every neuron outside the column that fired
+    in the sample raises its threshold (:func:`unrewarded_rise`)."""
     for n in range(label * hp.m, (label + 1) * hp.m):
         dopamine_neuron(hp, s, e, n, t, t0, pat, bits0, scratch)
+    if hp.theta_rise != 0.0:
+        for n in range(s.t_spike.shape[1]):
+            unrewarded_rise(hp, s, e, n, label, t0, scratch)
 
 
 @njit(cache=True)
@@ -942,7 +976,8 @@ def conserve_neuron(hp, s, e, n, scratch):
     change_all_synapses(hp, scratch.r_t[n], scratch.w_t[n],
                         s.free_pool[e, n] / (D + hp.n_silent))
     if not hp.theta_at_ah_only:
-        s.theta_add[e, n] = theta_of_sum(hp, positive_weight_sum(scratch.w_t[n]))
+        s.theta_add[e, n] = (theta_of_sum(hp, positive_weight_sum(scratch.w_t[n]))
+                             + s.theta_shift[e, n])
     s.free_pool[e, n] = 0.0
     scratch.stale[n] = True
 
@@ -1024,7 +1059,7 @@ def train_sample(hp, s, e, b, pat, bits0, label, t0, sample_index, neuron_key, s
         if k == hp.label_tick:
             gate = gate_fires(hp, s.t_out[e, label], t, t0)
         if k == hp.force_tick and gate:
-            force_label_column(hp, s, e, label, t, floor, b, k, rec)
+            force_label_column(hp, s, e, label, t, floor, b, k, rec, scratch)
         if k == hp.dopamine_tick:
             dopamine(hp, s, e, label, t, t0, pat, bits0, scratch)
         conservation(hp, s, e, t, floor, scratch)

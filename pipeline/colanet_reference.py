@@ -150,9 +150,20 @@ def positive_weight_sum(w_col):
     return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
 
 
-def _theta_add(p, w_col, gain):
-    """k_thr * (g * sum_j max(w_j, 0)), the sum by :func:`positive_weight_sum`."""
-    return p.k_thr * (gain * positive_weight_sum(w_col))
+def _theta_add(p, st, e, n, gain):
+    """theta_add of neuron n of copy e from its weights and shift:
+    k_thr * (g * sum_j max(w_j, 0)) + theta_shift, the sum by :func:`positive_weight_sum`."""
+    return p.k_thr * (gain * positive_weight_sum(st.w[e, :, n])) + st.theta_shift[e, n]
+
+
+def _shift_threshold(p, st, e, n, delta, gain):
+    """Threshold adaptation: theta_shift += delta; theta_add is rebuilt from the weights and
+    the shift (theta_refresh "every_change") or moves by delta ("anti_hebbian")."""
+    st.theta_shift[e, n] += delta
+    if p.theta_refresh == "anti_hebbian":
+        st.theta_add[e, n] += delta
+    else:
+        st.theta_add[e, n] = _theta_add(p, st, e, n, gain)
 
 
 def _change_resources(p, st, e, n, selected, dr_base, gain):
@@ -226,7 +237,7 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
             # theta_add follows the weights if one moved (theta_refresh "every_change") or
             # is recomputed here in any case ("anti_hebbian")
             if _change_resources(p, st, e, n, contributed, p.d_h, gain) or theta_at_ah_only:
-                st.theta_add[e, n] = _theta_add(p, st.w[e, :, n], gain)
+                st.theta_add[e, n] = _theta_add(p, st, e, n, gain)
             st.last_ah_tick[e, n] = t
 
     for k in range(P):
@@ -291,6 +302,8 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
                         st.burst[e, n] = 1
                         st.t_spike[e, n] = t
                         u[n] = 0.0
+                        if p.theta_fall != 0.0:
+                            _shift_threshold(p, st, e, n, -p.theta_fall, gain)
                         if rec is not None:
                             rec[k, e, n] = True
             if k == p.dopamine_tick:
@@ -300,13 +313,18 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
                                                  st.t_spike[e, n]) & seen[e]
                         moved = _change_resources(p, st, e, n, contributed, p.dopamine, gain)
                         if moved and not theta_at_ah_only:
-                            st.theta_add[e, n] = _theta_add(p, st.w[e, :, n], gain)
+                            st.theta_add[e, n] = _theta_add(p, st, e, n, gain)
                     if st.burst[e, n] == 1:
                         st.stability[e, n] = max(0.0, st.stability[e, n] - p.r_s * p.dopamine)
                     else:
                         dev = abs(float(t - st.t_first[e, n] - p.isi_max)) / p.isi_max
                         factor = max(2.0 - dev, -1.0)
                         st.stability[e, n] = max(st.stability[e, n] + p.r_s * p.dopamine * factor, 0.0)
+                # threshold adaptation: a spike in this sample outside column y got no dopamine
+                if p.theta_rise != 0.0:
+                    for n in range(N):
+                        if n // M != y and st.t_spike[e, n] >= t0:
+                            _shift_threshold(p, st, e, n, p.theta_rise, gain)
             # (6) conservation
             for n in range(N):
                 if not in_burst(e, n, t) and abs(st.free_pool[e, n]) >= p.f_thr:
@@ -315,7 +333,7 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
                     st.w[e, :, n] = weight_of(st.r[e, :, n], p)
                     st.free_pool[e, n] = 0.0
                     if not theta_at_ah_only:
-                        st.theta_add[e, n] = _theta_add(p, st.w[e, :, n], gain)
+                        st.theta_add[e, n] = _theta_add(p, st, e, n, gain)
     st.t = t0 + P
 
 

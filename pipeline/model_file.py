@@ -112,7 +112,7 @@ def read_model(path: str | Path) -> Model:
         raise UserError(f"{path}: model file version {meta.get('version')!r}; this annsnn reads "
                         f"version {VERSION}: {MODEL_FILE.remedy}")
     try:
-        config = ColanetConfig.from_dict(meta["config"])
+        config = ColanetConfig.from_recorded(meta["config"])
         coding = Coding.from_meta(meta["coding"], arrays)
         n_features, passes = int(meta["n_features"]), int(meta["passes"])
         next_id = int(meta["next_sample_id"])
@@ -170,7 +170,7 @@ def run_model(run_dir: str | Path) -> Model:
         try:
             recorded = json.loads((run_dir / "config.json").read_text())
             metrics = json.loads((run_dir / "metrics.json").read_text())
-            config, store_path = ColanetConfig.from_dict(recorded["colanet"]), recorded["store"]
+            config, store_path = ColanetConfig.from_recorded(recorded["colanet"]), recorded["store"]
         except (OSError, KeyError, TypeError, ValueError) as e:
             raise UserError(f"{run_dir}: config.json or metrics.json is unreadable "
                             f"({short_reason(e)}); {unfinished}") from None

@@ -121,7 +121,7 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
         try:
             config = json.loads((path / "config.json").read_text())
             metrics = json.loads((path / "metrics.json").read_text())
-            colanet = {**ColanetConfig().to_dict(), **config["colanet"]}  # older runs: defaults
+            colanet = ColanetConfig.from_recorded(config["colanet"]).to_dict()  # older runs too
             run = config["run"]
             for value in (metrics["snn_accuracy"], metrics["no_answer_rate"],
                           metrics["seconds"]["train"]):

@@ -139,9 +139,14 @@ def test_state_is_derived_from_one_declaration():
     assert list(arrays) == list(schema)
     for name, (shape, dtype) in schema.items():
         assert (arrays[name].shape, arrays[name].dtype) == (shape, dtype), name
-    assert list(cn.checkpoint_schema(p, 7, 4)) == [
-        "r", "u", "stability", "free_pool", "t_first", "t_spike", "last_ah_tick", "burst",
-        "block_until", "block_by", "t_out", "arrival_bits", "acc", "t", "n_seen"]
+    kept = ["r", "u", "stability", "theta_shift", "free_pool", "t_first", "t_spike",
+            "last_ah_tick", "burst", "block_until", "block_by", "t_out", "arrival_bits", "acc",
+            "t", "n_seen"]
+    assert list(cn.checkpoint_schema(p, 7, 4)) == kept
+    # Without threshold adaptation the shift stays zero: the checkpoint leaves it out, so files
+    # from before it (which lack it) still read.
+    still = cn.ColanetConfig(m=3, e=2, theta_rise=0.0, theta_fall=0.0)
+    assert list(cn.checkpoint_schema(still, 7, 4)) == [n for n in kept if n != "theta_shift"]
     view = cn.kernel_state(st)
     assert view._fields == tuple(n for n in cn.STATE_ARRAYS if n not in ("arrival_bits", "acc"))
     assert all(getattr(view, name) is getattr(st, name) for name in view._fields)
@@ -226,8 +231,9 @@ def test_checkpoint_keeps_thresholds_when_they_are_state(tmp_path):
     assert not np.array_equal(rebuilt.theta_add, st.theta_add)  # r alone would lose it
     assert "theta_add" not in cn.checkpoint_schema(cn.ColanetConfig(m=3, e=2), 7, 4)
     assert list(cn.checkpoint_schema(p, 7, 4)) == [
-        "r", "u", "theta_add", "stability", "free_pool", "t_first", "t_spike", "last_ah_tick",
-        "burst", "block_until", "block_by", "t_out", "arrival_bits", "acc", "t", "n_seen"]
+        "r", "u", "theta_add", "stability", "theta_shift", "free_pool", "t_first", "t_spike",
+        "last_ah_tick", "burst", "block_until", "block_by", "t_out", "arrival_bits", "acc", "t",
+        "n_seen"]
     arrays = cn.checkpoint_arrays(st, p)
     assert list(arrays) == list(cn.checkpoint_schema(p, 7, 4))
     np.savez(tmp_path / "checkpoint.npz", **arrays)
@@ -449,6 +455,53 @@ def _quiet_setup(**overrides):
                             **overrides})
     x = np.ones((1, 8), np.float32)
     return p, x
+
+
+@pytest.mark.parametrize("impl", [cn, ref])
+@pytest.mark.parametrize("refresh", ["every_change", "anti_hebbian"])
+def test_threshold_falls_at_forced_spikes_and_rises_at_unrewarded_ones(impl, refresh):
+    """Threshold adaptation: each forced spike lowers its neuron's threshold by theta_fall; at
+    dopamine_tick every neuron outside the label column that fired in the sample raises it by
+    theta_rise, once however often it fired; theta_add includes the shift. Off (0, 0), nothing
+    moves."""
+    rise, fall = 0.25, 0.75
+    # Only the teacher acts: the label column's four neurons are forced once, at force_tick.
+    p, x = _quiet_setup(theta_refresh=refresh, forcing="all", theta_rise=rise, theta_fall=fall)
+    st = cn.init_state(p, 8, 3)
+    impl.train_chunk(p, st, x, [2], [0], 1.0)
+    expected = np.zeros((1, 12))
+    expected[0, 8:12] = -fall
+    np.testing.assert_array_equal(st.theta_shift, expected)
+    if refresh == "every_change":  # the weight part plus the shift, as a resume rebuilds it
+        np.testing.assert_array_equal(
+            st.theta_add[0], K.theta_of_weights(st.w[0], p.k_thr, p.resolved_gain(8))
+            + st.theta_shift[0])
+    # Noise alone crosses a tiny threshold: every neuron fires from tick 0 on, several times;
+    # the label column answered, so the GATE stays silent and nothing is forced.
+    loud = cn.ColanetConfig(m=4, e=1, gain=1e-3, theta0=1e-3, s_stim=1.0, theta_rise=rise,
+                            theta_fall=fall, theta_refresh=refresh)
+    st = cn.init_state(loud, 8, 3)
+    votes, _ = impl.train_chunk(loud, st, x, [1], [0], 1.0)
+    assert np.all(votes[0, 0] > 1)  # each column voted more than once
+    np.testing.assert_array_equal(st.theta_shift[0], np.where(np.arange(12) // 4 == 1, 0.0, rise))
+    off = dataclasses.replace(loud, theta_rise=0.0, theta_fall=0.0)
+    st = cn.init_state(off, 8, 3)
+    impl.train_chunk(off, st, x, [1], [0], 1.0)
+    assert not st.theta_shift.any()
+
+
+def test_threshold_adaptation_is_validated_and_earlier_records_read_without_it():
+    """theta_rise and theta_fall are >= 0; a record (config.json, checkpoint, model file) from
+    before them ran without adaptation, which is what it reads back as."""
+    for name in ("theta_rise", "theta_fall"):
+        with pytest.raises(ValueError, match=f"{name}=-0.1: must be >= 0"):
+            cn.ColanetConfig(**{name: -0.1})
+    shipped = cn.ColanetConfig()
+    assert shipped.theta_rise == shipped.theta_fall == 0.5
+    old = {k: v for k, v in shipped.to_dict().items() if k not in ("theta_rise", "theta_fall")}
+    earlier = cn.ColanetConfig.from_recorded(old)
+    assert earlier.theta_rise == earlier.theta_fall == 0.0
+    assert cn.ColanetConfig.from_recorded(shipped.to_dict()) == shipped
 
 
 def _noise_only_u(p, st, sample_index, k_end):
@@ -673,9 +726,10 @@ def test_theta_add_not_refreshed_by_dopamine_nor_conservation(impl):
     """Only the teacher acts (gain too small for unforced spikes): dopamine at 14 potentiates
     the forced neurons; at the next sample's start, out of their burst, conservation spreads
     their pool back. "every_change" refreshes theta_add each time; "anti_hebbian" (spec) keeps
-    the initial one, as no unforced spike occurs."""
+    the initial one, as no unforced spike occurs (no threshold adaptation: it would move
+    theta_add at the forced spikes)."""
     for refresh in ("every_change", "anti_hebbian"):
-        p, x = _quiet_setup(theta_refresh=refresh, forcing="all")
+        p, x = _quiet_setup(theta_refresh=refresh, forcing="all", theta_rise=0.0, theta_fall=0.0)
         st = cn.init_state(p, 8, 3)
         theta0 = st.theta_add.copy()
         impl.train_chunk(p, st, x, [2], [0], 1.0)
