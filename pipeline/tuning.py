@@ -73,6 +73,8 @@ SEARCH_SPACE: dict[str, Knob] = {
     "coding": Knob("choice", choices=("saturation", "centred", "on_off", "whitened")),
     "whiten_shrinkage": Knob("float", 0.5, 1.0),
     "order": Knob("choice", choices=("store", "balanced")),
+    "theta_rise": Knob("float", 0.0, 2.0),
+    "theta_fall": Knob("float", 0.0, 2.0),
 }
 
 

@@ -82,6 +82,7 @@ def rates(draw):
                 s_stim=draw(st.floats(0.0, 2.0)),
                 d_h=draw(st.floats(-0.8, 0.0)), dopamine=draw(st.floats(0.0, 1.0)),
                 r_s=draw(st.floats(0.0, 0.5)), k_thr=draw(st.floats(0.0, 0.01)),
+                theta_rise=draw(st.floats(0.0, 1.0)), theta_fall=draw(st.floats(0.0, 1.0)),
                 seed=draw(st.integers(0, 2**40)))
 
 
