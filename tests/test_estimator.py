@@ -222,6 +222,28 @@ def test_pickle_and_model_file_keep_the_fitted_classifier(tmp_path, coding):
     assert "w" not in arrays and "theta_add" in arrays  # w rebuilt from r; theta_add is state here
 
 
+def test_a_model_file_from_before_threshold_adaptation_answers_as_it_did(tmp_path):
+    """A model file written before theta_rise and theta_fall existed lacks both keys and the
+    theta_shift array: it loads as a model without adaptation and gives the same answers; a file
+    of the adapting default keeps the learned offsets."""
+    store = separable_store(tmp_path / "s.zarr")
+    x, y, _ = _rows(store, "train")
+    x_test, _, _ = _rows(store, "test")
+    clf = ColanetClassifier(m=3, e=2, theta_rise=0.0, theta_fall=0.0).fit(x, y)
+    arrays, meta = load_checkpoint(clf.save(tmp_path / "model.npz"))
+    assert "theta_shift" not in arrays
+    del meta["config"]["theta_rise"], meta["config"]["theta_fall"]
+    save_checkpoint(tmp_path / "old.npz", arrays, meta)
+    old = ColanetClassifier.load(tmp_path / "old.npz")
+    assert old.get_params()["theta_rise"] == old.get_params()["theta_fall"] == 0.0
+    np.testing.assert_array_equal(old.predict_proba(x_test), clf.predict_proba(x_test))
+    adapting = ColanetClassifier(m=3, e=2).fit(x, y)
+    assert adapting.state_.theta_shift.any()
+    back = ColanetClassifier.load(adapting.save(tmp_path / "new.npz"))
+    np.testing.assert_array_equal(back.state_.theta_shift, adapting.state_.theta_shift)
+    np.testing.assert_array_equal(back.predict_proba(x_test), adapting.predict_proba(x_test))
+
+
 def test_a_model_file_without_its_whitening_map_is_refused_as_damaged(tmp_path):
     """The whitened coding's map travels as an array: a file whose metadata says whitened but
     lacks the map, or holds one that is not finite, is refused naming the file."""

@@ -506,6 +506,30 @@ def test_a_checkpoint_from_before_a_new_setting_resumes_with_its_default(tmp_pat
         tmp_path / "whole", store, params=config)["snn_accuracy"]
 
 
+def test_a_checkpoint_from_before_threshold_adaptation_resumes_only_without_it(tmp_path):
+    """A checkpoint written before theta_rise and theta_fall existed lacks both keys and the
+    theta_shift array: it ran without adaptation. A run with the new defaults is refused, naming
+    the two settings, before anything is written; with both at 0 it resumes and finishes as an
+    uninterrupted run without adaptation does."""
+    store = separable_store(tmp_path / "s.zarr")
+    before = dataclasses.replace(SMALL, theta_rise=0.0, theta_fall=0.0)
+    cfg = TrainConfig(runs_dir=str(tmp_path / "runs"), run="r", checkpoint_every=25)
+    assert run_train_snn(EmbedConfig(out=store.path), cfg, before, stop_after_samples=50) is None
+    path = tmp_path / "runs" / "r" / "checkpoint.npz"
+    arrays, meta = load_checkpoint(path)
+    assert "theta_shift" not in arrays  # nothing to keep without adaptation
+    del meta["config"]["theta_rise"], meta["config"]["theta_fall"]
+    save_checkpoint(path, arrays, meta)
+    written = path.read_bytes()
+    with pytest.raises(UserError, match=r"theta_fall=0\.0, theta_rise=0\.0; this run: "
+                                        r"theta_fall=0\.5, theta_rise=0\.5\)"):
+        run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
+    assert path.read_bytes() == written
+    resumed = run_train_snn(EmbedConfig(out=store.path), cfg, before)
+    assert resumed["n_train"] == 120 and resumed["snn_accuracy"] == _run(
+        tmp_path / "whole", store, params=before)["snn_accuracy"]
+
+
 def test_balanced_presentations_repeat_small_classes_up_to_the_mean_class():
     """``order="balanced"``: a sample of class c is presented ``max(1, n_mean / n_c)`` times (the
     fraction by a seeded draw), every presentation with its own id; ``"store"`` presents each
