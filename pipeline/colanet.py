@@ -470,15 +470,22 @@ class ColanetConfig:
 
     @classmethod
     def from_recorded(cls, d: dict) -> "ColanetConfig":
-        """The config a run, checkpoint or model file recorded as ``d``: :meth:`from_dict`, except
-        that a field newer than the record takes the value it then ran with
-        (:data:`EARLIER_VALUES`), not today's default."""
-        return cls.from_dict({**EARLIER_VALUES, **d})
+        """The config a run, checkpoint or model file recorded as ``d``: :meth:`from_dict` of
+        :func:`recorded_settings`."""
+        return cls.from_dict(recorded_settings(d))
 
 
 #: Fields whose default is not the behaviour from before they existed: the value a record
 #: (config.json, checkpoint, model file) that lacks them ran with.
 EARLIER_VALUES = {"theta_rise": 0.0, "theta_fall": 0.0}
+
+
+def recorded_settings(d: dict) -> dict:
+    """Every setting a record (config.json, checkpoint, model file) ran with, as a dict: ``d``,
+    and for a field newer than the record the value it then ran with, its
+    :data:`EARLIER_VALUES` entry or else its default (the earlier behaviour). Not validated:
+    callers that compare or list settings keep a damaged or newer record's keys as they are."""
+    return {**ColanetConfig().to_dict(), **EARLIER_VALUES, **d}
 
 
 def weight_of(r, params: ColanetConfig):

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.colanet import ColanetConfig
+from pipeline.colanet import ColanetConfig, recorded_settings
 from pipeline.errors import UserError, short_reason
 from pipeline.lock import lock_path, shared
 from pipeline.outputs import marked_kind
@@ -121,7 +121,7 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
         try:
             config = json.loads((path / "config.json").read_text())
             metrics = json.loads((path / "metrics.json").read_text())
-            colanet = ColanetConfig.from_recorded(config["colanet"]).to_dict()  # older runs too
+            colanet = recorded_settings(config["colanet"])  # older runs: what they ran with
             run = config["run"]
             for value in (metrics["snn_accuracy"], metrics["no_answer_rate"],
                           metrics["seconds"]["train"]):

@@ -31,9 +31,9 @@ from pipeline.baselines import linear_probe, nearest_class_mean
 from pipeline.checkpoint import (check_arrays, load_checkpoint, remove_stale_temporaries,
                                  save_checkpoint)
 from pipeline.cluster import connect, local_workers, task_threads
-from pipeline.colanet import (EARLIER_VALUES, ColanetConfig, ColanetState, checkpoint_arrays,
-                              checkpoint_schema, copy_group, copy_groups, infer_chunk, init_state,
-                              put_copy_group, ranked_classes, readout, state_from_checkpoint,
+from pipeline.colanet import (ColanetConfig, ColanetState, checkpoint_arrays, checkpoint_schema,
+                              copy_group, copy_groups, infer_chunk, init_state, put_copy_group,
+                              ranked_classes, readout, recorded_settings, state_from_checkpoint,
                               train_chunk)
 from pipeline.html_report import write_html_report
 from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
@@ -526,10 +526,10 @@ def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
         raise UserError(f"{path}: checkpoint was trained on another store ({', '.join(diff)} "
                         f"differ from {store.path}); use --run NAME for a new run or --restart")
     # A field newer than the checkpoint is missing from it: it ran with the field's earlier
-    # behaviour, its default or its EARLIER_VALUES entry (a dict, not a ColanetConfig: a damaged
-    # record is refused below as settings that differ).
+    # behaviour (a dict, not a ColanetConfig: a damaged record is refused below as settings that
+    # differ).
     current = config.to_dict()
-    stored = {**ColanetConfig().to_dict(), **EARLIER_VALUES, **(meta.get("config") or {})}
+    stored = recorded_settings(meta.get("config") or {})
     if stored != current:
         diff = sorted(k for k in {*current, *stored} if stored.get(k) != current.get(k))
         raise UserError(f"{path}: checkpoint was trained with other settings "
