@@ -17,11 +17,19 @@ as in ``annsnn tune``):
   square root, and their square root scaled to unit L2 norm per row (the power and norm
   transforms that help nearest-class-mean on CNN features); their votes summed. What copies with
   their own input coding would do (the engine's copies share one coding).
+* ``signs``: the E copies in two groups on the shared list, one coding the whitened inputs ``z``
+  (shipped), the other ``-z`` (its whitening map negated): the coder spikes on the positive side
+  only, so each group sees the half the other misses; their votes summed.
+* ``rotations``: the E copies in ``--groups`` groups (3), each coding ``z R_g``, ``R_0`` the
+  identity and the others seeded dense random rotations: whitened inputs whose positive parts
+  differ; votes summed. (The engine's ``--views`` rotates groups of 32 inputs instead.)
+  ``rotated``, its control: all E copies in one group on ``R_1``.
 
-All feed their lists to the estimator's in-order ``partial_fit``. Prints each variant's
-validation accuracy per repeat (the repeat seeds the draws); ``--folds K`` scores every train row
-once by K-fold validation (fold k: the model of the other folds, as ``annsnn tune --folds``)
-instead of the tail::
+All feed their lists to the estimator's in-order ``partial_fit``, each estimator on one view
+(``views=1``: the variants are the copies' diversity, the engine's views left out). Prints each
+variant's validation accuracy per repeat (the repeat seeds the draws); ``--folds K`` scores
+every train row once by K-fold validation (fold k: the model of the other folds, as ``annsnn
+tune --folds``) instead of the tail::
 
     python bench/diversity.py --stores data/embeddings/digits-tf_efficientnet_lite0.zarr --repeats 2
     python bench/diversity.py --stores data/embeddings/caltech51-lite0.zarr --folds 5 \\
@@ -39,6 +47,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import pipeline.training as training  # noqa: E402
 from pipeline.colanet import copy_groups  # noqa: E402
 from pipeline.estimator import ColanetClassifier  # noqa: E402
 from pipeline.store import EmbeddingStore, store_name  # noqa: E402
@@ -57,6 +66,30 @@ TRANSFORMS = (lambda x: x, lambda x: np.sqrt(np.maximum(x, 0)),
               lambda x: unit_rows(np.sqrt(np.maximum(x, 0))))
 
 
+def rotation(d: int, seed: int) -> np.ndarray:
+    """A seeded random rotation of R^d (QR of a Gaussian matrix, signs fixed); 0: the identity."""
+    if seed == 0:
+        return np.eye(d)
+    q, r = np.linalg.qr(np.random.default_rng([seed, 11]).standard_normal((d, d)))
+    return q * np.sign(np.diag(r))
+
+
+def whitened_then(extra: np.ndarray):
+    """The coding's whitening map followed by ``extra`` (D, D): patches
+    ``pipeline.training.zca_map`` for the estimators fitted inside the ``with``."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def patched():
+        original = training.zca_map
+        training.zca_map = lambda cov, a: (original(cov, a) @ extra).astype(np.float32)
+        try:
+            yield
+        finally:
+            training.zca_map = original
+    return patched()
+
+
 def balanced_list(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Row indices of one balanced pass: a row of class c ``floor(r_c)`` times plus once more with
     probability ``frac(r_c)``, ``r_c = max(1, n_mean / n_c)``; shuffled."""
@@ -68,7 +101,7 @@ def balanced_list(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def score(path: str, variant: str, repeat: int, val_fraction: float, copies: int,
-          feature_share: float = 1.0, folds: int = 1) -> float:
+          feature_share: float = 1.0, folds: int = 1, groups: int = 3) -> float:
     """Validation accuracy of one variant: on the tail, or over ``folds`` folds."""
     store = EmbeddingStore.open(path)
     x, y = read_rows(store, "train")
@@ -76,39 +109,52 @@ def score(path: str, variant: str, repeat: int, val_fraction: float, copies: int
     right = 0
     for fit, scored in split_rows(bounds):
         right += score_rows(x[fit], y[fit], x[scored], y[scored], variant, repeat, copies,
-                            feature_share)
+                            feature_share, groups)
     return right / int(bounds[-1] - bounds[0])
 
 
 def score_rows(x_fit, y_fit, x_val, y_val, variant: str, repeat: int, copies: int,
-               feature_share: float) -> int:
+               feature_share: float, groups: int = 3) -> int:
     """How many validation rows one variant answers right."""
     classes, labels = np.unique(y_fit, return_inverse=True)
     if variant == "shared":
         rows = balanced_list(labels, np.random.default_rng([repeat, 0]))
-        model = ColanetClassifier(e=copies, seed=repeat).partial_fit(x_fit[rows], y_fit[rows],
-                                                                     classes=classes)
+        model = ColanetClassifier(e=copies, seed=repeat, views=1).partial_fit(
+            x_fit[rows], y_fit[rows], classes=classes)
         total = model.votes(x_val).astype(np.int64).sum(axis=1)
     elif variant == "features":
         rows = balanced_list(labels, np.random.default_rng([repeat, 0]))
         total = np.zeros((len(x_val), len(classes)), np.int64)
         for copy in range(copies):
             seen = np.random.default_rng([repeat, copy, 7]).random(x_fit.shape[1]) < feature_share
-            model = ColanetClassifier(e=1, seed=repeat * 1000 + copy).partial_fit(
+            model = ColanetClassifier(e=1, seed=repeat * 1000 + copy, views=1).partial_fit(
                 x_fit[rows] * seen, y_fit[rows], classes=classes)
             total += model.votes(x_val * seen).astype(np.int64).sum(axis=1)
     elif variant == "codings":
         rows = balanced_list(labels, np.random.default_rng([repeat, 0]))
         total = np.zeros((len(x_val), len(classes)), np.int64)
         for transform, group in zip(TRANSFORMS, copy_groups(copies, len(TRANSFORMS))):
-            model = ColanetClassifier(e=len(group), seed=repeat * 1000 + group.start).partial_fit(
-                transform(x_fit[rows]), y_fit[rows], classes=classes)
+            model = ColanetClassifier(e=len(group), seed=repeat * 1000 + group.start, views=1
+                                      ).partial_fit(transform(x_fit[rows]), y_fit[rows],
+                                                    classes=classes)
             total += model.votes(transform(x_val)).astype(np.int64).sum(axis=1)
+    elif variant in ("signs", "rotations", "split", "rotated"):
+        rows = balanced_list(labels, np.random.default_rng([repeat, 0]))
+        total = np.zeros((len(x_val), len(classes)), np.int64)
+        d = x_fit.shape[1]
+        extras = {"signs": [np.eye(d), -np.eye(d)], "split": [np.eye(d), np.eye(d)],
+                  "rotated": [rotation(d, 1)],
+                  "rotations": [rotation(d, g) for g in range(groups)]}[variant]
+        for extra, group in zip(extras, copy_groups(copies, len(extras))):
+            with whitened_then(extra):
+                model = ColanetClassifier(e=len(group), seed=repeat * 1000 + group.start, views=1
+                                          ).partial_fit(x_fit[rows], y_fit[rows], classes=classes)
+            total += model.votes(x_val).astype(np.int64).sum(axis=1)
     else:
         total = np.zeros((len(x_val), len(classes)), np.int64)
         for copy in range(copies):
             rows = balanced_list(labels, np.random.default_rng([repeat, copy]))
-            model = ColanetClassifier(e=1, seed=repeat * 1000 + copy).partial_fit(
+            model = ColanetClassifier(e=1, seed=repeat * 1000 + copy, views=1).partial_fit(
                 x_fit[rows], y_fit[rows], classes=classes)
             total += model.votes(x_val).astype(np.int64).sum(axis=1)
     return int((classes[total.argmax(axis=1)] == y_val).sum())
@@ -121,11 +167,14 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=ColanetClassifier().e)
     ap.add_argument("--val-fraction", type=float, default=0.2)
     ap.add_argument("--variants", default="shared,own",
-                    help="of shared, own, features, codings")
+                    help="of shared, own, features, codings, signs, rotations, and the controls "
+                         "split and rotated")
     ap.add_argument("--folds", type=int, default=1,
                     help="K > 1: K-fold validation on the whole train split, not the tail")
     ap.add_argument("--feature-share", type=float, default=0.5,
                     help="share of the features each copy sees (variant features)")
+    ap.add_argument("--groups", type=int, default=3,
+                    help="groups of copies, each its own rotation (variant rotations)")
     a = ap.parse_args()
     variants = a.variants.split(",")
     print(f"{'store':<40} {'repeat':>6} " + " ".join(f"{v:>8}" for v in variants) + "  seconds",
@@ -133,7 +182,8 @@ def main() -> None:
     for path in a.stores:
         for repeat in range(a.repeats):
             started = time.perf_counter()
-            acc = [score(path, v, repeat, a.val_fraction, a.copies, a.feature_share, a.folds)
+            acc = [score(path, v, repeat, a.val_fraction, a.copies, a.feature_share, a.folds,
+                         a.groups)
                    for v in variants]
             print(f"{store_name(path)[:40]:<40} {repeat:>6} " + " ".join(f"{v:>8.4f}" for v in acc)
                   + f"  {time.perf_counter() - started:.0f}", flush=True)

@@ -37,8 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pipeline import colanet as cn  # noqa: E402
 from pipeline import colanet_kernels as K  # noqa: E402
+from pipeline.streaming import array_batches  # noqa: E402
 from pipeline.training import Coding  # noqa: E402
-from snn import Synthetic, saturation  # noqa: E402  (bench/snn.py: the same features)
+from snn import Synthetic  # noqa: E402  (bench/snn.py: the same features)
 
 SIZES = {"paper": (1536, 64), "thousand": (1536, 1000), "tiny": (12, 3)}  # (D inputs, C classes)
 M, E = 10, 15
@@ -52,20 +53,18 @@ def model(size: str) -> cn.ColanetConfig:
 
 def features(params, n_inputs, n_classes, n, seed):
     """``n`` synthetic samples coded as the training engine codes them for ``params`` (the
-    shipped coding subtracts each feature's mean), as bench/snn.py does: ``(x, y, sat)``."""
+    coding measured on them, views and all), as bench/snn.py does: ``(x, y, sat)``, ``x`` the
+    coder's ``n_views`` blocks of inputs."""
     x, y = Synthetic(n_inputs, n_classes).sample(n, seed=seed)
-    if params.coding != "saturation":
-        coding = Coding(1.0, x.astype(np.float64).mean(axis=0).astype(np.float32),
-                        params.coding == "on_off")
-        x = coding.inputs(x)
-    return x, y, saturation(x)
+    coding = Coding.measured(params, lambda: array_batches(x, y), x, "synthetic features")
+    return coding.inputs(x), y, coding.sat
 
 
 def check_identity(G, params, n_inputs, n_classes, n) -> list[str]:
     """Train ``n`` samples and infer ``n`` on both devices from one state; the names of what
     differs (empty: identical)."""
     x, y, sat = features(params, n_inputs, n_classes, 2 * n, seed=1)
-    cpu = cn.init_state(params, x.shape[1], n_classes)
+    cpu = cn.init_state(params, params.n_inputs(n_inputs), n_classes)
     gpu = cpu.copy()
     ids = np.arange(n)
     v_cpu, _, rec_cpu = cn.train_chunk(params, cpu, x[:n], y[:n], ids, sat, record=True)
@@ -88,8 +87,8 @@ def resident_rate(G, params, n_inputs, n_classes, samples, chunk) -> dict:
     """Training samples/s with the state on the GPU between chunks (coding on the host
     included), after one untimed chunk."""
     x, y, sat = features(params, n_inputs, n_classes, samples + chunk, seed=2)
-    state = cn.init_state(params, x.shape[1], n_classes)
-    hp = cn.kernel_params(params, x.shape[1])
+    state = cn.init_state(params, params.n_inputs(n_inputs), n_classes)
+    hp = cn.kernel_params(params, params.n_inputs(n_inputs))
     ensemble = G.DeviceEnsemble(cn.kernel_state(state))
     acc, bits, t = state.acc.copy(), state.arrival_bits.copy(), 0
     seconds, answered, input_spikes = 0.0, 0, 0
@@ -114,7 +113,7 @@ def copying_rate(params, n_inputs, n_classes, samples, chunk) -> dict:
     """Training samples/s through ``train_chunk(device="cuda")`` (the state goes to the GPU and
     back every chunk)."""
     x, y, sat = features(params, n_inputs, n_classes, samples + chunk, seed=3)
-    state = cn.init_state(params, x.shape[1], n_classes)
+    state = cn.init_state(params, params.n_inputs(n_inputs), n_classes)
     seconds = 0.0
     for lo in range(0, samples + chunk, chunk):
         hi = min(lo + chunk, samples + chunk)

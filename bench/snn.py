@@ -60,8 +60,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline import colanet_reference  # noqa: E402
 from pipeline.streaming import array_batches  # noqa: E402
 from pipeline.training import Coding  # noqa: E402
-from pipeline.colanet import (ColanetConfig, encode_inputs, infer_chunk, init_state,  # noqa: E402
-                              readout, train_chunk)
+from pipeline.colanet import (ColanetConfig, copy_groups, encode_inputs, infer_chunk,  # noqa: E402
+                              init_state, readout, train_chunk)
 
 # name: (D inputs, C classes, M, E); M or E None: the shipped default (ColanetConfig)
 SIZES = {"paper": (1536, 64, 10, 15), "shipped": (1536, 64, None, None),
@@ -119,25 +119,30 @@ def saturation(x: np.ndarray) -> float:
 
 # --- the bound: row additions only --------------------------------------------------------------
 @njit(cache=True, parallel=True)
-def row_add_bound(w, ptr, idx, n_ticks, sink):
-    """For each copy (prange), sample, presentation tick and active input j (CSR ``ptr``/``idx``
-    over the (sample, tick) pairs, in that order): ``cur[k, :] += w[e, j, :]`` into a float64
-    per-tick buffer zeroed per sample.  One element per tick goes into ``sink`` so that no add can
-    be optimised away."""
+def row_add_bound(w, ptr, idx, n_ticks, sink, starts):
+    """For each copy (prange), sample, presentation tick and active input j of the copy's view
+    (CSR ``ptr``/``idx`` over the (sample, tick) pairs, in that order, of the coded inputs; copy
+    e's view is ``starts[e] .. starts[e] + D - 1``, found by bisection since j ascends):
+    ``cur[k, :] += w[e, j - starts[e], :]`` into a float64 per-tick buffer zeroed per sample.
+    One element per tick goes into ``sink`` so that no add can be optimised away."""
     E, D, N = w.shape
     n_bt = ptr.shape[0] - 1
     for e in prange(E):
         cur = np.zeros((n_ticks, N))
         we = w[e]
         s = 0.0
+        lo_j, hi_j = starts[e], starts[e] + D
         for bt in range(n_bt):
             k = bt % n_ticks
             if k == 0:
                 for kk in range(n_ticks):
                     for n in range(N):
                         cur[kk, n] = 0.0
-            for i in range(ptr[bt], ptr[bt + 1]):
-                j = idx[i]
+            row = idx[ptr[bt]:ptr[bt + 1]]
+            first = ptr[bt] + np.searchsorted(row, lo_j)
+            last = ptr[bt] + np.searchsorted(row, hi_j)
+            for i in range(first, last):
+                j = idx[i] - lo_j
                 for n in range(N):
                     cur[k, n] += we[j, n]
             s += cur[k, bt % N]
@@ -154,10 +159,16 @@ def spike_csr(spikes: np.ndarray):
     return ptr, cols.astype(np.int64)
 
 
-def time_bound(w, ptr, idx, n_ticks) -> float:
+def view_starts(params, n_inputs: int) -> np.ndarray:
+    """The first coded input of each copy's view (``pipeline.colanet.copy_groups``)."""
+    return np.array([v * n_inputs for v, group in enumerate(copy_groups(params.e, params.n_views))
+                     for _ in group], np.int64)
+
+
+def time_bound(w, ptr, idx, n_ticks, starts) -> float:
     sink = np.zeros(w.shape[0])
     started = time.perf_counter()
-    row_add_bound(w, ptr, idx, n_ticks, sink)
+    row_add_bound(w, ptr, idx, n_ticks, sink, starts)
     return time.perf_counter() - started
 
 
@@ -240,8 +251,8 @@ def bench_size(name: str, n_samples: int, n_ref: int, log, overrides: dict | Non
     sid_t = np.arange(n_samples, dtype=np.int64) + n_samples
     spikes = encode_inputs(params, x, sid, sat)
     spikes_t = encode_inputs(params, xt, sid_t, sat)
-    per_sample = spikes.sum(axis=(1, 2))
-    ev_per_spike = N * E
+    per_sample = spikes.sum(axis=(1, 2))  # of the coded inputs: every view's
+    ev_per_spike = N * E / params.n_views  # a spike reaches the N neurons of its view's copies
     n_ref = max(1, min(n_ref, n_samples))
     late = n_samples - n_ref if n_samples >= 2 * n_ref else None
 
@@ -254,12 +265,13 @@ def bench_size(name: str, n_samples: int, n_ref: int, log, overrides: dict | Non
     infer_chunk(params, fresh, xt[:2], sid_t[:2], sat)
     ptr, idx = spike_csr(spikes)
     wptr, widx = spike_csr(spikes[:2])
-    row_add_bound(fresh.w, wptr, widx, params.present_ticks, np.zeros(E))
+    starts = view_starts(params, D)
+    row_add_bound(fresh.w, wptr, widx, params.present_ticks, np.zeros(E), starts)
 
-    bound_s = [time_bound(fresh.w, ptr, idx, params.present_ticks)]
+    bound_s = [time_bound(fresh.w, ptr, idx, params.present_ticks, starts)]
     state = fresh.copy()
     votes, train_s, snap = train_timed(params, state, x, y, sid, sat, snapshot_at=late)
-    bound_s.append(time_bound(state.w, ptr, idx, params.present_ticks))
+    bound_s.append(time_bound(state.w, ptr, idx, params.present_ticks, starts))
     bound_best = min(bound_s)
     log(f"[{name}] numba train {n_samples / train_s:.1f}/s, bound {n_samples / bound_best:.1f}/s")
 
@@ -287,7 +299,7 @@ def bench_size(name: str, n_samples: int, n_ref: int, log, overrides: dict | Non
         hi = lo + n_ref
         ref_s, ref_votes, nb_s, nb_votes = same_work(params, start, x[lo:hi], y[lo:hi], sid[lo:hi],
                                                      sat, numba_repeats=3)
-        ev = int(per_sample[lo:hi].sum()) * ev_per_spike
+        ev = int(int(per_sample[lo:hi].sum()) * ev_per_spike)
         ref[phase] = {
             "rows": [int(lo), int(hi)],
             "reference_samples_per_s": n_ref / ref_s,
@@ -300,7 +312,7 @@ def bench_size(name: str, n_samples: int, n_ref: int, log, overrides: dict | Non
         log(f"[{name}] reference ({phase} {n_ref}) {n_ref / ref_s:.2f}/s, numba same work "
             f"{n_ref / nb_s:.1f}/s, votes match {ref[phase]['votes_match']}")
 
-    events = int(per_sample.sum()) * ev_per_spike
+    events = int(int(per_sample.sum()) * ev_per_spike)
     train_rate = n_samples / train_s
     ref_rate = ref["first"]["reference_samples_per_s"]
     bound_rate = n_samples / bound_best
@@ -409,7 +421,8 @@ def memory_child(store_path: str, sat: float) -> None:
         return None
 
     store = EmbeddingStore.open(store_path)
-    params = ColanetConfig(m=MEM_M, e=MEM_E, seed=SEED)
+    # The store's features as they are (no coding), so one view: the memory of streaming.
+    params = ColanetConfig(m=MEM_M, e=MEM_E, seed=SEED, views=1)
     state = init_state(params, MEM_D, MEM_C)
     warm = np.zeros((1, MEM_D), np.float32)
     train_chunk(params, state.copy(), warm, np.zeros(1, np.int64), np.zeros(1, np.int64), sat)

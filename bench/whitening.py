@@ -58,9 +58,10 @@ def main() -> None:
         x, y = read_rows(EmbeddingStore.open(path), "train")
         right: dict[str, int] = {}
         for fit, scored in split_rows(fold_bounds(len(y), a.folds)):
-            # the shipped coding measured once per fold, on the fit rows, for its three views
-            shipped = Coding.measured(ColanetConfig(), lambda: array_batches(x[fit], y[fit]),
-                                      x[fit], "fit rows")
+            # the shipped coding measured once per fold, on the fit rows, for its three views;
+            # one view of it (views=1): the rates one copy sees
+            shipped = Coding.measured(ColanetConfig(views=1),
+                                      lambda: array_batches(x[fit], y[fit]), x[fit], "fit rows")
             heads = {"probe": (linear_probe, lambda z: z),
                      "NCM": (nearest_class_mean, lambda z: z),
                      **{f"NCM whitened {s}": (nearest_class_mean, whitened(x[fit], y[fit], s))

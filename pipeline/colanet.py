@@ -178,6 +178,14 @@ class ColanetConfig:
     square root (label-free statistics of the train split, stored with the model; a nearest
     class mean on such features approaches a linear probe, docs/accuracy.md). The kernels never
     read ``coding``: the training engine codes the features before they reach them.
+    Views (whitened coding): the copies are split into ``n_views`` contiguous groups
+    (:func:`copy_groups`; ``views``, by default one per copy), each coding its own view of the
+    whitened inputs: view 0 is ``z`` itself, view ``v`` is ``z R_v`` with ``R_v`` a seeded
+    random rotation of groups of 32 inputs (:func:`pipeline.streaming.view_rotations`; label
+    free, stored with the model). A rotation keeps the distances (what a prototype can tell
+    apart), but the positive parts the coder spikes on differ, so the copies err on different
+    samples and their summed votes gain (docs/accuracy.md, eleventh round). The coder then codes
+    ``n_views D`` inputs; a copy of view ``v`` sees inputs ``v D .. (v+1) D - 1`` as its ``D``.
 
     Presentation: ``order="store"`` learns the train split in store order (later passes shuffle
     each stretch); ``"balanced"`` shows each sample of class c ``max(1, n_mean / n_c)`` times in
@@ -319,6 +327,9 @@ class ColanetConfig:
     whiten_shrinkage: Annotated[float, "coding whitened: the share of the identity in the "
                                        "shrunk covariance that is whitened (1: no whitening)"
                                 ] = 0.95
+    views: Annotated[int | None, "coding whitened: groups of copies, each coding its own seeded "
+                                 "rotation of the whitened inputs (default: one per copy; 1: "
+                                 "all copies code the same)"] = None
     # Presentation (chosen on validation data like the rest; docs/accuracy.md).
     order: Annotated[str, "present the train split in store order (store), with each class "
                           "shown at least as often as the mean class (balanced), every class "
@@ -384,6 +395,16 @@ class ColanetConfig:
         if not 0.0 < self.whiten_shrinkage <= 1.0:
             bad("whiten_shrinkage", "must lie in (0, 1]: the identity's share of the shrunk "
                                     "covariance (0 would invert a singular one)")
+        if self.views is not None:
+            if isinstance(self.views, bool) or not isinstance(self.views, (int, np.integer)):
+                bad("views", "must be an integer in [1, e] or None (unset: one per copy)")
+            if not 1 <= self.views <= self.e:
+                bad("views", f"must lie in [1, e={self.e}]: each view is coded by a group of "
+                             f"copies (unset: one per copy)")
+            if self.views > 1 and self.coding != "whitened":
+                bad("views", "needs coding='whitened' (a view is a rotation of the whitened "
+                             "inputs)")
+            object.__setattr__(self, "views", int(self.views))
         if not 0.0 < self.input_share <= 1.0:
             bad("input_share", "must lie in (0, 1]: the share of the inputs each copy sees")
         if self.theta0 <= 0:
@@ -451,8 +472,22 @@ class ColanetConfig:
         return self.gain if self.gain is not None else self.gain_total / n_inputs
 
     def n_inputs(self, n_features: int) -> int:
-        """Inputs the network sees for ``n_features`` embedding features (``on_off``: two each)."""
+        """Inputs each copy sees (its synapses' input axis) for ``n_features`` embedding
+        features (``on_off``: two each)."""
         return 2 * n_features if self.coding == "on_off" else n_features
+
+    @property
+    def n_views(self) -> int:
+        """Views of the whitened inputs: ``views``, or when it is None one per copy (``e``) with
+        the whitened coding and 1 with the others."""
+        if self.views is not None:
+            return self.views
+        return self.e if self.coding == "whitened" else 1
+
+    def n_coded(self, n_features: int) -> int:
+        """Inputs the coder codes (the arrival history's and the saturation levels' axis):
+        ``n_views`` times :meth:`n_inputs`, one block of inputs per view."""
+        return self.n_views * self.n_inputs(n_features)
 
     def to_dict(self) -> dict:
         """JSON-friendly dict of all fields (stored in checkpoints)."""
@@ -477,7 +512,7 @@ class ColanetConfig:
 
 #: Fields whose default is not the behaviour from before they existed: the value a record
 #: (config.json, checkpoint, model file) that lacks them ran with.
-EARLIER_VALUES = {"theta_rise": 0.0, "theta_fall": 0.0}
+EARLIER_VALUES = {"theta_rise": 0.0, "theta_fall": 0.0, "views": 1}
 
 
 def recorded_settings(d: dict) -> dict:
@@ -517,9 +552,10 @@ class StateArray(NamedTuple):
     meaning: str
 
 
-#: Shape of each kind of state array: ``E`` copies, ``D`` inputs, ``C`` classes, ``N = C*M``
-#: neurons.  Synapses are input-major so that one input spike adds one contiguous row.
-AXES = {"synapse": ("E", "D", "N"), "neuron": ("E", "N"), "column": ("E", "C"), "input": ("D",)}
+#: Shape of each kind of state array: ``E`` copies, ``D`` inputs a copy sees, ``C`` classes,
+#: ``N = C*M`` neurons, ``I = views D`` coded inputs (:meth:`ColanetConfig.n_coded`).  Synapses are
+#: input-major so that one input spike adds one contiguous row.
+AXES = {"synapse": ("E", "D", "N"), "neuron": ("E", "N"), "column": ("E", "C"), "input": ("I",)}
 
 #: Every array of a :class:`ColanetState`, in order: the one declaration that its fields, its
 #: docstring, :func:`init_state`, :func:`state_arrays` / :func:`state_from_arrays`, the shape
@@ -547,8 +583,8 @@ STATE_ARRAYS: dict[str, StateArray] = {
     "block_by": StateArray(np.int32, "column", -1, False, "the neuron exempt from the block"),
     "t_out": StateArray(np.int64, "column", NEVER, False, "last OUT spike (vote) of the column"),
     "arrival_bits": StateArray(np.uint64, "input", 0, False,
-                               "arrival history, shared by the copies: bit p = an arrival at "
-                               "tick t - 1 - p (t: the next tick)"),
+                               "arrival history of the coded inputs, shared by the copies: bit p "
+                               "= an arrival at tick t - 1 - p (t: the next tick)"),
     "acc": StateArray(np.float64, "input", 0.0, False, "accumulator of the rate coder"),
 }
 
@@ -617,16 +653,17 @@ def kernel_state(state: ColanetState) -> EnsembleArrays:
     return EnsembleArrays(**{name: getattr(state, name) for name in EnsembleArrays._fields})
 
 
-def _shape(axes: str, E: int, D: int, C: int, N: int) -> tuple[int, ...]:
-    sizes = {"E": E, "D": D, "C": C, "N": N}
+def _shape(axes: str, E: int, D: int, C: int, N: int, I: int | None = None) -> tuple[int, ...]:
+    sizes = {"E": E, "D": D, "C": C, "N": N, "I": D if I is None else I}
     return tuple(sizes[axis] for axis in AXES[axes])
 
 
 def _schema(names, params: ColanetConfig, n_inputs: int, n_classes: int
             ) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    E, D, C, N = params.e, n_inputs, n_classes, n_classes * params.m
+    E, D, C, N, I = params.e, n_inputs, n_classes, n_classes * params.m, params.n_views * n_inputs
     declared = {name: STATE_ARRAYS[name] for name in names}
-    schema = {name: (_shape(a.axes, E, D, C, N), np.dtype(a.dtype)) for name, a in declared.items()}
+    schema = {name: (_shape(a.axes, E, D, C, N, I), np.dtype(a.dtype))
+              for name, a in declared.items()}
     return {**schema, **{name: ((), np.dtype(np.int64)) for name in COUNTERS}}
 
 
@@ -656,7 +693,7 @@ def init_state(params: ColanetConfig, n_inputs: int, n_classes: int) -> ColanetS
     # at 1000 classes and 15 copies the arrays hold 230 M synapses each).
     st = ColanetState(r=np.full((E, D, N), r0, np.float32),
                       w=np.full((E, D, N), weight_of(r0, params), np.float32),
-                      **resting_arrays(E, D, C, N))
+                      **resting_arrays(E, D, C, N, params.n_views * D))
     st.theta_add[...] = K.theta_of_weights(st.w[0], params.k_thr, params.resolved_gain(D))
     return st
 
@@ -691,10 +728,12 @@ def grow_classes(params: ColanetConfig, state: ColanetState, n_classes: int) -> 
     return st
 
 
-def resting_arrays(E: int, D: int, C: int, N: int) -> dict[str, np.ndarray]:
+def resting_arrays(E: int, D: int, C: int, N: int, I: int | None = None
+                   ) -> dict[str, np.ndarray]:
     """Every state array but the synapses, at rest: zero potentials, thresholds, pools and
-    stability, no burst, no block, every time stamp ``NEVER``, an empty arrival history."""
-    return {name: np.full(_shape(a.axes, E, D, C, N), a.rest, a.dtype)
+    stability, no burst, no block, every time stamp ``NEVER``, an empty arrival history (of
+    ``I`` coded inputs; None: ``D``)."""
+    return {name: np.full(_shape(a.axes, E, D, C, N, I), a.rest, a.dtype)
             for name, a in STATE_ARRAYS.items() if a.axes != "synapse"}
 
 
@@ -791,11 +830,11 @@ def state_from_checkpoint(arrays, config: ColanetConfig, n_inputs: int, n_classe
         if kw[name].shape != shape or kw[name].dtype != dtype:
             raise ValueError(f"state_from_checkpoint: {name} is {kw[name].dtype} {kw[name].shape}, "
                              f"expected {dtype} {shape}")
-    E, D, C, N = config.e, n_inputs, n_classes, n_classes * config.m
+    E, D, C, N, I = config.e, n_inputs, n_classes, n_classes * config.m, config.n_views * n_inputs
     stored = checkpointed(config)
     # Zeros: w and theta_add are rebuilt below; theta_shift, kept only when the threshold adapts,
     # is zero without adaptation.
-    derived = {name: np.zeros(_shape(a.axes, E, D, C, N), a.dtype)
+    derived = {name: np.zeros(_shape(a.axes, E, D, C, N, I), a.dtype)
                for name, a in STATE_ARRAYS.items() if name not in stored}
     st = ColanetState(**{name: np.ascontiguousarray(kw[name]) for name in stored}, **derived,
                       **{name: int(kw[name]) for name in COUNTERS})
@@ -809,8 +848,11 @@ def _check_state_shapes(st: ColanetState) -> None:
                          f"{st.r.shape} and {st.block_until.shape}")
     E, D, N = st.r.shape
     C = st.block_until.shape[1]
+    I = st.acc.shape[0] if st.acc.ndim == 1 else D  # the coded inputs: views blocks of D
+    if D < 1 or I % D:
+        raise ValueError(f"state: {I} coded inputs do not split into views of {D} inputs")
     for name, a in STATE_ARRAYS.items():
-        array, shape = getattr(st, name), _shape(a.axes, E, D, C, N)
+        array, shape = getattr(st, name), _shape(a.axes, E, D, C, N, I)
         if array.dtype != a.dtype:
             raise ValueError(f"state.{name} has dtype {array.dtype}, expected {np.dtype(a.dtype)}")
         if array.shape != shape:
@@ -846,14 +888,16 @@ def kernel_params(params: ColanetConfig, n_inputs: int, first_copy: int = 0) -> 
         fire_all=params.firing == "all_above_threshold",
         theta_at_ah_only=params.theta_refresh == "anti_hebbian",
         gate_in_sample=params.gate_scope == "sample", gate_ticks=params.resolved_gate_ticks,
-        copy_share=params.copy_share, input_share=params.input_share, first_copy=first_copy)
+        copy_share=params.copy_share, input_share=params.input_share, first_copy=first_copy,
+        views=params.n_views, n_copies=params.e)
 
 
 def check_batch(params: ColanetConfig, state: ColanetState, x, sample_index, sat, y=None,
                 copies: range | None = None):
-    """Validate and convert a chunk: returns ``(x float32 (B,D), y int64 (B,)
-    or None, sample_index int64 (B,), sat float)``; raises ValueError with the
-    offending value otherwise. ``copies``: the ensemble copies the state holds (None: all)."""
+    """Validate and convert a chunk: returns ``(x float32 (B, I), y int64 (B,)
+    or None, sample_index int64 (B,), sat float)``, ``I = views D`` coded inputs; raises
+    ValueError with the offending value otherwise. ``copies``: the ensemble copies the state
+    holds (None: all)."""
     _check_state_shapes(state)
     E, D, N = state.r.shape
     C = state.n_classes
@@ -866,8 +910,10 @@ def check_batch(params: ColanetConfig, state: ColanetState, x, sample_index, sat
                          f"({copies.start}..{copies.stop - 1} of e={params.e}), m={params.m} "
                          f"(N = C*m = {C * params.m})")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] != D:
-        raise ValueError(f"x must be (B, {D}), got shape {x.shape}")
+    if x.ndim != 2 or x.shape[1] != params.n_views * D or state.acc.shape != (x.shape[1],):
+        raise ValueError(f"x must be (B, {params.n_views * D}) ({params.n_views} views of {D} "
+                         f"inputs) like the state's {state.acc.shape[0]} coded inputs, got shape "
+                         f"{x.shape}")
     if not np.all(np.isfinite(x)):
         bad = np.argwhere(~np.isfinite(x))[0]
         raise ValueError(f"x has a non-finite value {x[tuple(bad)]} at (row {bad[0]}, feature {bad[1]})")
@@ -900,7 +946,9 @@ def per_feature_coding(x: np.ndarray, sat) -> tuple[np.ndarray, float]:
     if levels.shape != (x.shape[1],) or np.isnan(levels).any() or (levels <= 0).any():
         raise ValueError(f"per-feature sat must be ({x.shape[1]},) positive levels, got shape "
                          f"{levels.shape}")
-    return (x / levels).astype(np.float32), 1.0
+    # The coder clips the ratio to [0, 1]; clipping it to [-1, 2] first changes no rate and keeps a
+    # ratio past float32's range (a huge feature over a tiny level) from overflowing in the cast.
+    return np.clip(x / levels, -1.0, 2.0).astype(np.float32), 1.0
 
 
 def encode_inputs(params: ColanetConfig, x, sample_index, sat) -> np.ndarray:
@@ -949,9 +997,9 @@ def train_chunk(params: ColanetConfig, state: ColanetState, x, y, sample_index, 
     copies' in the whole ensemble (:func:`copy_group`), since copies share only the input.
     """
     x, y, sample_index, sat = check_batch(params, state, x, sample_index, sat, y, copies)
-    B, D = x.shape
+    B = x.shape[0]
     E, N, P = state.n_copies, state.n_neurons, params.period
-    hp = kernel_params(params, D, 0 if copies is None else copies.start)
+    hp = kernel_params(params, state.n_inputs, 0 if copies is None else copies.start)
     pat = K.encode_chunk(x, sat, sample_index, state.acc, hp, False)
     bits0 = K.history_chunk(state.arrival_bits, pat, P)
     rec = np.zeros((B, P, E, N), bool) if record else None
@@ -974,10 +1022,10 @@ def infer_chunk(params: ColanetConfig, state: ColanetState, x, sample_index, sat
     ``copies``: as in :func:`train_chunk`.
     """
     x, _, sample_index, sat = check_batch(params, state, x, sample_index, sat, None, copies)
-    B, D = x.shape
+    B, I = x.shape
     E, N, P = state.n_copies, state.n_neurons, params.period
-    hp = kernel_params(params, D, 0 if copies is None else copies.start)
-    pat = K.encode_chunk(x, sat, sample_index, np.zeros(D), hp, True)
+    hp = kernel_params(params, state.n_inputs, 0 if copies is None else copies.start)
+    pat = K.encode_chunk(x, sat, sample_index, np.zeros(I), hp, True)
     rec = np.zeros((B, P, E, N), bool) if record else None
     votes = _kernels(device).infer_kernel(hp, state.w, state.theta_add, state.n_classes, pat,
                                           sample_index, rec)

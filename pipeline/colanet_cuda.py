@@ -486,12 +486,35 @@ def chunk_arrivals(hp: K.KernelParams, pat: np.ndarray, sample_index: np.ndarray
     return arrivals
 
 
+def view_runs(hp: K.KernelParams, n_copies: int) -> list[tuple[int, int, int]]:
+    """The state's copies in runs that see the same view: ``(lo, hi, start)``, copies ``lo ..
+    hi - 1`` seeing the coded inputs from ``start`` (:func:`K.view_start`, in inputs of ``D = 1``:
+    multiply by D). The device kernels see one view's inputs at a time."""
+    runs: list[tuple[int, int, int]] = []
+    for e in range(n_copies):
+        start = K.view_start(hp, e, 1)
+        if runs and runs[-1][2] == start:
+            runs[-1] = (runs[-1][0], e + 1, start)
+        else:
+            runs.append((e, e + 1, start))
+    return runs
+
+
+def one_view(hp: K.KernelParams, lo: int) -> K.KernelParams:
+    """``hp`` for the state's copies from ``lo`` on, given their view's inputs alone."""
+    return hp._replace(first_copy=hp.first_copy + lo, views=1)
+
+
 class DeviceEnsemble:
     """The training kernel's arrays (:class:`pipeline.colanet.EnsembleArrays`) kept in device
     memory between chunks; :meth:`download` copies them back into host arrays."""
 
-    def __init__(self, s):
-        self.arrays = type(s)(*(to_device(a) for a in s))
+    def __init__(self, s, arrays=None):
+        self.arrays = type(s)(*(to_device(a) for a in s)) if arrays is None else arrays
+
+    def part(self, lo: int, hi: int) -> "DeviceEnsemble":
+        """Copies ``lo .. hi - 1`` (device views of the same memory)."""
+        return DeviceEnsemble(self.arrays, type(self.arrays)(*(a[lo:hi] for a in self.arrays)))
 
     def download(self, s) -> None:
         for d, h in zip(self.arrays, s):
@@ -509,6 +532,17 @@ def train_on_device(hp: K.KernelParams, ensemble: DeviceEnsemble, pat, bits0, y,
     B = pat.shape[0]
     votes = np.zeros((B, E, C), np.int32)
     if B == 0:
+        return votes
+    if hp.views > 1:  # each run of copies on its view's inputs, as the CPU kernel slices them
+        D = s.w.shape[1]
+        for lo, hi, start in view_runs(hp, E):
+            inputs = slice(start * D, (start + 1) * D)
+            part_rec = None if rec is None else np.zeros((B, hp.period, hi - lo, N), np.bool_)
+            votes[:, lo:hi] = train_on_device(
+                one_view(hp, lo), ensemble.part(lo, hi), np.ascontiguousarray(pat[:, inputs]),
+                np.ascontiguousarray(bits0[:, inputs]), y, sample_index, t_start, part_rec)
+            if rec is not None:
+                rec[:, :, lo:hi] = part_rec
         return votes
     arrivals = chunk_arrivals(hp, pat, sample_index, E, N)
     chunk = TrainChunk(to_device(bits0), to_device(y), to_device(votes), to_device(
@@ -548,6 +582,17 @@ def infer_kernel(hp, w, theta_add, n_classes, pat, sample_index, rec, blocks: in
     E, N = theta_add.shape
     votes = np.zeros((B, E, n_classes), np.int32)
     if B == 0:
+        return votes
+    if hp.views > 1:  # each run of copies on its view's inputs, as the CPU kernel slices them
+        D = w.shape[1]
+        for lo, hi, start in view_runs(hp, E):
+            part_rec = None if rec is None else np.zeros((B, hp.period, hi - lo, N), np.bool_)
+            votes[:, lo:hi] = infer_kernel(
+                one_view(hp, lo), w[lo:hi], theta_add[lo:hi], n_classes,
+                np.ascontiguousarray(pat[:, start * D:(start + 1) * D]), sample_index, part_rec,
+                blocks)
+            if rec is not None:
+                rec[:, :, lo:hi] = part_rec
         return votes
     groups, per_block, threads = launch_shape(n_classes, hp.m)
     if blocks is None:

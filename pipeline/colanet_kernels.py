@@ -122,6 +122,10 @@ class KernelParams(NamedTuple):
     # copies (copies trained on different workers); noise and bagging are keyed by the ensemble
     # index, so a group learns and votes exactly as those copies of the whole ensemble do.
     first_copy: int
+    # Views (:meth:`pipeline.colanet.ColanetConfig.n_coded`): the ensemble's ``n_copies`` copies
+    # in ``views`` contiguous groups, group v seeing the coded inputs ``v D .. (v+1) D - 1``.
+    views: int
+    n_copies: int
 
 
 class TrainScratch(NamedTuple):
@@ -253,6 +257,19 @@ def seen_words(hp, copy, out):
             out[j] = _ZERO
             unseen = True
     return unseen
+
+
+@njit(cache=True)
+def view_start(hp, copy, D):
+    """The first coded input of the view that the state's copy ``copy`` (ensemble copy
+    ``e = first_copy + copy``) sees, ``v D``: the ``n_copies`` copies split into ``views``
+    contiguous groups of near-equal size, larger ones first (``pipeline.colanet.copy_groups``),
+    group ``v`` seeing view ``v``."""
+    e = hp.first_copy + copy
+    size, larger = hp.n_copies // hp.views, hp.n_copies % hp.views
+    if e < larger * (size + 1):
+        return (e // (size + 1)) * D
+    return (larger + (e - larger * (size + 1)) // size) * D
 
 
 @njit(cache=True)
@@ -476,6 +493,40 @@ def record_spike(rec, b, k, e, n):
 
 # --- input coding ------------------------------------------------------------
 @njit(cache=True)
+def encode_sample(x_b, sat, sample_index, acc, hp, d, pat_b):
+    """One sample's arrival pattern ``pat_b`` (D,) (zero on entry) from its features ``x_b``:
+    the accumulator coder runs on ``acc`` (zeroed first unless ``carry_accumulator``; the
+    caller passes a fresh one in inference), the Bernoulli coder on its counter-based uniforms;
+    ``d`` (D,) is scratch for the drive."""
+    D = x_b.shape[0]
+    for j in range(D):
+        v = np.float64(x_b[j]) / sat
+        if v <= 0.0:
+            v = 0.0
+        elif v > 1.0:
+            v = 1.0
+        d[j] = v
+    if not hp.bernoulli:
+        if not hp.carry_accumulator:
+            for j in range(D):
+                acc[j] = 0.0
+        for k in range(hp.present_ticks):
+            bit = _ONE << np.uint64(k + hp.input_delay)
+            for j in range(D):
+                acc[j] += d[j]
+                if acc[j] >= 1.0:
+                    acc[j] -= 1.0
+                    pat_b[j] |= bit
+    else:
+        for k in range(hp.present_ticks):
+            bit = _ONE << np.uint64(k + hp.input_delay)
+            key = coder_tick_key(hp.seed, sample_index, k)
+            for j in range(D):
+                if unit_float(absorb(key, np.uint64(j))) < d[j]:
+                    pat_b[j] |= bit
+
+
+@njit(cache=True, parallel=True)
 def encode_chunk(x, sat, sample_index, acc, hp, fresh):
     """Input arrival patterns of a chunk.
 
@@ -484,38 +535,23 @@ def encode_chunk(x, sat, sample_index, acc, hp, fresh):
     Drive ``d_j = clip(x_j / sat, 0, 1)``.  Accumulator coder: per tick
     ``acc += d; if acc >= 1: spike, acc -= 1``; ``acc`` is zeroed at each
     sample start unless ``carry_accumulator`` (and always when ``fresh``, as in
-    inference); it is updated in place.  Bernoulli coder: spike when the
-    counter-based uniform of (seed, sample, k, j) is below ``d_j``.
+    inference); it is updated in place (to the last sample's).  Bernoulli coder: spike when
+    the counter-based uniform of (seed, sample, k, j) is below ``d_j``.  Samples are coded in
+    parallel unless the accumulator carries over from one to the next (:func:`encode_sample`,
+    the same arithmetic either way).
     """
     B, D = x.shape
     pat = np.zeros((B, D), np.uint64)
-    d = np.empty(D)
-    for b in range(B):
-        for j in range(D):
-            v = np.float64(x[b, j]) / sat
-            if v <= 0.0:
-                v = 0.0
-            elif v > 1.0:
-                v = 1.0
-            d[j] = v
-        if not hp.bernoulli:
-            if fresh or not hp.carry_accumulator:
-                for j in range(D):
-                    acc[j] = 0.0
-            for k in range(hp.present_ticks):
-                bit = _ONE << np.uint64(k + hp.input_delay)
-                for j in range(D):
-                    acc[j] += d[j]
-                    if acc[j] >= 1.0:
-                        acc[j] -= 1.0
-                        pat[b, j] |= bit
-        else:
-            for k in range(hp.present_ticks):
-                bit = _ONE << np.uint64(k + hp.input_delay)
-                key = coder_tick_key(hp.seed, sample_index[b], k)
-                for j in range(D):
-                    if unit_float(absorb(key, np.uint64(j))) < d[j]:
-                        pat[b, j] |= bit
+    if hp.carry_accumulator and not fresh and not hp.bernoulli:
+        d = np.empty(D)
+        for b in range(B):
+            encode_sample(x[b], sat, sample_index[b], acc, hp, d, pat[b])
+        return pat
+    for b in prange(B):
+        own, d = np.zeros(D), np.empty(D)
+        encode_sample(x[b], sat, sample_index[b], own, hp, d, pat[b])
+        if b == B - 1 and not hp.bernoulli:
+            acc[:] = own  # where the serial loop would leave it
     return pat
 
 
@@ -1094,14 +1130,16 @@ def infer_sample(hp, w, theta_add, e, b, pat, sample_index, neuron_key, scratch,
 def train_kernel(hp, s, pat, bits0, y, sample_index, t_start, rec):
     """Train all copies on a chunk (the arrays of ``s`` updated in place); sample
     b starts at global tick ``t_start + b * period``; a copy skips the samples it
-    sits out (:func:`sits_out`) and sees only its inputs (:func:`seen_words`: the
-    others' arrivals are masked out of its pattern and history).  ``rec`` (B, P, E, N)
+    sits out (:func:`sits_out`) and sees only its inputs: its view's block of the
+    coded inputs ``pat`` / ``bits0`` (B, views D) (:func:`view_start`), and of those
+    with ``input_share`` below 1 its subspace (:func:`seen_words`: the others'
+    arrivals are masked out of its pattern and history).  ``rec`` (B, P, E, N)
     bool records every L spike, or is None.
 
     Returns votes (B, E, C) int32: unforced spikes per class per copy.
     """
-    B, D = pat.shape
-    E, N = s.w.shape[0], s.w.shape[2]
+    B = pat.shape[0]
+    E, D, N = s.w.shape
     C = s.block_until.shape[1]
     P = hp.period
     votes = np.zeros((B, E, C), np.int32)
@@ -1117,10 +1155,11 @@ def train_kernel(hp, s, pat, bits0, y, sample_index, t_start, rec):
         seen = np.empty(D, np.uint64)
         subspace = seen_words(hp, e, seen)
         pat_seen, bits_seen = np.empty(D, np.uint64), np.empty(D, np.uint64)
+        lo = view_start(hp, e, D)
         for b in range(B):
             if sits_out(hp, e, sample_index[b]):
                 continue  # its state waits, unchanged, for its next sample
-            pat_b, bits_b = pat[b], bits0[b]
+            pat_b, bits_b = pat[b, lo:lo + D], bits0[b, lo:lo + D]
             if subspace:  # the inputs it does not see never arrive at it
                 pat_b = seen_only(pat_b, seen, pat_seen)
                 bits_b = seen_only(bits_b, seen, bits_seen)
@@ -1137,11 +1176,12 @@ INFER_BLOCK = 8
 @njit(cache=True, parallel=True)
 def infer_kernel(hp, w, theta_add, n_classes, pat, sample_index, rec):
     """Frozen-plasticity votes (B, E, C) int32 of the weights ``w`` (E, D, N) and
-    thresholds ``theta_add`` (E, N), which are only read; every sample starts from
+    thresholds ``theta_add`` (E, N), which are only read, on the coded inputs ``pat``
+    (B, views D), each copy its view (:func:`view_start`); every sample starts from
     a fresh neuron state.  ``rec`` (B, P, E, N) bool records every L spike, or is
     None."""
     B = pat.shape[0]
-    E, N = w.shape[0], w.shape[2]
+    E, D, N = w.shape
     P = hp.period
     votes = np.zeros((B, E, n_classes), np.int32)
     neuron_key = neuron_keys(N)
@@ -1151,11 +1191,14 @@ def infer_kernel(hp, w, theta_add, n_classes, pat, sample_index, rec):
         block = item % n_blocks
         scratch = InferScratch(np.empty(N), np.empty(n_classes, np.int64),
                                np.empty(n_classes, np.int32), np.empty((P, N)))
-        seen = np.empty(pat.shape[1], np.uint64)
+        seen = np.empty(D, np.uint64)
         subspace = seen_words(hp, e, seen)
-        pat_seen = np.empty(pat.shape[1], np.uint64)
+        pat_seen = np.empty(D, np.uint64)
+        lo = view_start(hp, e, D)
         for b in range(block * INFER_BLOCK, min(B, (block + 1) * INFER_BLOCK)):
-            pat_b = seen_only(pat[b], seen, pat_seen) if subspace else pat[b]
+            pat_b = pat[b, lo:lo + D]
+            if subspace:
+                pat_b = seen_only(pat_b, seen, pat_seen)
             infer_sample(hp, w[e], theta_add[e], e, b, pat_b, sample_index[b], neuron_key,
                          scratch, votes[b, e], rec)
     return votes

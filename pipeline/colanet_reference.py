@@ -20,8 +20,8 @@ import math
 
 import numpy as np
 
-from .colanet import (NEVER, ColanetConfig, ColanetState, check_batch, resting_arrays,
-                      weight_of)
+from .colanet import (NEVER, ColanetConfig, ColanetState, check_batch, copy_groups,
+                      resting_arrays, weight_of)
 
 HISTORY = 64
 
@@ -78,6 +78,14 @@ def sitting_out(seed, n_copies, sample_index, copy_share):
     out = np.array([unit_float(absorb(absorb(h, e), sample_index)) >= copy_share
                     for e in range(n_copies)])
     return out & (copy_share < 1.0)
+
+
+def view_slices(p: ColanetConfig, n_copies: int, n_inputs: int) -> list[slice]:
+    """The coded inputs each copy sees: copy e of view v (the copies in ``views`` contiguous
+    groups, :func:`pipeline.colanet.copy_groups`) sees ``v D .. (v+1) D - 1``."""
+    groups = copy_groups(n_copies, p.n_views)
+    return [slice(v * n_inputs, (v + 1) * n_inputs)
+            for v, group in enumerate(groups) for _ in group]
 
 
 def seen_inputs(seed, n_copies, n_inputs, input_share):
@@ -191,7 +199,7 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
     M = p.m
     P = p.period
     leak = 1.0 - 1.0 / p.tau
-    arrivals = np.zeros((P, D), bool)
+    arrivals = np.zeros((P, p.n_views * D), bool)
     arrivals[p.input_delay:p.input_delay + p.present_ticks] = spikes
     t0 = st.t
     gate = np.zeros(E, bool)
@@ -199,6 +207,8 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
     absent = sitting_out(p.seed, E, sample_index, p.copy_share) if train else np.zeros(E, bool)
     # random subspaces: the inputs a copy does not see never arrive at it, now or in its history
     seen = seen_inputs(p.seed, E, D, p.input_share)
+    # views: copy e sees its view's block of the coded inputs (arrivals and history)
+    view = view_slices(p, E, D)
     # Readings of the spec (ColanetConfig's docstring): a contribution window starts `lookback`
     # ticks before the burst's first spike; a block lasts until t + block_span; the GATE's window.
     lookback = p.t_syn - 1 if p.syn_window == "t_syn" else p.t_syn
@@ -231,9 +241,10 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
         if train:
             # anti-Hebbian: contributed now, not yet depressed in this burst
             a = st.t_first[e, n] - lookback
-            contributed = arrived_in(st.arrival_bits, t, a, t) & seen[e]
+            contributed = arrived_in(st.arrival_bits[view[e]], t, a, t) & seen[e]
             if st.last_ah_tick[e, n] >= st.t_first[e, n]:
-                contributed &= ~arrived_in(st.arrival_bits, t, a, st.last_ah_tick[e, n])
+                contributed &= ~arrived_in(st.arrival_bits[view[e]], t, a,
+                                           st.last_ah_tick[e, n])
             # theta_add follows the weights if one moved (theta_refresh "every_change") or
             # is recomputed here in any case ("anti_hebbian")
             if _change_resources(p, st, e, n, contributed, p.d_h, gain) or theta_at_ah_only:
@@ -247,7 +258,7 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
         for e in range(E):
             if absent[e]:
                 continue
-            active = np.flatnonzero(arrivals[k] & seen[e])
+            active = np.flatnonzero(arrivals[k, view[e]] & seen[e])
             u = st.u[e]
             # (1) sample start
             if k == 0:
@@ -309,7 +320,8 @@ def _run_sample(p, st, spikes, label, sample_index, gain, train, stream, votes, 
             if k == p.dopamine_tick:
                 for n in column_y:
                     if t - st.t_spike[e, n] <= p.t_dop:
-                        contributed = arrived_in(st.arrival_bits, t, st.t_first[e, n] - lookback,
+                        contributed = arrived_in(st.arrival_bits[view[e]], t,
+                                                 st.t_first[e, n] - lookback,
                                                  st.t_spike[e, n]) & seen[e]
                         moved = _change_resources(p, st, e, n, contributed, p.dopamine, gain)
                         if moved and not theta_at_ah_only:
@@ -342,7 +354,7 @@ def train_chunk(params: ColanetConfig, state: ColanetState, x, y, sample_index, 
     place).  Returns ``(votes, state)`` or, with ``record``, ``(votes, state,
     spikes)`` with spikes (B, P, E, N) bool (forced spikes included)."""
     x, y, sample_index, sat = check_batch(params, state, x, sample_index, sat, y)
-    B, D = x.shape
+    B, D = x.shape[0], state.n_inputs
     E, N, C, P = state.n_copies, state.n_neurons, state.n_classes, params.period
     gain = params.resolved_gain(D)
     votes = np.zeros((B, E, C), np.int32)
@@ -364,14 +376,14 @@ def infer_chunk(params: ColanetConfig, state: ColanetState, x, sample_index, sat
     plasticity, a fresh neuron state per sample (local ticks from 0), noise
     stream 1; ``state`` is not modified (the weights are shared read-only)."""
     x, _, sample_index, sat = check_batch(params, state, x, sample_index, sat)
-    B, D = x.shape
+    B, D = x.shape[0], state.n_inputs
     E, N, C, P = state.n_copies, state.n_neurons, state.n_classes, params.period
     gain = params.resolved_gain(D)
     votes = np.zeros((B, E, C), np.int32)
     rec = np.zeros((B, P, E, N), bool) if record else None
     for b in range(B):
         scratch = ColanetState(**{
-            **resting_arrays(E, D, C, N),
+            **resting_arrays(E, D, C, N, x.shape[1]),
             "r": state.r, "w": state.w, "theta_add": state.theta_add,  # read only: no plasticity
         })
         spikes = encode_sample(params, x[b], sat, sample_index[b], scratch.acc)

@@ -205,6 +205,78 @@ def zca_map(cov: np.ndarray, shrinkage: float) -> np.ndarray:
                 ).astype(np.float32)
 
 
+#: Inputs a view's rotation mixes together: each view rotates seeded random groups of this many
+#: whitened inputs (a block-diagonal rotation after a seeded permutation), so that a view costs
+#: ``D * VIEW_BLOCK`` multiply-adds a row, not the ``D * D`` of a dense rotation.
+VIEW_BLOCK = 32
+
+
+def view_rotations(n_inputs: int, views: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded rotations of views ``1 .. views - 1`` (view 0 is the whitened inputs
+    themselves): ``order`` (views - 1, D) int32, a permutation of the inputs per view, and
+    ``blocks`` (views - 1, ceil(D / b), b, b) float32, ``b =`` :data:`VIEW_BLOCK`. View ``v``
+    rotates the inputs ``order[v - 1, i b : (i + 1) b]`` together by block ``i``, the Q of the QR
+    decomposition of a Gaussian matrix with its columns' signs fixed by R's diagonal (uniform
+    over the rotations); a last, shorter group uses the top-left corner of its block, the rest
+    zero. One BLAS thread, as :func:`zca_map`."""
+    from threadpoolctl import threadpool_limits
+
+    b = VIEW_BLOCK
+    n_blocks = -(-n_inputs // b)
+    order = np.empty((max(views - 1, 0), n_inputs), np.int32)
+    blocks = np.zeros((max(views - 1, 0), n_blocks, b, b), np.float32)
+    with threadpool_limits(1):
+        for v in range(1, views):
+            rng = np.random.default_rng([seed, v, 0x76696577])  # "view"
+            order[v - 1] = rng.permutation(n_inputs)
+            for i in range(n_blocks):
+                k = min(b, n_inputs - i * b)
+                q, r = np.linalg.qr(rng.standard_normal((k, k)))
+                blocks[v - 1, i, :k, :k] = q * np.where(np.diag(r) < 0, -1.0, 1.0)
+    return order, blocks
+
+
+@numba.njit(parallel=True, cache=True)
+def _rotate_views(z, order, blocks):  # pragma: no cover - compiled
+    n, d = z.shape
+    b = blocks.shape[2]
+    out = np.empty((n, (order.shape[0] + 1) * d), np.float32)
+    for i in numba.prange(n):
+        part = np.empty(b, np.float64)
+        for j in range(d):
+            out[i, j] = z[i, j]
+        for v in range(order.shape[0]):
+            base = (v + 1) * d
+            for block in range(blocks.shape[1]):
+                lo = block * b
+                k = min(b, d - lo)
+                for c in range(k):
+                    part[c] = 0.0
+                for a in range(k):
+                    x = np.float64(z[i, order[v, lo + a]])
+                    if x != 0.0:
+                        for c in range(k):
+                            part[c] += x * blocks[v, block, a, c]
+                for c in range(k):
+                    out[i, base + order[v, lo + c]] = part[c]
+    return out
+
+
+def rotate_views(z, order: np.ndarray, blocks: np.ndarray):
+    """Every view of the whitened inputs ``z`` (N, D) side by side, (N, views D) float32: view 0
+    is ``z``, view ``v`` is ``z R_v`` with ``R_v`` the block rotation of :func:`view_rotations`
+    (``(z R_v)[o_c] = sum_a z[o_a] Q[a, c]`` over each group ``o`` of ``order[v - 1]`` and its
+    block ``Q``). Sums in float64 in a fixed order, row by row, so a row's inputs are the same
+    bits whatever rows share its batch and whatever the thread count (as :func:`decorrelate`)."""
+    if isinstance(z, da.Array):
+        width = (order.shape[0] + 1) * z.shape[1]
+        return z.rechunk({1: -1}).map_blocks(rotate_views, order, blocks, dtype=np.float32,
+                                             chunks=(z.chunks[0], (width,)))
+    return _rotate_views(np.ascontiguousarray(z, dtype=np.float32),
+                         np.ascontiguousarray(order, dtype=np.int32),
+                         np.ascontiguousarray(blocks, dtype=np.float32))
+
+
 def signed_sqrt(x):
     """``sign(x) sqrt(|x|)``: the power step of the whitened coding (numpy or dask)."""
     return np.sign(x) * np.sqrt(np.abs(x))

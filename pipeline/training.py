@@ -46,10 +46,12 @@ from pipeline.runs import run_name
 from pipeline.store import EmbeddingStore, absolute_location, store_exists
 from pipeline.streaming import (Batch, check_split, class_counts, coding_levels, decorrelate,
                                 feature_moments, iter_batches, read_rows, require_complete,
-                                signed_sqrt, zca_map)
+                                rotate_views, signed_sqrt, view_rotations, zca_map)
 
 CHECKPOINT = "checkpoint.npz"
 WHITEN_ARRAY = "coding_whiten"  # the whitened coding's (D, D) map, beside the network's arrays
+# The views' rotations (views above 1), beside it: streaming.view_rotations' order and blocks.
+VIEW_ORDER_ARRAY, VIEW_BLOCKS_ARRAY = "coding_view_order", "coding_view_blocks"
 TOP_K = 5  # metrics.json's snn_top5_accuracy: the class among the 5 with most votes
 
 
@@ -60,19 +62,30 @@ class Coding:
     features (``centre`` None), the features less ``centre``, or with ``on_off`` both signs of
     that, ``[x - centre, centre - x]`` (``2 D`` inputs; the coder only spikes on positive ones),
     or with ``whiten`` (coding whitened) ``(sqrt±(x) - centre) whiten``, ``centre`` then the
-    mean of the signed square roots (:func:`pipeline.streaming.decorrelate`)."""
+    mean of the signed square roots (:func:`pipeline.streaming.decorrelate`); with views (the
+    rotations ``view_order`` and ``view_blocks`` of :func:`view_rotations`) every view of those
+    side by side, ``views D`` inputs (:func:`rotate_views`)."""
 
     sat: float | np.ndarray  # one saturation level, or one per input (inf: never spikes)
     centre: np.ndarray | None = None  # per-feature train mean (coding centred/on_off/whitened)
     on_off: bool = False
     whiten: np.ndarray | None = None  # (D, D) ZCA map (coding whitened), else None
+    view_order: np.ndarray | None = None  # (views - 1, D) int32 (views above 1), else None
+    view_blocks: np.ndarray | None = None  # (views - 1, blocks, b, b) float32, else None
+
+    @property
+    def views(self) -> int:
+        """How many views of the whitened inputs the coder codes (1: the inputs themselves)."""
+        return 1 if self.view_order is None else self.view_order.shape[0] + 1
 
     def inputs(self, x):
         """The coder's inputs for features ``x`` (numpy, or dask when measuring the levels)."""
         if self.centre is None:
             return x
         if self.whiten is not None:
-            return decorrelate(signed_sqrt(x), self.centre, self.whiten)
+            z = decorrelate(signed_sqrt(x), self.centre, self.whiten)
+            return z if self.view_order is None else rotate_views(z, self.view_order,
+                                                                  self.view_blocks)
         v = x - self.centre
         return np.concatenate([v, -v], axis=1) if self.on_off else v
 
@@ -85,33 +98,55 @@ class Coding:
         matrix, travels as an array: :meth:`to_arrays`."""
         return {"sat": np.asarray(self.sat).tolist(), "on_off": self.on_off,
                 "centre": None if self.centre is None else self.centre.tolist(),
-                "whitened": self.whiten is not None}
+                "whitened": self.whiten is not None, "views": self.views}
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The arrays a checkpoint or model file stores beside :meth:`to_meta`."""
-        return {} if self.whiten is None else {WHITEN_ARRAY: self.whiten}
+        arrays = {} if self.whiten is None else {WHITEN_ARRAY: self.whiten}
+        if self.view_order is not None:
+            arrays.update({VIEW_ORDER_ARRAY: self.view_order, VIEW_BLOCKS_ARRAY: self.view_blocks})
+        return arrays
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray] | None = None
                   ) -> "Coding":
         """Inverse of :meth:`to_meta` and :meth:`to_arrays`: ``arrays`` loses the whitening map
-        (so what is left is the network's state); a whitened coding without it, or with a value
-        that is not finite, is refused (ValueError)."""
+        and the views' rotations (so what is left is the network's state); a whitened coding
+        without its map, views without their rotations, a value that is not finite or an order
+        that is not a permutation is refused (ValueError). Metadata from before views has one."""
+        arrays = {} if arrays is None else arrays
         sat = meta["sat"]
         sat = np.asarray(sat, dtype=np.float64) if isinstance(sat, list) else float(sat)
         centre = meta.get("centre")
-        whiten = (arrays or {}).pop(WHITEN_ARRAY, None)
+        whiten = arrays.pop(WHITEN_ARRAY, None)
+        order, blocks = arrays.pop(VIEW_ORDER_ARRAY, None), arrays.pop(VIEW_BLOCKS_ARRAY, None)
         if (bool(meta.get("whitened", False)) != (whiten is not None)
                 or (whiten is not None and not np.isfinite(whiten).all())):
             raise ValueError("whitening map")
+        views = meta.get("views", 1)
+        if views != 1:
+            if (whiten is None or order is None or blocks is None or order.ndim != 2
+                    or blocks.ndim != 4 or len(order) != views - 1 or len(blocks) != views - 1
+                    or not np.isfinite(blocks).all()
+                    or (np.sort(order, axis=1) != np.arange(order.shape[1])).any()):
+                raise ValueError("views' rotations")
+            order, blocks = order.astype(np.int32), blocks.astype(np.float32)
+        elif order is not None or blocks is not None:
+            raise ValueError("views' rotations")
         return cls(sat, None if centre is None else np.asarray(centre, dtype=np.float32),
                    bool(meta.get("on_off", False)),
-                   None if whiten is None else np.asarray(whiten, dtype=np.float32))
+                   None if whiten is None else np.asarray(whiten, dtype=np.float32), order, blocks)
 
-    def fits(self, n_features: int) -> bool:
-        """Whether the centre and the whitening map are shaped for ``n_features`` features."""
+    def fits(self, n_features: int, views: int = 1) -> bool:
+        """Whether the centre, the whitening map and the views' rotations are shaped for
+        ``n_features`` features and ``views`` views."""
+        order, blocks = view_rotations(n_features, 1, 0)  # empty, for the shapes
         return ((self.centre is None or np.shape(self.centre) == (n_features,))
-                and (self.whiten is None or np.shape(self.whiten) == (n_features, n_features)))
+                and (self.whiten is None or np.shape(self.whiten) == (n_features, n_features))
+                and self.views == views
+                and (self.view_order is None
+                     or (self.view_order.shape[1:] == order.shape[1:]
+                         and self.view_blocks.shape[1:] == blocks.shape[1:])))
 
     @classmethod
     def measure(cls, store: EmbeddingStore, config: ColanetConfig, stop: int | None = None
@@ -130,14 +165,16 @@ class Coding:
         levels of the coder's inputs: :func:`coding_levels`); ``where`` names them in a
         refusal."""
         whitened = config.coding == "whitened"
-        centre = whiten = None
+        centre = whiten = order = blocks = None
         if config.coding != "saturation":
             centre, cov = feature_moments(batches(), where, covariance=whitened,
                                           transform=signed_sqrt if whitened else None)
             whiten = zca_map(cov, config.whiten_shrinkage) if whitened else None
-        shape = cls(1.0, centre, config.coding == "on_off", whiten)
+        if config.n_views > 1:
+            order, blocks = view_rotations(len(centre), config.n_views, config.seed)
+        shape = cls(1.0, centre, config.coding == "on_off", whiten, order, blocks)
         return cls(coding_levels(shape.inputs(features), config.sat_percentile, config.sat_scope,
-                                 where), centre, shape.on_off, whiten)
+                                 where), centre, shape.on_off, whiten, order, blocks)
 
 
 @dataclass
@@ -195,9 +232,9 @@ def compile_simulator(config: ColanetConfig, coding: Coding, n_features: int,
     on a throwaway one-neuron network, so that no timed step pays for it; returns the seconds.
     Numba compiles per argument type, not size: the tiny network compiles what the real one runs."""
     started = time.perf_counter()
-    tiny = dataclasses.replace(config, m=1, e=1)
+    tiny = dataclasses.replace(config, m=1, e=config.n_views)  # one copy a view
     x = coding.inputs(np.zeros((1, n_features), np.float32))
-    state, ids = init_state(tiny, x.shape[1], 1), np.zeros(1, np.int64)
+    state, ids = init_state(tiny, config.n_inputs(n_features), 1), np.zeros(1, np.int64)
     train_chunk(tiny, state, x, np.zeros(1, np.int64), ids, coding.sat, device=device)
     infer_chunk(tiny, state, x, ids, coding.sat, device=device)
     return time.perf_counter() - started
@@ -537,7 +574,7 @@ def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
                         f"{', '.join(f'{k}={current.get(k)!r}' for k in diff)}); pass the same "
                         f"options, --run NAME for a new run, or --restart to discard it")
     d = store.attrs["encoder"]["feature_dim"]
-    n_in = config.n_inputs(d)
+    n_in, n_coded = config.n_inputs(d), config.n_coded(d)
     n_rows = store.split("train")["features"].shape[0]
     try:
         cursor, seconds = int(meta["cursor"]), float(meta["train_seconds"])
@@ -557,8 +594,8 @@ def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
     check_arrays(path, arrays, {**checkpoint_schema(config, n_in, c),
                                 "online_correct": ((n_online,), np.bool_),
                                 "online_answered": ((n_online,), np.bool_)})
-    if (not 0 <= cursor <= n_rows or pass_index < 0 or np.shape(coding.sat) not in ((), (n_in,))
-            or not coding.fits(d)):
+    if (not 0 <= cursor <= n_rows or pass_index < 0
+            or np.shape(coding.sat) not in ((), (n_coded,)) or not coding.fits(d, config.n_views)):
         raise UserError(f"{path}: checkpoint is inconsistent (cursor {cursor} of {n_rows} rows, "
                         f"{n_online} online results, sat of shape {np.shape(coding.sat)}); rerun with "
                         f"--restart to discard it")
@@ -823,7 +860,8 @@ def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
         "sat": float(np.median(finite_sat)) if finite_sat.size else None,
         "sat_scope": config.sat_scope,
         "colanet": config.to_dict(),
-        "resolved": {"n_inputs": n_inputs, "gain": config.resolved_gain(n_inputs),
+        "resolved": {"n_inputs": n_inputs, "views": config.n_views,
+                     "gain": config.resolved_gain(n_inputs),
                      "sat_levels": int(levels.size),
                      "sat_min": float(finite_sat.min()) if finite_sat.size else None,
                      "sat_max": float(finite_sat.max()) if finite_sat.size else None,
@@ -900,4 +938,7 @@ def _plot(run_dir: Path, store: EmbeddingStore, split: str, config: ColanetConfi
                        config.m, run_dir / "spike_raster.png")
     rates = class_input_rates(as_columns(iter_batches(store, "train"), columns), progress.coding,
                               len(classes))
-    plots.class_prototypes(state.w, rates, classes, config.m, run_dir / "weights.png")
+    # With views, copies see different inputs: the plot shows view 0's copies on view 0's inputs.
+    first_view = copy_groups(config.e, config.n_views)[0]
+    plots.class_prototypes(state.w[first_view.start:first_view.stop], rates[:, :state.n_inputs],
+                           classes, config.m, run_dir / "weights.png")

@@ -190,7 +190,7 @@ def assert_same_run(params, n_classes, x, y, chunks, x_test, sat, *, twin_train,
     votes, recorded spikes and every state array must be identical. The start is a fresh state,
     its weights drawn uniformly from ``[-weight_spread, weight_spread]`` (so that a few samples
     already fire and learn). Returns the kernels' training votes, spikes and final state."""
-    fast = cn.init_state(params, x.shape[1], n_classes)
+    fast = cn.init_state(params, x.shape[1] // params.n_views, n_classes)  # views: blocks of x
     if weight_spread > 0:
         w = np.random.default_rng(seed).uniform(-weight_spread, weight_spread, fast.r.shape)
         fast.r[...] = cn.resource_of(np.clip(w, params.w_min, 0.99 * params.w_max), params)

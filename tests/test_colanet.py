@@ -37,6 +37,15 @@ def prototype_data(seed, n, n_classes=3, n_inputs=20, active=8, noise=0.1, dead=
     return x.astype(np.float32), y, protos
 
 
+def coded(params, x):
+    """The coder's inputs for ``params`` from the features ``x`` (B, D): ``x`` as view 0 and a
+    fixed permutation of it as each further view, so that the views differ (the whitened
+    coding's views are rotations; what the kernels need is ``n_views`` blocks of D inputs)."""
+    rng = np.random.default_rng(99)
+    return np.concatenate([x] + [x[:, rng.permutation(x.shape[1])]
+                                 for _ in range(params.n_views - 1)], axis=1)
+
+
 def assert_states_match(a, b):
     """Every state array and counter equal, bit for bit."""
     aa, bb = cn.state_arrays(a), cn.state_arrays(b)
@@ -49,7 +58,7 @@ def trained_state(params, n_samples=12, n_classes=4, n_inputs=7):
     """A state after one chunk of training on prototype data (plasticity has acted)."""
     st = cn.init_state(params, n_inputs, n_classes)
     x, y, _ = prototype_data(0, n_samples, n_classes=n_classes, n_inputs=n_inputs, active=3)
-    cn.train_chunk(params, st, x, y, np.arange(n_samples), 1.0)
+    cn.train_chunk(params, st, coded(params, x), y, np.arange(n_samples), 1.0)
     return st
 
 
@@ -76,7 +85,7 @@ def test_params_defaults_and_roundtrip():
         ("whiten_shrinkage", 0.0), ("whiten_shrinkage", 1.5),
     ("firing", "all"), ("theta_refresh", "never"), ("gate_scope", "column"), ("gate_ticks", -1),
     ("gate_ticks", 2.5), ("gate_ticks", True), ("syn_window", "t_syn-1"),
-    ("block_span", "block_ticks+1"),
+    ("block_span", "block_ticks+1"), ("views", 0), ("views", 14), ("views", 1.5),
 ])
 def test_params_validation_names_bad_value(field, value):
     with pytest.raises(ValueError, match=field):
@@ -214,6 +223,7 @@ def test_checkpoint_rebuilds_weights_and_thresholds_exactly(tmp_path):
     np.testing.assert_array_equal(back.theta_add, st.theta_add)
     assert_states_match(st, back)
     x, y, _ = prototype_data(9, 8, n_classes=4, n_inputs=7, active=3)
+    x = coded(p, x)
     v_st, _ = cn.train_chunk(p, st, x, y, np.arange(12, 20), 1.0)
     v_back, _ = cn.train_chunk(p, back, x, y, np.arange(12, 20), 1.0)
     np.testing.assert_array_equal(v_st, v_back)
@@ -243,6 +253,7 @@ def test_checkpoint_keeps_thresholds_when_they_are_state(tmp_path):
     with pytest.raises(ValueError, match=r"missing arrays \['theta_add'\]"):
         cn.state_from_checkpoint(cn.checkpoint_arrays(st), p, 7, 4)  # saved without the config
     x, y, _ = prototype_data(9, 8, n_classes=4, n_inputs=7, active=3)
+    x = coded(p, x)
     v_st, _ = cn.train_chunk(p, st, x, y, np.arange(12, 20), 1.0)
     v_back, _ = cn.train_chunk(p, back, x, y, np.arange(12, 20), 1.0)
     np.testing.assert_array_equal(v_st, v_back)
@@ -357,6 +368,7 @@ def test_window_masks_match_literal_history():
 def test_inference_is_independent_of_order_and_chunking():
     p = cn.ColanetConfig(m=4, e=3)
     x, y, _ = prototype_data(2, 40)
+    x = coded(p, x)
     st = cn.init_state(p, 20, 3)
     cn.train_chunk(p, st, x, y, np.arange(40), 1.0)
     idx = np.arange(1000, 1040)
@@ -372,6 +384,7 @@ def test_inference_is_independent_of_order_and_chunking():
 def test_training_chunking_invariance():
     p = cn.ColanetConfig(m=4, e=2, coder="bernoulli")
     x, y, _ = prototype_data(4, 40)
+    x = coded(p, x)
     one = cn.init_state(p, 20, 3)
     four = one.copy()
     v_one, _ = cn.train_chunk(p, one, x, y, np.arange(40), 1.0)
@@ -386,6 +399,7 @@ def test_same_results_with_one_and_two_threads():
         pytest.skip("numba has a single thread here")
     p = cn.ColanetConfig(m=4, e=5)
     x, y, _ = prototype_data(5, 30)
+    x = coded(p, x)
     results = []
     old = numba.get_num_threads()
     try:
@@ -407,7 +421,7 @@ def test_copy_groups_learn_and_vote_as_the_whole_ensemble(share):
     """Copies trained as separate groups (as on different workers) give exactly the whole
     ensemble's votes and state: noise and bagging are keyed by the ensemble index, not the
     group's own; a group keyed from 0 instead would differ."""
-    p = cn.ColanetConfig(m=4, e=5, copy_share=share, seed=2)
+    p = cn.ColanetConfig(m=4, e=5, copy_share=share, seed=2, views=1)  # views: below
     x, y, _ = prototype_data(6, 40)
     whole = cn.init_state(p, 20, 3)
     groups = cn.copy_groups(p.e, 2)
@@ -452,7 +466,7 @@ def _quiet_setup(**overrides):
     ticks 1..10), a gain too small for any input-driven spike: only the
     teacher makes L neurons spike (forcing one neuron unless overridden)."""
     p = cn.ColanetConfig(**{"m": 4, "e": 1, "gain": 1e-3, "forcing": "most_depolarised",
-                            **overrides})
+                            "views": 1, **overrides})
     x = np.ones((1, 8), np.float32)
     return p, x
 
@@ -603,7 +617,7 @@ def test_a_copy_learns_and_votes_only_from_the_inputs_it_sees(impl):
     """input_share < 1 (random subspaces): copy e sees its own seeded share of the inputs (the
     kernels' words and the reference's masks agree); it learns and votes exactly as it would
     with the other inputs silent, and the copies differ."""
-    p = cn.ColanetConfig(m=4, e=3, input_share=0.5, seed=3)
+    p = cn.ColanetConfig(m=4, e=3, input_share=0.5, seed=3, views=1)
     x, y, _ = prototype_data(8, 30)
     seen = ref.seen_inputs(p.seed, p.e, 20, p.input_share)
     hp = cn.kernel_params(p, 20)
@@ -626,6 +640,62 @@ def test_a_copy_learns_and_votes_only_from_the_inputs_it_sees(impl):
             impl.infer_chunk(p, subspaces, x, np.arange(30, 60), 1.0)[:, e],
             impl.infer_chunk(everything, silent, x * seen[e], np.arange(30, 60), 1.0)[:, e])
     assert not K.seen_words(cn.kernel_params(everything, 20), 0, words) and (words != 0).all()
+
+
+def test_views_need_the_whitened_coding():
+    with pytest.raises(ValueError, match="views.*coding='whitened'"):
+        cn.ColanetConfig(views=2, coding="centred")
+    assert cn.ColanetConfig(views=13).n_coded(20) == 260
+    assert cn.ColanetConfig(views=3, coding="whitened").n_inputs(20) == 20
+
+
+def test_each_copy_sees_the_view_of_its_group():
+    """The kernels' view of each copy (:func:`K.view_start`) is its group's in copy_groups, and
+    the reference's slices agree; a group of copies (``first_copy``) keeps its ensemble view."""
+    for e in (1, 2, 5, 13):
+        for views in range(1, e + 1):
+            p = cn.ColanetConfig(e=e, views=views)
+            starts = [K.view_start(cn.kernel_params(p, 7), copy, 7) for copy in range(e)]
+            expected = [v * 7 for v, group in enumerate(cn.copy_groups(e, views)) for _ in group]
+            assert starts == expected
+            assert [s.start for s in ref.view_slices(p, e, 7)] == expected
+    p = cn.ColanetConfig(e=5, views=3)
+    assert K.view_start(cn.kernel_params(p, 7, first_copy=3), 1, 7) == 14  # copy 4: view 2
+
+
+@pytest.mark.parametrize("impl", [cn, ref])
+def test_a_copy_learns_and_votes_only_from_its_view(impl):
+    """views 3, five copies (groups 0..1, 2..3, 4): the coded inputs are three blocks of 20, and
+    each copy learns and votes exactly as the same copy of a one-view ensemble given its
+    group's block alone; a group of copies trained on its own does the same."""
+    p = cn.ColanetConfig(m=4, e=5, views=3, seed=3)
+    x, y, _ = prototype_data(8, 30)
+    rng = np.random.default_rng(0)
+    coded = np.concatenate([x, x[:, rng.permutation(20)], 1.0 - x], axis=1).astype(np.float32)
+    viewed = cn.init_state(p, 20, 3)
+    assert viewed.acc.shape == viewed.arrival_bits.shape == (60,) and viewed.r.shape[1] == 20
+    v_all, _ = impl.train_chunk(p, viewed, coded, y, np.arange(30), 1.0)
+    i_all = impl.infer_chunk(p, viewed, coded, np.arange(30, 60), 1.0)
+    one = dataclasses.replace(p, views=1)
+    for view, group in enumerate(cn.copy_groups(5, 3)):
+        alone = cn.init_state(one, 20, 3)
+        block = coded[:, view * 20:(view + 1) * 20]
+        v, _ = impl.train_chunk(one, alone, block, y, np.arange(30), 1.0)
+        for e in group:
+            np.testing.assert_array_equal(v_all[:, e], v[:, e])
+            for name in ("r", "theta_add", "stability", "free_pool", "t_spike", "theta_shift"):
+                np.testing.assert_array_equal(getattr(viewed, name)[e], getattr(alone, name)[e],
+                                              name)
+            np.testing.assert_array_equal(
+                i_all[:, e], impl.infer_chunk(one, alone, block, np.arange(30, 60), 1.0)[:, e])
+    assert len({v_all[:, e].tobytes() for e in range(5)}) == 5  # the copies differ
+    if impl is cn:  # copies 2..4 (views 1 and 2) trained as a group of their own
+        group = cn.copy_group(cn.init_state(p, 20, 3), range(2, 5))
+        v_group, _ = cn.train_chunk(p, group, coded, y, np.arange(30), 1.0, copies=range(2, 5))
+        np.testing.assert_array_equal(v_group, v_all[:, 2:5])
+        np.testing.assert_array_equal(group.r, viewed.r[2:5])
+    with pytest.raises(ValueError, match=r"x must be \(B, 60\)"):
+        impl.train_chunk(p, viewed, x, y, np.arange(30), 1.0)
 
 
 @pytest.mark.parametrize("impl", [cn, ref])
@@ -842,8 +912,9 @@ def test_separable_toy_problem_is_learned():
     x_te, y_te = draw(200)
     sat = float(np.percentile(x_tr[x_tr > 0], 99))
     st = cn.init_state(p, D, C)
-    cn.train_chunk(p, st, x_tr, y_tr, np.arange(400), sat)
-    pred, answered = cn.readout(cn.infer_chunk(p, st, x_te, np.arange(10_000, 10_200), sat))
+    cn.train_chunk(p, st, coded(p, x_tr), y_tr, np.arange(400), sat)
+    pred, answered = cn.readout(cn.infer_chunk(p, st, coded(p, x_te), np.arange(10_000, 10_200),
+                                               sat))
     assert answered.mean() >= 0.95
     assert (pred == y_te).mean() >= 0.95
 

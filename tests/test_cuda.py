@@ -64,6 +64,7 @@ def test_plasticity_on_matches_cpu_kernels():
     ("bagging, spec readings", {"copy_share": 0.6, **SPEC_READINGS}),
     ("random subspaces, spec settings", {"input_share": 0.5, "seed": 4, **SPEC}),
     ("random subspaces", {"input_share": 0.6, "seed": 2}),
+    ("two views, random subspaces", {"views": 2, "input_share": 0.8, "seed": 1}),
 ])
 def test_other_choices_match_cpu_kernels(name, choices, monkeypatch):
     """The other values of every named choice (gate window, every_change thresholds, forcing
@@ -85,7 +86,7 @@ def test_bagging_matches_cpu_kernels():
     x, y, sat = data(10)
     votes, spikes, _ = assert_same_on_both_devices(params, x[:8], y[:8], [(0, 5), (5, 8)], x[8:],
                                                    sat)
-    hp = cn.kernel_params(params, N_INPUTS)
+    hp = cn.kernel_params(params, N_INPUTS // params.n_views)
     out = np.array([[colanet_cuda.K.sits_out(hp, e, i) for e in range(params.e)]
                     for i in range(8)])
     assert out.any() and not out.all()
@@ -97,7 +98,7 @@ def test_without_a_spike_record_the_votes_are_the_same():
     """``record=False`` passes no record array (None) to the kernels."""
     params = cn.ColanetConfig(m=2, e=2, **SPEC)
     x, y, sat = data(5)
-    cpu = cn.init_state(params, N_INPUTS, N_CLASSES)
+    cpu = cn.init_state(params, N_INPUTS // params.n_views, N_CLASSES)
     gpu = cpu.copy()
     v_cpu, _ = cn.train_chunk(params, cpu, x[:3], y[:3], np.arange(3), sat)
     v_gpu, _ = cn.train_chunk(params, gpu, x[:3], y[:3], np.arange(3), sat, device="cuda")

@@ -133,7 +133,9 @@ def test_kernels_equal_reference_over_every_reading(readings, choices, gate_tick
 
 def compare_on_drawn_case(choices, timing, rate, net):
     params = cn.ColanetConfig(m=net["m"], e=net["e"], **choices, **timing, **rate)
-    x, y = nonnegative_data(net["data_seed"], net["n_train"] + 3, net["n_classes"], net["n_inputs"])
+    # the coder's inputs: n_views blocks (the shipped default: one view per copy)
+    x, y = nonnegative_data(net["data_seed"], net["n_train"] + 3, net["n_classes"],
+                            net["n_inputs"] * params.n_views)
     if net["sat_per_feature"]:  # one level per feature, inf where a feature is never positive
         peak = x.max(axis=0)
         sat = np.where(peak > 0, net["sat_scale"] * peak, np.inf)
@@ -154,6 +156,7 @@ def compare_on_drawn_case(choices, timing, rate, net):
     ("shipped defaults, random subspaces", {"input_share": 0.5, "seed": 4}),
     ("spec settings, random subspaces and bagging", {**SPEC, "input_share": 0.6,
                                                     "copy_share": 0.7, "seed": 1}),
+    ("shipped defaults, two views", {"views": 2, "seed": 2}),
 ])
 def test_plasticity_on_matches_reference(name, choices):
     """Explicit cases with plasticity fully on (teacher, dopamine, stability, conservation), run
@@ -173,7 +176,7 @@ def test_plasticity_on_matches_reference_with_several_sum_lanes_blocks():
     tail of 5; the other cases have at most one block): still exactly the reference."""
     params = cn.ColanetConfig(m=3, e=2)
     n_inputs, n_silent = 29, 4
-    x, y = nonnegative_data(1, 22, 3, n_inputs)
+    x, y = nonnegative_data(1, 22, 3, n_inputs * params.n_views)  # each view 29 inputs
     x[:, -n_silent:] = 0.0
     sat = float(np.percentile(x[x > 0], 99))
     votes, spikes, state = assert_same_run(params, 3, x[:18], y[:18], [(0, 5), (5, 18)], x[18:],

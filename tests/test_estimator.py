@@ -200,14 +200,14 @@ def test_a_pipeline_with_standardised_features_and_cross_validation(tmp_path, co
     assert cross_val_score(pipe, x, y, cv=3).tolist() == scores.tolist()  # never stochastic
 
 
-@pytest.mark.parametrize("coding", ["centred", "whitened"])
-def test_pickle_and_model_file_keep_the_fitted_classifier(tmp_path, coding):
+@pytest.mark.parametrize("coding,views", [("centred", 1), ("whitened", 1), ("whitened", 2)])
+def test_pickle_and_model_file_keep_the_fitted_classifier(tmp_path, coding, views):
     """Pickle and save/load give the same answers, and learning goes on exactly as without
-    (the whitened coding's map travels in the file as an array)."""
+    (the whitened coding's map, with views all of them, travels in the file as an array)."""
     store = separable_store(tmp_path / "s.zarr")
     x, y, _ = _rows(store, "train")
     x_test, _, _ = _rows(store, "test")
-    clf = ColanetClassifier(m=3, e=2, coding=coding, theta_refresh="anti_hebbian")
+    clf = ColanetClassifier(m=3, e=2, coding=coding, views=views, theta_refresh="anti_hebbian")
     clf.partial_fit(x[:60], y[:60], classes=np.arange(4))
     clf.save(tmp_path / "model.npz")
     copies = [pickle.loads(pickle.dumps(clf)), ColanetClassifier.load(tmp_path / "model.npz")]
@@ -223,19 +223,22 @@ def test_pickle_and_model_file_keep_the_fitted_classifier(tmp_path, coding):
 
 
 def test_a_model_file_from_before_threshold_adaptation_answers_as_it_did(tmp_path):
-    """A model file written before theta_rise and theta_fall existed lacks both keys and the
-    theta_shift array: it loads as a model without adaptation and gives the same answers; a file
-    of the adapting default keeps the learned offsets."""
+    """A model file written before theta_rise, theta_fall and views existed lacks those keys,
+    the theta_shift array and the views' rotations: it loads as a model without adaptation on
+    one view and gives the same answers; a file of the adapting default keeps the learned
+    offsets."""
     store = separable_store(tmp_path / "s.zarr")
     x, y, _ = _rows(store, "train")
     x_test, _, _ = _rows(store, "test")
-    clf = ColanetClassifier(m=3, e=2, theta_rise=0.0, theta_fall=0.0).fit(x, y)
+    clf = ColanetClassifier(m=3, e=2, theta_rise=0.0, theta_fall=0.0, views=1).fit(x, y)
     arrays, meta = load_checkpoint(clf.save(tmp_path / "model.npz"))
-    assert "theta_shift" not in arrays
-    del meta["config"]["theta_rise"], meta["config"]["theta_fall"]
+    assert "theta_shift" not in arrays and "coding_view_order" not in arrays
+    del meta["config"]["theta_rise"], meta["config"]["theta_fall"], meta["config"]["views"]
+    del meta["coding"]["views"]
     save_checkpoint(tmp_path / "old.npz", arrays, meta)
     old = ColanetClassifier.load(tmp_path / "old.npz")
     assert old.get_params()["theta_rise"] == old.get_params()["theta_fall"] == 0.0
+    assert old.get_params()["views"] == 1
     np.testing.assert_array_equal(old.predict_proba(x_test), clf.predict_proba(x_test))
     adapting = ColanetClassifier(m=3, e=2).fit(x, y)
     assert adapting.state_.theta_shift.any()

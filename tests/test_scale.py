@@ -155,7 +155,7 @@ def test_a_lost_worker_stops_training_with_one_line_and_the_checkpoint_stays(tmp
 
     params = ColanetConfig(m=2, e=3)
     state = cn.init_state(params, 8, 2)
-    x = np.random.default_rng(0).random((5, 8)).astype(np.float32)
+    x = np.random.default_rng(0).random((5, params.n_views * 8)).astype(np.float32)
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         copies = WorkerCopies(client, params, state, threads=1)

@@ -289,11 +289,13 @@ def test_metrics_record_the_model_speed_and_top5(tmp_path):
     m = _run(tmp_path, store, skip_baselines=True)
     saved = json.loads((tmp_path / "runs" / "r" / "metrics.json").read_text())
     assert saved["colanet"] == SMALL.to_dict()
-    assert saved["resolved"]["n_inputs"] == 48 and saved["resolved"]["sat_levels"] == 48
+    # each copy sees 48 inputs, of one view per copy: 2 x 48 coded inputs with their levels
+    assert saved["resolved"]["n_inputs"] == 48 and saved["resolved"]["views"] == 2
+    assert saved["resolved"]["sat_levels"] == 96
     assert saved["resolved"]["gain"] == pytest.approx(SMALL.gain_total / 48)
     config = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
     finite = [v for v in config["coding"]["sat"] if v is not None]
-    assert saved["resolved"]["inputs_never_spiking"] == 48 - len(finite)
+    assert saved["resolved"]["inputs_never_spiking"] == 96 - len(finite)
     assert saved["resolved"]["sat_max"] == max(finite)
     assert saved["classes"] == store.class_names == [c["name"] for c in saved["per_class"]]
     # balanced order: at least every usable row once
@@ -465,7 +467,7 @@ def test_whitened_coding_decorrelates_the_signed_roots_and_is_stored_with_the_mo
     of the shrunk train covariance; the map travels in the checkpoint as an array, a row's
     inputs do not depend on the rows beside it, and a resumed run answers the same."""
     store = separable_store(tmp_path / "s.zarr")
-    config = ColanetConfig(m=3, e=2, coding="whitened", whiten_shrinkage=0.5)
+    config = ColanetConfig(m=3, e=2, coding="whitened", whiten_shrinkage=0.5, views=1)
     m = _run(tmp_path, store, params=config)
     arrays, meta = load_checkpoint(tmp_path / "runs" / "r" / "checkpoint.npz")
     assert meta["whitened"] is True and arrays["coding_whiten"].shape == (48, 48)
@@ -507,22 +509,25 @@ def test_a_checkpoint_from_before_a_new_setting_resumes_with_its_default(tmp_pat
 
 
 def test_a_checkpoint_from_before_threshold_adaptation_resumes_only_without_it(tmp_path):
-    """A checkpoint written before theta_rise and theta_fall existed lacks both keys and the
-    theta_shift array: it ran without adaptation. A run with the new defaults is refused, naming
-    the two settings, before anything is written; with both at 0 it resumes and finishes as an
-    uninterrupted run without adaptation does."""
+    """A checkpoint written before theta_rise, theta_fall and views existed lacks their keys,
+    the theta_shift array and the views' rotations: it ran without adaptation on one view. A run
+    with the new defaults is refused, naming the three settings, before anything is written;
+    with both rates at 0 and one view it resumes and finishes as an uninterrupted run of those
+    settings does."""
     store = separable_store(tmp_path / "s.zarr")
-    before = dataclasses.replace(SMALL, theta_rise=0.0, theta_fall=0.0)
+    before = dataclasses.replace(SMALL, theta_rise=0.0, theta_fall=0.0, views=1)
     cfg = TrainConfig(runs_dir=str(tmp_path / "runs"), run="r", checkpoint_every=25)
     assert run_train_snn(EmbedConfig(out=store.path), cfg, before, stop_after_samples=50) is None
     path = tmp_path / "runs" / "r" / "checkpoint.npz"
     arrays, meta = load_checkpoint(path)
     assert "theta_shift" not in arrays  # nothing to keep without adaptation
-    del meta["config"]["theta_rise"], meta["config"]["theta_fall"]
+    assert "coding_view_order" not in arrays  # nor rotations with one view
+    del meta["config"]["theta_rise"], meta["config"]["theta_fall"], meta["config"]["views"]
+    del meta["views"]
     save_checkpoint(path, arrays, meta)
     written = path.read_bytes()
-    with pytest.raises(UserError, match=r"theta_fall=0\.0, theta_rise=0\.0; this run: "
-                                        r"theta_fall=0\.5, theta_rise=0\.5\)"):
+    with pytest.raises(UserError, match=r"theta_fall=0\.0, theta_rise=0\.0, views=1; this run: "
+                                        r"theta_fall=0\.5, theta_rise=0\.5, views=None\)"):
         run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
     assert path.read_bytes() == written
     resumed = run_train_snn(EmbedConfig(out=store.path), cfg, before)
@@ -628,3 +633,63 @@ def test_a_resumed_run_says_where_it_resumes_and_a_trained_one_that_it_is_evalua
     assert "resuming" in err and "at train row 57 of 120 (pass 1 of 1)" in err
     run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
     assert "is trained; evaluating it again" in capsys.readouterr().err
+
+
+def test_views_code_rotations_of_the_whitened_inputs_and_resume(tmp_path):
+    """``views=3``: the coder codes three views of the whitened inputs side by side, the inputs
+    themselves (as a one-view run codes them) and two seeded rotations of them (each row's
+    length kept, its coordinates not); the rotations travel in the checkpoint beside the map,
+    the levels cover the 144 coded inputs, config.json records the views, and a run stopped
+    half way resumes to the uninterrupted run's state."""
+    store = separable_store(tmp_path / "s.zarr")
+    config = ColanetConfig(m=3, e=3, views=3)
+    whole = _run(tmp_path / "whole", store, params=config)
+    arrays, meta = load_checkpoint(tmp_path / "whole" / "runs" / "r" / "checkpoint.npz")
+    assert arrays["coding_view_order"].shape == (2, 48) and meta["views"] == 3
+    coding = Coding.from_meta(meta, arrays)
+    assert "coding_view_blocks" not in arrays  # taken by the coding: the rest is the network
+    assert coding.views == 3 and np.shape(coding.sat) == (144,)
+    _run(tmp_path / "one", store, params=dataclasses.replace(config, views=1))
+    arrays, meta = load_checkpoint(tmp_path / "one" / "runs" / "r" / "checkpoint.npz")
+    one = Coding.from_meta(meta, arrays)
+    assert one.views == 1 and "coding_view_order" not in arrays
+    x = store.split("train")["features"][:]
+    v, z = coding.inputs(x).astype(np.float64), one.inputs(x).astype(np.float64)
+    np.testing.assert_array_equal(v[:, :48], z)
+    for view in (1, 2):
+        rotated = v[:, view * 48:(view + 1) * 48]
+        np.testing.assert_allclose(np.linalg.norm(rotated, axis=1), np.linalg.norm(z, axis=1),
+                                   rtol=1e-4)
+        assert np.abs(rotated - z).max() > 0.1
+    alone = np.concatenate([coding.inputs(x[i:i + 1]) for i in range(7)])
+    np.testing.assert_array_equal(alone, v[:7].astype(np.float32))  # whatever the batch
+    recorded = json.loads((tmp_path / "whole" / "runs" / "r" / "config.json").read_text())
+    assert recorded["colanet"]["views"] == 3 and whole["snn_accuracy"] >= 0.9
+    cfg = TrainConfig(runs_dir=str(tmp_path / "runs"), run="r", checkpoint_every=25)
+    assert run_train_snn(EmbedConfig(out=store.path), cfg, config, stop_after_samples=50) is None
+    resumed = run_train_snn(EmbedConfig(out=store.path), cfg, config)
+    assert resumed["snn_accuracy"] == whole["snn_accuracy"]
+    resumed_arrays, _ = load_checkpoint(tmp_path / "runs" / "r" / "checkpoint.npz")
+    whole_arrays, _ = load_checkpoint(tmp_path / "whole" / "runs" / "r" / "checkpoint.npz")
+    for name in ("r", "theta_shift", "arrival_bits", "acc", "coding_view_blocks"):
+        np.testing.assert_array_equal(resumed_arrays[name], whole_arrays[name], name)
+
+
+def test_views_rotations_that_are_damaged_are_refused(tmp_path):
+    """A checkpoint whose views' order is not a permutation, or whose rotations are missing, is
+    refused naming the file, before anything is written."""
+    store = separable_store(tmp_path / "s.zarr")
+    config = ColanetConfig(m=3, e=2, views=2)
+    cfg = TrainConfig(runs_dir=str(tmp_path / "runs"), run="r", checkpoint_every=25)
+    assert run_train_snn(EmbedConfig(out=store.path), cfg, config, stop_after_samples=50) is None
+    path = tmp_path / "runs" / "r" / "checkpoint.npz"
+    arrays, meta = load_checkpoint(path)
+    for damage in (lambda a: a["coding_view_order"].__setitem__((0, 0), 1),
+                   lambda a: a.pop("coding_view_blocks")):
+        damaged = {k: v.copy() for k, v in arrays.items()}
+        damage(damaged)
+        save_checkpoint(path, damaged, meta)
+        before = path.read_bytes()
+        with pytest.raises(UserError, match=f"{path}.*damaged"):
+            run_train_snn(EmbedConfig(out=store.path), cfg, config)
+        assert path.read_bytes() == before
