@@ -44,9 +44,10 @@ from pipeline.metrics import (classification_metrics, per_class_table, top_k_acc
 from pipeline.outputs import check_name, claim_folder
 from pipeline.runs import run_name
 from pipeline.store import EmbeddingStore, absolute_location, store_exists
-from pipeline.streaming import (Batch, check_split, class_counts, coding_levels, decorrelate,
-                                feature_moments, iter_batches, read_rows, require_complete,
-                                rotate_views, signed_sqrt, view_rotations, zca_map)
+from pipeline.streaming import (VIEW_BLOCK, Batch, check_split, class_counts, coding_levels,
+                                decorrelate, feature_moments, iter_batches, read_rows,
+                                require_complete, rotate_views, signed_sqrt, view_rotations,
+                                zca_map)
 
 CHECKPOINT = "checkpoint.npz"
 WHITEN_ARRAY = "coding_whiten"  # the whitened coding's (D, D) map, beside the network's arrays
@@ -140,13 +141,13 @@ class Coding:
     def fits(self, n_features: int, views: int = 1) -> bool:
         """Whether the centre, the whitening map and the views' rotations are shaped for
         ``n_features`` features and ``views`` views."""
-        order, blocks = view_rotations(n_features, 1, 0)  # empty, for the shapes
+        groups = -(-n_features // VIEW_BLOCK)  # view_rotations' blocks a view
         return ((self.centre is None or np.shape(self.centre) == (n_features,))
                 and (self.whiten is None or np.shape(self.whiten) == (n_features, n_features))
                 and self.views == views
                 and (self.view_order is None
-                     or (self.view_order.shape[1:] == order.shape[1:]
-                         and self.view_blocks.shape[1:] == blocks.shape[1:])))
+                     or (self.view_order.shape[1:] == (n_features,)
+                         and self.view_blocks.shape[1:] == (groups, VIEW_BLOCK, VIEW_BLOCK))))
 
     @classmethod
     def measure(cls, store: EmbeddingStore, config: ColanetConfig, stop: int | None = None
