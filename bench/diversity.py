@@ -39,6 +39,7 @@ tune --folds``) instead of the tail::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -74,20 +75,16 @@ def rotation(d: int, seed: int) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
+@contextlib.contextmanager
 def whitened_then(extra: np.ndarray):
     """The coding's whitening map followed by ``extra`` (D, D): patches
     ``pipeline.training.zca_map`` for the estimators fitted inside the ``with``."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def patched():
-        original = training.zca_map
-        training.zca_map = lambda cov, a: (original(cov, a) @ extra).astype(np.float32)
-        try:
-            yield
-        finally:
-            training.zca_map = original
-    return patched()
+    original = training.zca_map
+    training.zca_map = lambda cov, a: (original(cov, a) @ extra).astype(np.float32)
+    try:
+        yield
+    finally:
+        training.zca_map = original
 
 
 def balanced_list(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -653,8 +653,8 @@ def kernel_state(state: ColanetState) -> EnsembleArrays:
     return EnsembleArrays(**{name: getattr(state, name) for name in EnsembleArrays._fields})
 
 
-def _shape(axes: str, E: int, D: int, C: int, N: int, I: int | None = None) -> tuple[int, ...]:
-    sizes = {"E": E, "D": D, "C": C, "N": N, "I": D if I is None else I}
+def _shape(axes: str, E: int, D: int, C: int, N: int, I: int) -> tuple[int, ...]:
+    sizes = {"E": E, "D": D, "C": C, "N": N, "I": I}
     return tuple(sizes[axis] for axis in AXES[axes])
 
 
@@ -728,11 +728,10 @@ def grow_classes(params: ColanetConfig, state: ColanetState, n_classes: int) -> 
     return st
 
 
-def resting_arrays(E: int, D: int, C: int, N: int, I: int | None = None
-                   ) -> dict[str, np.ndarray]:
+def resting_arrays(E: int, D: int, C: int, N: int, I: int) -> dict[str, np.ndarray]:
     """Every state array but the synapses, at rest: zero potentials, thresholds, pools and
     stability, no burst, no block, every time stamp ``NEVER``, an empty arrival history (of
-    ``I`` coded inputs; None: ``D``)."""
+    ``I`` coded inputs)."""
     return {name: np.full(_shape(a.axes, E, D, C, N, I), a.rest, a.dtype)
             for name, a in STATE_ARRAYS.items() if a.axes != "synapse"}
 
