@@ -26,7 +26,8 @@ as in ``annsnn tune``):
   ``rotated``, its control: all E copies in one group on ``R_1``.
 
 All feed their lists to the estimator's in-order ``partial_fit``, each estimator on one view
-(``views=1``: the variants are the copies' diversity, the engine's views left out). Prints each
+and with every copy learning every sample (``EMULATED``: the variants are the copies' diversity,
+the engine's views and bagging left out, so the earlier rounds' figures stay). Prints each
 variant's validation accuracy per repeat (the repeat seeds the draws); ``--folds K`` scores
 every train row once by K-fold validation (fold k: the model of the other folds, as ``annsnn
 tune --folds``) instead of the tail::
@@ -61,6 +62,10 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.where(norm > 0, norm, 1.0)
 
+
+#: Every estimator's settings beyond the defaults: one view, every copy learning every sample
+#: (the copies' diversity is what the variants emulate).
+EMULATED = {"views": 1, "copy_share": 1.0}
 
 #: The feature transforms of the ``codings`` variant, one per group of copies.
 TRANSFORMS = (lambda x: x, lambda x: np.sqrt(np.maximum(x, 0)),
@@ -116,7 +121,7 @@ def score_rows(x_fit, y_fit, x_val, y_val, variant: str, repeat: int, copies: in
     classes, labels = np.unique(y_fit, return_inverse=True)
     if variant == "shared":
         rows = balanced_list(labels, np.random.default_rng([repeat, 0]))
-        model = ColanetClassifier(e=copies, seed=repeat, views=1).partial_fit(
+        model = ColanetClassifier(e=copies, seed=repeat, **EMULATED).partial_fit(
             x_fit[rows], y_fit[rows], classes=classes)
         total = model.votes(x_val).astype(np.int64).sum(axis=1)
     elif variant == "features":
@@ -124,14 +129,14 @@ def score_rows(x_fit, y_fit, x_val, y_val, variant: str, repeat: int, copies: in
         total = np.zeros((len(x_val), len(classes)), np.int64)
         for copy in range(copies):
             seen = np.random.default_rng([repeat, copy, 7]).random(x_fit.shape[1]) < feature_share
-            model = ColanetClassifier(e=1, seed=repeat * 1000 + copy, views=1).partial_fit(
+            model = ColanetClassifier(e=1, seed=repeat * 1000 + copy, **EMULATED).partial_fit(
                 x_fit[rows] * seen, y_fit[rows], classes=classes)
             total += model.votes(x_val * seen).astype(np.int64).sum(axis=1)
     elif variant == "codings":
         rows = balanced_list(labels, np.random.default_rng([repeat, 0]))
         total = np.zeros((len(x_val), len(classes)), np.int64)
         for transform, group in zip(TRANSFORMS, copy_groups(copies, len(TRANSFORMS))):
-            model = ColanetClassifier(e=len(group), seed=repeat * 1000 + group.start, views=1
+            model = ColanetClassifier(e=len(group), seed=repeat * 1000 + group.start, **EMULATED
                                       ).partial_fit(transform(x_fit[rows]), y_fit[rows],
                                                     classes=classes)
             total += model.votes(transform(x_val)).astype(np.int64).sum(axis=1)
@@ -144,14 +149,14 @@ def score_rows(x_fit, y_fit, x_val, y_val, variant: str, repeat: int, copies: in
                   "rotations": [rotation(d, g) for g in range(groups)]}[variant]
         for extra, group in zip(extras, copy_groups(copies, len(extras))):
             with whitened_then(extra):
-                model = ColanetClassifier(e=len(group), seed=repeat * 1000 + group.start, views=1
+                model = ColanetClassifier(e=len(group), seed=repeat * 1000 + group.start, **EMULATED
                                           ).partial_fit(x_fit[rows], y_fit[rows], classes=classes)
             total += model.votes(x_val).astype(np.int64).sum(axis=1)
     else:
         total = np.zeros((len(x_val), len(classes)), np.int64)
         for copy in range(copies):
             rows = balanced_list(labels, np.random.default_rng([repeat, copy]))
-            model = ColanetClassifier(e=1, seed=repeat * 1000 + copy, views=1).partial_fit(
+            model = ColanetClassifier(e=1, seed=repeat * 1000 + copy, **EMULATED).partial_fit(
                 x_fit[rows], y_fit[rows], classes=classes)
             total += model.votes(x_val).astype(np.int64).sum(axis=1)
     return int((classes[total.argmax(axis=1)] == y_val).sum())

@@ -229,7 +229,9 @@ class ColanetConfig:
     ``whiten_shrinkage`` 0.95, chosen by 5-fold validation in the seventh round) and the
     presentation (``order="balanced"``) and the threshold adaptation (``theta_rise`` and
     ``theta_fall`` 0.5, chosen by 5-fold validation in the tenth round; 0 and 0 turn it off,
-    the behaviour before it).
+    the behaviour before it), the views (one per copy, eleventh round) and bagging
+    (``copy_share`` 0.8, twelfth round; 1: every copy learns every sample, the behaviour
+    before it).
     Named choices: ``coder`` ("accumulator" | "bernoulli"),
     ``carry_accumulator`` (keep the accumulator across training samples),
     ``forcing`` ("most_depolarised" | "all"), ``blocking`` ("column" |
@@ -337,7 +339,7 @@ class ColanetConfig:
                           "sample 1/sqrt(n_c) times, scaled to N a pass (sqrt)"] = "balanced"
     copy_share: Annotated[float, "each copy learns from this share of the training samples, its "
                                  "own seeded draw (bagging; 1: every copy learns every sample)"
-                          ] = 1.0
+                          ] = 0.8
     input_share: Annotated[float, "each copy sees this share of the inputs, its own seeded draw "
                                   "(random subspaces; 1: every copy sees every input)"] = 1.0
     # Readings of the spec (see the docstring and docs/accuracy.md; defaults: the earlier

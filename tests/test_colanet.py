@@ -608,7 +608,7 @@ def test_a_copy_sitting_a_sample_out_neither_learns_nor_votes(impl):
         if cn.AXES[cn.STATE_ARRAYS[name].axes][0] == "E":
             np.testing.assert_array_equal(getattr(st, name)[1], getattr(before, name)[1], name)
     assert rec[0, :, 0, :].sum() > 0 and not np.array_equal(st.r[0], before.r[0])
-    # copy_share 1 (the default): nobody ever sits out
+    # copy_share 1: nobody ever sits out
     assert not ref.sitting_out(0, 4, 7, 1.0).any()
 
 

@@ -510,12 +510,12 @@ def test_a_checkpoint_from_before_a_new_setting_resumes_with_its_default(tmp_pat
 
 def test_a_checkpoint_from_before_threshold_adaptation_resumes_only_without_it(tmp_path):
     """A checkpoint written before theta_rise, theta_fall and views existed lacks their keys,
-    the theta_shift array and the views' rotations: it ran without adaptation on one view. A run
-    with the new defaults is refused, naming the three settings, before anything is written;
-    with both rates at 0 and one view it resumes and finishes as an uninterrupted run of those
-    settings does."""
+    the theta_shift array and the views' rotations: it ran without adaptation on one view, and
+    (as every record before the twelfth round's default) with ``copy_share`` 1.0 recorded. A run
+    with the new defaults is refused, naming the four settings, before anything is written;
+    with those settings it resumes and finishes as an uninterrupted run of them does."""
     store = separable_store(tmp_path / "s.zarr")
-    before = dataclasses.replace(SMALL, theta_rise=0.0, theta_fall=0.0, views=1)
+    before = dataclasses.replace(SMALL, theta_rise=0.0, theta_fall=0.0, views=1, copy_share=1.0)
     cfg = TrainConfig(runs_dir=str(tmp_path / "runs"), run="r", checkpoint_every=25)
     assert run_train_snn(EmbedConfig(out=store.path), cfg, before, stop_after_samples=50) is None
     path = tmp_path / "runs" / "r" / "checkpoint.npz"
@@ -526,8 +526,9 @@ def test_a_checkpoint_from_before_threshold_adaptation_resumes_only_without_it(t
     del meta["views"]
     save_checkpoint(path, arrays, meta)
     written = path.read_bytes()
-    with pytest.raises(UserError, match=r"theta_fall=0\.0, theta_rise=0\.0, views=1; this run: "
-                                        r"theta_fall=0\.5, theta_rise=0\.5, views=None\)"):
+    with pytest.raises(UserError, match=r"\(copy_share=1\.0, theta_fall=0\.0, theta_rise=0\.0, "
+                                        r"views=1; this run: copy_share=0\.8, theta_fall=0\.5, "
+                                        r"theta_rise=0\.5, views=None\)"):
         run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
     assert path.read_bytes() == written
     resumed = run_train_snn(EmbedConfig(out=store.path), cfg, before)
