@@ -358,25 +358,35 @@ def feature_saturation_levels(x, percentile: float) -> np.ndarray:
     _check_percentile(percentile)
     x = _blocks(x)
     top = np.asarray(x.max(axis=0).compute(), dtype=np.float64)
-    d = len(top)
     scale = np.where(top > 0, FEATURE_SAT_BINS / np.where(top > 0, top, 1), 0)
-    counts = np.zeros(d * FEATURE_SAT_BINS, np.int64)
-    offsets = np.arange(d) * FEATURE_SAT_BINS
+    counts = np.zeros((len(top), FEATURE_SAT_BINS), np.int64)
     for block in x.to_delayed().ravel():
-        b = np.asarray(block.compute(), dtype=np.float64)
-        rows, cols = np.nonzero(b > 0)
-        bins = np.minimum((b[rows, cols] * scale[cols]).astype(np.int64), FEATURE_SAT_BINS - 1)
-        counts += np.bincount(offsets[cols] + bins, minlength=counts.size)
-    counts = counts.reshape(d, FEATURE_SAT_BINS)
+        _count_positive_bins(np.ascontiguousarray(block.compute().T), scale, counts)
     cum = np.cumsum(counts, axis=1)
     target = percentile / 100.0 * cum[:, -1]
-    levels = np.full(d, np.inf)
-    for j in np.flatnonzero(cum[:, -1] > 0):
-        b = int(np.searchsorted(cum[j], target[j]))
-        below = cum[j, b - 1] if b else 0
-        frac = (target[j] - below) / max(cum[j, b] - below, 1)
-        levels[j] = (b + frac) * top[j] / FEATURE_SAT_BINS
+    # The bin that holds each column's target, and the share of that bin below it (a column
+    # with no positive value gets inf below: it never spikes).
+    b = (cum < target[:, None]).sum(axis=1)  # np.searchsorted(cum[j], target[j]) per row
+    at = np.minimum(b, FEATURE_SAT_BINS - 1)
+    below = np.where(b > 0, np.take_along_axis(cum, np.maximum(b - 1, 0)[:, None], 1)[:, 0], 0)
+    inside = np.take_along_axis(cum, at[:, None], 1)[:, 0] - below
+    frac = (target - below) / np.maximum(inside, 1)
+    levels = np.where(cum[:, -1] > 0, (b + frac) * top / FEATURE_SAT_BINS, np.inf)
     return np.where(levels > 0, levels, np.inf)
+
+
+@numba.njit(parallel=True, cache=True)
+def _count_positive_bins(columns, scale, counts):  # pragma: no cover - compiled
+    """Adds each positive value of ``columns`` (D, rows: a block transposed, so that a column's
+    values and its histogram row stay in cache) to its column's histogram ``counts`` (D, bins):
+    bin ``min(floor(v scale_j), bins - 1)`` in float64. Integer counts, one column a thread: the
+    same whatever the blocks, their order or the thread count."""
+    last = counts.shape[1] - 1
+    for j in numba.prange(columns.shape[0]):
+        for i in range(columns.shape[1]):
+            v = np.float64(columns[j, i])
+            if v > 0.0:
+                counts[j, min(np.int64(v * scale[j]), last)] += 1
 
 
 def coding_levels(x, percentile: float, scope: str = "global", where: str = "the features"

@@ -185,6 +185,27 @@ def test_feature_saturation_levels_and_their_coding(tmp_path):
     assert m["sat_scope"] == "feature" and m["snn_accuracy"] >= 0.9
 
 
+@pytest.mark.parametrize("percentile", [0.5, 90.0, 100.0])
+def test_feature_saturation_levels_do_not_depend_on_the_blocks(percentile):
+    """The same levels, to the bit, from one in-memory array and from dask arrays cut into
+    blocks of rows of any size (the counts are integers; a block is binned column by column in
+    parallel). A column with one positive value is saturated at that value's bin; one with none
+    never spikes; at the 100th percentile every level is its column's max."""
+    import dask.array as da
+
+    x = np.random.default_rng(3).normal(size=(203, 37)).astype(np.float32)
+    x[:, 5] = 0.0
+    x[:, 6] = -1.0
+    x[17, 6] = 2.5
+    whole = feature_saturation_levels(x, percentile)
+    for rows in (1, 16, 64, 203):
+        np.testing.assert_array_equal(feature_saturation_levels(da.from_array(x, chunks=(rows, 37)),
+                                                                percentile), whole)
+    assert np.isinf(whole[5]) and 0 < whole[6] <= 2.5
+    if percentile == 100.0:
+        np.testing.assert_allclose(np.delete(whole, 5), np.delete(x.max(axis=0), 5), rtol=1e-6)
+
+
 def test_report_runs_each_store_once_per_parameter_set(tmp_path, capsys):
     from stages.report import print_report, run_report
 
