@@ -361,7 +361,8 @@ def feature_saturation_levels(x, percentile: float) -> np.ndarray:
     scale = np.where(top > 0, FEATURE_SAT_BINS / np.where(top > 0, top, 1), 0)
     counts = np.zeros((len(top), FEATURE_SAT_BINS), np.int64)
     for block in x.to_delayed().ravel():
-        _count_positive_bins(np.ascontiguousarray(block.compute().T), scale, counts)
+        _count_positive_bins(np.ascontiguousarray(block.compute().T, dtype=np.float64), scale,
+                             counts)
     cum = np.cumsum(counts, axis=1)
     target = percentile / 100.0 * cum[:, -1]
     # The bin that holds each column's target, and the share of that bin below it (a column
@@ -379,12 +380,13 @@ def feature_saturation_levels(x, percentile: float) -> np.ndarray:
 def _count_positive_bins(columns, scale, counts):  # pragma: no cover - compiled
     """Adds each positive value of ``columns`` (D, rows: a block transposed, so that a column's
     values and its histogram row stay in cache) to its column's histogram ``counts`` (D, bins):
-    bin ``min(floor(v scale_j), bins - 1)`` in float64. Integer counts, one column a thread: the
-    same whatever the blocks, their order or the thread count."""
+    bin ``min(floor(v scale_j), bins - 1)``, all in float64 (any input dtype is cast first, as
+    NumPy's float64 arithmetic would). Integer counts, one column a thread: the same whatever the
+    blocks, their order or the thread count."""
     last = counts.shape[1] - 1
     for j in numba.prange(columns.shape[0]):
         for i in range(columns.shape[1]):
-            v = np.float64(columns[j, i])
+            v = columns[j, i]
             if v > 0.0:
                 counts[j, min(np.int64(v * scale[j]), last)] += 1
 
