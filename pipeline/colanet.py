@@ -155,7 +155,8 @@ _FLOAT_FIELDS = ("tau", "theta0", "k_thr", "s_stim", "w_min", "w_max", "gain_tot
                  "dopamine", "r_s", "f_thr", "sat_percentile", "copy_share", "input_share",
                  "whiten_shrinkage", "theta_rise", "theta_fall")
 _INT_FIELDS = ("t_syn", "isi_max", "t_dop", "n_silent", "m", "e", "present_ticks", "silent_ticks",
-               "block_ticks", "label_tick", "force_tick", "dopamine_tick", "input_delay", "seed")
+               "block_ticks", "label_tick", "force_tick", "dopamine_tick", "input_delay", "seed",
+               "class_floor")
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,9 @@ class ColanetConfig:
     ``"equal"`` shows it ``n_mean / n_c`` times, so every class is presented ``n_mean`` times a
     pass (a large class a fresh seeded subsample each pass) and a pass stays N presentations;
     ``"sqrt"`` lies between: ``1 / sqrt(n_c)`` scaled to N presentations a pass.
+    ``class_floor`` raises the mean class of ``"balanced"`` and ``"equal"`` to at least that many
+    presentations a pass: ``n_mean`` above is ``max(n_mean, class_floor)``, so on data with few
+    rows a class every class's rows are repeated within the pass (0: the mean class as it is).
     ``copy_share`` below 1 makes the copies differ in what they learn (bagging): copy e sits out
     training sample i, neither learning from it nor voting on it, when the counter-based uniform
     of (seed, e, i) is ``>= copy_share``; sitting out leaves its state as it was.
@@ -231,7 +235,8 @@ class ColanetConfig:
     ``theta_fall`` 0.5, chosen by 5-fold validation in the tenth round; 0 and 0 turn it off,
     the behaviour before it), the views (one per copy, eleventh round) and bagging
     (``copy_share`` 0.8, twelfth round; 1: every copy learns every sample, the behaviour
-    before it).
+    before it) and the floor of presentations a class (``class_floor`` 50, twelfth round; 0: the
+    behaviour before it).
     Named choices: ``coder`` ("accumulator" | "bernoulli"),
     ``carry_accumulator`` (keep the accumulator across training samples),
     ``forcing`` ("most_depolarised" | "all"), ``blocking`` ("column" |
@@ -337,6 +342,9 @@ class ColanetConfig:
                           "shown at least as often as the mean class (balanced), every class "
                           "equally often, large ones subsampled (equal), or in between, a "
                           "sample 1/sqrt(n_c) times, scaled to N a pass (sqrt)"] = "balanced"
+    class_floor: Annotated[int, "orders balanced and equal: every class is presented at least "
+                                "this many times a pass, its rows repeated (0: the mean class's "
+                                "rows, whatever they are)"] = 50
     copy_share: Annotated[float, "each copy learns from this share of the training samples, its "
                                  "own seeded draw (bagging; 1: every copy learns every sample)"
                           ] = 0.8
@@ -391,6 +399,8 @@ class ColanetConfig:
         object.__setattr__(self, "carry_accumulator", bool(self.carry_accumulator))
         if self.tau < 1.0:
             bad("tau", "must be >= 1 (leak factor 1 - 1/tau in [0, 1))")
+        if self.class_floor < 0:
+            bad("class_floor", "must be >= 0: the fewest presentations of a class a pass")
         if not 0.0 < self.copy_share <= 1.0:
             bad("copy_share", "must lie in (0, 1]: the share of the training samples each copy "
                               "learns from")
@@ -514,7 +524,7 @@ class ColanetConfig:
 
 #: Fields whose default is not the behaviour from before they existed: the value a record
 #: (config.json, checkpoint, model file) that lacks them ran with.
-EARLIER_VALUES = {"theta_rise": 0.0, "theta_fall": 0.0, "views": 1}
+EARLIER_VALUES = {"theta_rise": 0.0, "theta_fall": 0.0, "views": 1, "class_floor": 0}
 
 
 def recorded_settings(d: dict) -> dict:

@@ -327,7 +327,8 @@ def ids_used(total_rows: int, passes: int, repeats: np.ndarray) -> int:
 
 def presentations(config: ColanetConfig, counts: np.ndarray) -> np.ndarray:
     """Expected presentations per pass of one sample of each class, float64 (C,), ``n_c`` the
-    class's train rows and ``n_mean`` their mean over the K classes that have any:
+    class's train rows and ``n_mean`` their mean over the K classes that have any, raised to
+    ``class_floor`` if below it (``balanced`` and ``equal``):
 
     * ``"store"``: 1;
     * ``"balanced"``: ``max(1, n_mean / n_c)``, so no class is learned less often than the mean
@@ -336,16 +337,17 @@ def presentations(config: ColanetConfig, counts: np.ndarray) -> np.ndarray:
       rows' worth (``sum n_c r_c = N``): a class is learned ``sqrt(n_c)`` times in proportion;
     * ``"equal"``: ``n_mean / n_c``, so every class is presented ``n_mean`` times a pass in
       expectation (a large class a fresh subsample each pass, a small one repeated) and a pass
-      stays N presentations.
+      stays N presentations (``K class_floor`` where that is more).
 
     A class without rows (never presented) gets the value of a class of one row."""
     if config.order == "store":
         return np.ones(len(counts))
     classes, rows = max(int((counts > 0).sum()), 1), np.maximum(counts, 1)
-    if config.order == "balanced":
-        return np.maximum(1.0, counts.sum() / classes / rows)
-    if config.order == "equal":  # N / (K n_c): exactly 1 for classes of equal size
-        return counts.sum() / (classes * rows)
+    if config.order in ("balanced", "equal"):
+        total = max(int(counts.sum()), config.class_floor * classes)  # K max(n_mean, floor)
+        if config.order == "balanced":
+            return np.maximum(1.0, total / classes / rows)
+        return total / (classes * rows)  # N / (K n_c): exactly 1 for classes of equal size
     root = np.sqrt(rows)  # "sqrt"; rounded so that classes of equal size get exactly 1
     return np.round(counts.sum() / (root * root[counts > 0].sum()), 12)
 

@@ -223,22 +223,24 @@ def test_pickle_and_model_file_keep_the_fitted_classifier(tmp_path, coding, view
 
 
 def test_a_model_file_from_before_threshold_adaptation_answers_as_it_did(tmp_path):
-    """A model file written before theta_rise, theta_fall and views existed lacks those keys,
-    the theta_shift array and the views' rotations: it loads as a model without adaptation on
-    one view and gives the same answers; a file of the adapting default keeps the learned
-    offsets."""
+    """A model file written before theta_rise, theta_fall, views and class_floor existed lacks
+    those keys, the theta_shift array and the views' rotations: it loads as a model without
+    adaptation on one view and no floor and gives the same answers; a file of the adapting
+    default keeps the learned offsets."""
     store = separable_store(tmp_path / "s.zarr")
     x, y, _ = _rows(store, "train")
     x_test, _, _ = _rows(store, "test")
-    clf = ColanetClassifier(m=3, e=2, theta_rise=0.0, theta_fall=0.0, views=1).fit(x, y)
+    clf = ColanetClassifier(m=3, e=2, theta_rise=0.0, theta_fall=0.0, views=1, class_floor=0
+                            ).fit(x, y)
     arrays, meta = load_checkpoint(clf.save(tmp_path / "model.npz"))
     assert "theta_shift" not in arrays and "coding_view_order" not in arrays
-    del meta["config"]["theta_rise"], meta["config"]["theta_fall"], meta["config"]["views"]
+    for key in ("theta_rise", "theta_fall", "views", "class_floor"):
+        del meta["config"][key]
     del meta["coding"]["views"]
     save_checkpoint(tmp_path / "old.npz", arrays, meta)
     old = ColanetClassifier.load(tmp_path / "old.npz")
     assert old.get_params()["theta_rise"] == old.get_params()["theta_fall"] == 0.0
-    assert old.get_params()["views"] == 1
+    assert old.get_params()["views"] == 1 and old.get_params()["class_floor"] == 0
     np.testing.assert_array_equal(old.predict_proba(x_test), clf.predict_proba(x_test))
     adapting = ColanetClassifier(m=3, e=2).fit(x, y)
     assert adapting.state_.theta_shift.any()
@@ -311,7 +313,7 @@ def test_export_refuses_unfinished_runs_and_existing_files(tmp_path, capsys):
     # Trained again from scratch and stopped: metrics.json is the earlier run's, the model is not.
     _train(tmp_path, store, train={"restart": True}, stop_after_samples=40)
     assert_refused(["export", "--run", run, "--out", out], capsys,
-                   r"not a finished, evaluated model \(pass 1 at train row 57 of 120")
+                   r"not a finished, evaluated model \(pass 1 at train row 25 of 120")
     assert not out.exists()
     assert_refused(["export", "--run", tmp_path, "--out", out], capsys, "not a run folder")
     with exclusive(run):  # a run training in it

@@ -51,7 +51,9 @@ def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path):
     cfg = TrainConfig(runs_dir=str(tmp_path / "b"), run="r", checkpoint_every=25)
     assert run_train_snn(EmbedConfig(out=store.path), cfg, SMALL, stop_after_samples=40) is None
     _, meta = load_checkpoint(tmp_path / "b" / "r" / "checkpoint.npz")
-    assert meta["cursor"] == 57  # stretches 0-25, 25-32 (chunk end), 32-57
+    # Stretches of 25 rows; class_floor presents each of these rows about 1.7 times (4 classes
+    # of about 30 rows, raised to 50), so the first stretch, rows 0-25, is past 40 samples.
+    assert meta["cursor"] == 25
     resumed = run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
     assert_same_checkpoint(tmp_path / "runs" / "r" / "checkpoint.npz",
                            tmp_path / "b" / "r" / "checkpoint.npz")
@@ -530,26 +532,30 @@ def test_a_checkpoint_from_before_a_new_setting_resumes_with_its_default(tmp_pat
 
 
 def test_a_checkpoint_from_before_threshold_adaptation_resumes_only_without_it(tmp_path):
-    """A checkpoint written before theta_rise, theta_fall and views existed lacks their keys,
-    the theta_shift array and the views' rotations: it ran without adaptation on one view, and
-    (as every record before the twelfth round's default) with ``copy_share`` 1.0 recorded. A run
-    with the new defaults is refused, naming the four settings, before anything is written;
-    with those settings it resumes and finishes as an uninterrupted run of them does."""
+    """A checkpoint written before theta_rise, theta_fall, views and class_floor existed lacks
+    their keys, the theta_shift array and the views' rotations: it ran without adaptation on one
+    view, with no floor, and (as every record before the twelfth round's default) with
+    ``copy_share`` 1.0 recorded. A run with the new defaults is refused, naming the five
+    settings, before anything is written; with those settings it resumes and finishes as an
+    uninterrupted run of them does."""
     store = separable_store(tmp_path / "s.zarr")
-    before = dataclasses.replace(SMALL, theta_rise=0.0, theta_fall=0.0, views=1, copy_share=1.0)
+    before = dataclasses.replace(SMALL, theta_rise=0.0, theta_fall=0.0, views=1, copy_share=1.0,
+                                 class_floor=0)
     cfg = TrainConfig(runs_dir=str(tmp_path / "runs"), run="r", checkpoint_every=25)
     assert run_train_snn(EmbedConfig(out=store.path), cfg, before, stop_after_samples=50) is None
     path = tmp_path / "runs" / "r" / "checkpoint.npz"
     arrays, meta = load_checkpoint(path)
     assert "theta_shift" not in arrays  # nothing to keep without adaptation
     assert "coding_view_order" not in arrays  # nor rotations with one view
-    del meta["config"]["theta_rise"], meta["config"]["theta_fall"], meta["config"]["views"]
+    for key in ("theta_rise", "theta_fall", "views", "class_floor"):
+        del meta["config"][key]
     del meta["views"]
     save_checkpoint(path, arrays, meta)
     written = path.read_bytes()
-    with pytest.raises(UserError, match=r"\(copy_share=1\.0, theta_fall=0\.0, theta_rise=0\.0, "
-                                        r"views=1; this run: copy_share=0\.8, theta_fall=0\.5, "
-                                        r"theta_rise=0\.5, views=None\)"):
+    with pytest.raises(UserError, match=r"\(class_floor=0, copy_share=1\.0, theta_fall=0\.0, "
+                                        r"theta_rise=0\.0, views=1; this run: class_floor=50, "
+                                        r"copy_share=0\.8, theta_fall=0\.5, theta_rise=0\.5, "
+                                        r"views=None\)"):
         run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
     assert path.read_bytes() == written
     resumed = run_train_snn(EmbedConfig(out=store.path), cfg, before)
@@ -563,12 +569,12 @@ def test_balanced_presentations_repeat_small_classes_up_to_the_mean_class():
     once in store order."""
     counts = np.array([10, 30, 20, 0])  # mean over classes with rows: 20
     np.testing.assert_array_equal(presentations(ColanetConfig(order="store"), counts), 1.0)
-    np.testing.assert_array_equal(presentations(ColanetConfig(order="balanced"), counts),
-                                  [2.0, 1.0, 1.0, 20.0])
+    np.testing.assert_array_equal(presentations(ColanetConfig(order="balanced", class_floor=0),
+                                                counts), [2.0, 1.0, 1.0, 20.0])
     labels = np.repeat([0, 1, 2], [10, 30, 20])
     batch = Batch(features=np.arange(60, dtype=np.float32)[:, None], labels=labels,
                   sample_id=np.arange(60) + 1000, stop=60)
-    balanced = ColanetConfig(order="balanced")
+    balanced = ColanetConfig(order="balanced", class_floor=0)
     out = _presented(balanced, batch, 0, 5000, presentations(balanced, counts))
     shown = np.bincount(out.features[:, 0].astype(int), minlength=60)
     np.testing.assert_array_equal(shown, np.where(labels == 0, 2, 1))
@@ -585,6 +591,33 @@ def test_balanced_presentations_repeat_small_classes_up_to_the_mean_class():
     assert store_order is batch
 
 
+def test_a_class_floor_repeats_the_rows_of_classes_with_few():
+    """``class_floor`` F: the balanced and equal orders read the mean class as ``max(n_mean,
+    F)``, so where classes have few rows every row is repeated within the pass; where the mean
+    class has F rows or more the presentations are what they were without it, to the bit; the
+    store and sqrt orders do not read it."""
+    counts = np.array([10, 30, 20, 0])  # mean over classes with rows: 20
+    balanced = ColanetConfig(order="balanced", class_floor=50)
+    np.testing.assert_allclose(presentations(balanced, counts), [5.0, 5 / 3, 2.5, 50.0])
+    equal = ColanetConfig(order="equal", class_floor=50)
+    np.testing.assert_allclose(presentations(equal, counts)[:3] * counts[:3], 50.0)
+    for config in (balanced, equal, ColanetConfig(order="store", class_floor=50),
+                   ColanetConfig(order="sqrt", class_floor=50)):
+        without = dataclasses.replace(config, class_floor=0)
+        np.testing.assert_array_equal(presentations(config, counts * 10),  # mean class 200
+                                      presentations(without, counts * 10))
+        if config.order in ("store", "sqrt"):
+            np.testing.assert_array_equal(presentations(config, counts),
+                                          presentations(without, counts))
+    labels = np.repeat([0, 1, 2], [10, 30, 20])
+    batch = Batch(features=np.arange(60, dtype=np.float32)[:, None], labels=labels,
+                  sample_id=np.arange(60), stop=60)
+    shown = np.bincount(_presented(balanced, batch, 0, 60, presentations(balanced, counts))
+                        .features[:, 0].astype(int), minlength=60)
+    assert set(shown[labels == 0]) == {5} and set(shown[labels == 2]) <= {2, 3}
+    assert set(shown[labels == 1]) <= {1, 2} and 140 <= shown.sum() <= 160
+
+
 def test_equal_and_sqrt_orders_equalise_the_classes_within_a_pass_of_n_presentations():
     """``order="equal"``: a sample of class c is presented ``n_mean / n_c`` times in expectation,
     so every class ``n_mean`` times a pass: a large class is subsampled afresh each pass (a
@@ -592,7 +625,7 @@ def test_equal_and_sqrt_orders_equalise_the_classes_within_a_pass_of_n_presentat
     presentations. Both keep a pass at about N presentations, every id unique and below
     :func:`ids_used`."""
     counts = np.array([10, 30, 20, 0])  # mean over classes with rows: 20
-    equal, sqrt = ColanetConfig(order="equal"), ColanetConfig(order="sqrt")
+    equal, sqrt = ColanetConfig(order="equal", class_floor=0), ColanetConfig(order="sqrt")
     np.testing.assert_allclose(presentations(equal, counts), [2.0, 2 / 3, 1.0, 20.0])
     r = presentations(sqrt, counts)
     np.testing.assert_allclose(r[:3] @ counts[:3], 60.0)
@@ -638,8 +671,8 @@ def test_balanced_order_resumes_to_the_uninterrupted_weights(tmp_path, order):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert resumed["snn_accuracy"] == whole["snn_accuracy"]
     shown = len(a["online_correct"])
-    if order == "balanced":
-        assert shown > 120  # samples of the smaller classes were shown again
+    if order in ("balanced", "equal"):  # 4 classes of about 30 rows, each raised to class_floor's
+        assert abs(shown - 200) < 15  # 50 presentations: the rows repeated, about 4 x 50 of them
     else:
         assert shown != 120 and abs(shown - 120) < 15  # other rows, about N of them
 
@@ -652,7 +685,7 @@ def test_a_resumed_run_says_where_it_resumes_and_a_trained_one_that_it_is_evalua
     capsys.readouterr()
     run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
     err = capsys.readouterr().err
-    assert "resuming" in err and "at train row 57 of 120 (pass 1 of 1)" in err
+    assert "resuming" in err and "at train row 25 of 120 (pass 1 of 1)" in err
     run_train_snn(EmbedConfig(out=store.path), cfg, SMALL)
     assert "is trained; evaluating it again" in capsys.readouterr().err
 
