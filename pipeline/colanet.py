@@ -343,8 +343,8 @@ class ColanetConfig:
                           "equally often, large ones subsampled (equal), or in between, a "
                           "sample 1/sqrt(n_c) times, scaled to N a pass (sqrt)"] = "balanced"
     class_floor: Annotated[int, "orders balanced and equal: every class is presented at least "
-                                "this many times a pass, its rows repeated (0: the mean class's "
-                                "rows, whatever they are)"] = 50
+                                "this many times a pass, its rows repeated (0: as often as the "
+                                "mean class only)"] = 50
     copy_share: Annotated[float, "each copy learns from this share of the training samples, its "
                                  "own seeded draw (bagging; 1: every copy learns every sample)"
                           ] = 0.8
@@ -399,8 +399,9 @@ class ColanetConfig:
         object.__setattr__(self, "carry_accumulator", bool(self.carry_accumulator))
         if self.tau < 1.0:
             bad("tau", "must be >= 1 (leak factor 1 - 1/tau in [0, 1))")
-        if self.class_floor < 0:
-            bad("class_floor", "must be >= 0: the fewest presentations of a class a pass")
+        if not 0 <= self.class_floor <= 1000:  # above, a stretch's repeated rows may not fit memory
+            bad("class_floor", "must lie between 0 and 1000: the fewest presentations of a class "
+                               "a pass")
         if not 0.0 < self.copy_share <= 1.0:
             bad("copy_share", "must lie in (0, 1]: the share of the training samples each copy "
                               "learns from")

@@ -86,7 +86,7 @@ def test_params_defaults_and_roundtrip():
     ("firing", "all"), ("theta_refresh", "never"), ("gate_scope", "column"), ("gate_ticks", -1),
     ("gate_ticks", 2.5), ("gate_ticks", True), ("syn_window", "t_syn-1"),
     ("block_span", "block_ticks+1"), ("views", 0), ("views", 14), ("views", 1.5),
-    ("class_floor", -1), ("class_floor", 2.5),
+    ("class_floor", -1), ("class_floor", 2.5), ("class_floor", 1001),
 ])
 def test_params_validation_names_bad_value(field, value):
     with pytest.raises(ValueError, match=field):
