@@ -71,7 +71,9 @@ def find_finished_run(runs_dir: str | Path, store: str | Path, config: ColanetCo
                       passes: int, eval_split: str | None) -> str | None:
     """The name of a finished run folder under ``runs_dir`` (``metrics.json`` written) that
     trained ``config`` on ``store`` from scratch with ``passes`` and ``eval_split``, with the
-    baselines: the default-named one first, else the first by name; None when there is none."""
+    baselines (a run recorded before an option existed counts with the value it ran with:
+    :func:`recorded_settings`): the default-named one first, else the first by name; None when
+    there is none."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return None
@@ -84,7 +86,7 @@ def find_finished_run(runs_dir: str | Path, store: str | Path, config: ColanetCo
             recorded = json.loads((folder / "config.json").read_text())
             run = recorded["run"]
             same = (absolute_location(recorded["store"]) == wanted
-                    and recorded["colanet"] == config.to_dict()
+                    and recorded_settings(recorded["colanet"]) == config.to_dict()
                     and recorded.get("init_from") is None and run.get("passes", 1) == passes
                     and run.get("eval_split") == eval_split and not run.get("skip_baselines"))
         except (OSError, KeyError, TypeError, ValueError, AttributeError):

@@ -224,6 +224,19 @@ def test_report_runs_each_store_once_per_parameter_set(tmp_path, capsys):
     assert len(run_folders()) == 2
     run_report(stores[:1], cfg, ColanetConfig(m=3, e=1))
     assert len(run_folders()) == 3
+    # A run recorded before an option existed (its config.json lacks the key, its folder has the
+    # default name of then) is reused when the option's earlier value is asked for, not trained
+    # again under today's name.
+    earlier = ColanetConfig(m=3, e=2, class_floor=0)
+    run_report(stores[:1], cfg, earlier)
+    (folder,) = [p for p in run_folders() if "class_floor0" in p.name]
+    record = json.loads((folder / "config.json").read_text())
+    del record["colanet"]["class_floor"]
+    (folder / "config.json").write_text(json.dumps(record))
+    folder.rename(folder.with_name("named-before-the-option"))
+    before = checkpoints()
+    run_report(stores[:1], cfg, earlier)
+    assert checkpoints() == before and len(run_folders()) == 4
     print_report(rows)
     assert "a  " in capsys.readouterr().out
 
