@@ -127,17 +127,11 @@ def read_model(path: str | Path) -> Model:
                         f"per column); {MODEL_FILE.remedy}")
     n_inputs = config.n_inputs(max(n_features, 1))
     check_arrays(path, arrays, checkpoint_schema(config, n_inputs, len(classes)), role=MODEL_FILE)
-    sat = np.asarray(coding.sat, dtype=np.float64)
-    n_coded = config.n_coded(max(n_features, 1))
-    if (n_features < 1 or next_id < 0 or passes < 1 or sat.shape not in ((), (n_coded,))
-            or np.isnan(sat).any() or (sat <= 0).any()
-            or (coding.centre is None) != (config.coding == "saturation")
-            or (coding.whiten is None) == (config.coding == "whitened")
-            or not coding.fits(n_features, config.n_views)
-            or coding.on_off != (config.coding == "on_off")):
+    if n_features < 1 or next_id < 0 or passes < 1 or not coding.fits(config, n_features):
         raise UserError(f"{path}: model file is inconsistent (coding {config.coding!r} with sat of "
-                        f"shape {sat.shape} for {n_coded} coded inputs, {n_features} features); "
-                        f"{MODEL_FILE.remedy}")
+                        f"shape {np.shape(coding.sat)} for "
+                        f"{config.n_coded(max(n_features, 1))} coded inputs, {n_features} "
+                        f"features); {MODEL_FILE.remedy}")
     return Model(config=config, state=state_from_checkpoint(arrays, config, n_inputs, len(classes)),
                  coding=coding, classes=classes, n_features=n_features, passes=passes,
                  next_sample_id=next_id, feature_names=names, source=source)

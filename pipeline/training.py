@@ -138,13 +138,22 @@ class Coding:
                    bool(meta.get("on_off", False)),
                    None if whiten is None else np.asarray(whiten, dtype=np.float32), order, blocks)
 
-    def fits(self, n_features: int, views: int = 1) -> bool:
-        """Whether the centre, the whitening map and the views' rotations are shaped for
-        ``n_features`` features and ``views`` views."""
+    def fits(self, config: ColanetConfig, n_features: int) -> bool:
+        """Whether this is a coding ``config`` codes ``n_features`` features with: its kind (a
+        centre unless ``saturation``, a whitening map with ``whitened`` only, both signs with
+        ``on_off`` only), positive levels, one or one per coded input, and the centre, the map
+        and the views' rotations shaped for those features and ``config``'s views. The one check
+        a checkpoint's and a model file's coding pass before they are used."""
+        sat = np.asarray(self.sat, dtype=np.float64)
         groups = -(-n_features // VIEW_BLOCK)  # view_rotations' blocks a view
-        return ((self.centre is None or np.shape(self.centre) == (n_features,))
+        return (sat.shape in ((), (config.n_coded(n_features),))
+                and not np.isnan(sat).any() and not (sat <= 0).any()
+                and (self.centre is None) == (config.coding == "saturation")
+                and (self.whiten is None) != (config.coding == "whitened")
+                and self.on_off == (config.coding == "on_off")
+                and (self.centre is None or np.shape(self.centre) == (n_features,))
                 and (self.whiten is None or np.shape(self.whiten) == (n_features, n_features))
-                and self.views == views
+                and self.views == config.n_views
                 and (self.view_order is None
                      or (self.view_order.shape[1:] == (n_features,)
                          and self.view_blocks.shape[1:] == (groups, VIEW_BLOCK, VIEW_BLOCK))))
@@ -577,7 +586,7 @@ def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
                         f"{', '.join(f'{k}={current.get(k)!r}' for k in diff)}); pass the same "
                         f"options, --run NAME for a new run, or --restart to discard it")
     d = store.attrs["encoder"]["feature_dim"]
-    n_in, n_coded = config.n_inputs(d), config.n_coded(d)
+    n_in = config.n_inputs(d)
     n_rows = store.split("train")["features"].shape[0]
     try:
         cursor, seconds = int(meta["cursor"]), float(meta["train_seconds"])
@@ -597,8 +606,7 @@ def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
     check_arrays(path, arrays, {**checkpoint_schema(config, n_in, c),
                                 "online_correct": ((n_online,), np.bool_),
                                 "online_answered": ((n_online,), np.bool_)})
-    if (not 0 <= cursor <= n_rows or pass_index < 0
-            or np.shape(coding.sat) not in ((), (n_coded,)) or not coding.fits(d, config.n_views)):
+    if not 0 <= cursor <= n_rows or pass_index < 0 or not coding.fits(config, d):
         raise UserError(f"{path}: checkpoint is inconsistent (cursor {cursor} of {n_rows} rows, "
                         f"{n_online} online results, sat of shape {np.shape(coding.sat)}); rerun with "
                         f"--restart to discard it")

@@ -743,6 +743,25 @@ def test_views_code_rotations_of_the_whitened_inputs_and_resume(tmp_path):
         np.testing.assert_array_equal(resumed_arrays[name], whole_arrays[name], name)
 
 
+def test_a_checkpoint_whose_coding_is_not_its_configs_is_refused(tmp_path):
+    """A whitened run's checkpoint that lost its whitening map (and says so in its coding's
+    metadata: consistent on its own) is not the coding its configuration codes with: refused as
+    inconsistent, naming the file, before anything is written (the model file's check)."""
+    store = separable_store(tmp_path / "s.zarr")
+    config = ColanetConfig(m=3, e=2, views=1)
+    cfg = TrainConfig(runs_dir=str(tmp_path / "runs"), run="r", checkpoint_every=25)
+    assert run_train_snn(EmbedConfig(out=store.path), cfg, config, stop_after_samples=50) is None
+    path = tmp_path / "runs" / "r" / "checkpoint.npz"
+    arrays, meta = load_checkpoint(path)
+    del arrays["coding_whiten"]
+    meta["whitened"] = False
+    save_checkpoint(path, arrays, meta)
+    before = path.read_bytes()
+    with pytest.raises(UserError, match=f"{path}: checkpoint is inconsistent"):
+        run_train_snn(EmbedConfig(out=store.path), cfg, config)
+    assert path.read_bytes() == before
+
+
 def test_views_rotations_that_are_damaged_are_refused(tmp_path):
     """A checkpoint whose views' order is not a permutation, or whose rotations are missing, is
     refused naming the file, before anything is written."""
