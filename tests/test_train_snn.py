@@ -743,40 +743,27 @@ def test_views_code_rotations_of_the_whitened_inputs_and_resume(tmp_path):
         np.testing.assert_array_equal(resumed_arrays[name], whole_arrays[name], name)
 
 
-def test_a_checkpoint_whose_coding_is_not_its_configs_is_refused(tmp_path):
-    """A whitened run's checkpoint that lost its whitening map (and says so in its coding's
-    metadata: consistent on its own) is not the coding its configuration codes with: refused as
-    inconsistent, naming the file, before anything is written (the model file's check)."""
+@pytest.mark.parametrize("views,damage,refusal", [
+    (2, lambda a, m: a["coding_view_order"].__setitem__((0, 0), 1), "damaged"),  # no permutation
+    (2, lambda a, m: a.pop("coding_view_blocks"), "damaged"),
+    # A whitened run's checkpoint that lost its map and says so in its metadata: consistent on
+    # its own, but not the coding its configuration codes with (the model file's check).
+    (1, lambda a, m: (a.pop("coding_whiten"), m.update(whitened=False)),
+     "checkpoint is inconsistent"),
+])
+def test_a_checkpoint_with_a_damaged_coding_is_refused(tmp_path, views, damage, refusal):
+    """A checkpoint whose views' order is not a permutation, whose rotations are missing, or
+    whose coding is not its configuration's, is refused naming the file, before anything is
+    written."""
     store = separable_store(tmp_path / "s.zarr")
-    config = ColanetConfig(m=3, e=2, views=1)
+    config = ColanetConfig(m=3, e=2, views=views)
     cfg = TrainConfig(runs_dir=str(tmp_path / "runs"), run="r", checkpoint_every=25)
     assert run_train_snn(EmbedConfig(out=store.path), cfg, config, stop_after_samples=50) is None
     path = tmp_path / "runs" / "r" / "checkpoint.npz"
     arrays, meta = load_checkpoint(path)
-    del arrays["coding_whiten"]
-    meta["whitened"] = False
+    damage(arrays, meta)
     save_checkpoint(path, arrays, meta)
     before = path.read_bytes()
-    with pytest.raises(UserError, match=f"{path}: checkpoint is inconsistent"):
+    with pytest.raises(UserError, match=f"{path}.*{refusal}"):
         run_train_snn(EmbedConfig(out=store.path), cfg, config)
     assert path.read_bytes() == before
-
-
-def test_views_rotations_that_are_damaged_are_refused(tmp_path):
-    """A checkpoint whose views' order is not a permutation, or whose rotations are missing, is
-    refused naming the file, before anything is written."""
-    store = separable_store(tmp_path / "s.zarr")
-    config = ColanetConfig(m=3, e=2, views=2)
-    cfg = TrainConfig(runs_dir=str(tmp_path / "runs"), run="r", checkpoint_every=25)
-    assert run_train_snn(EmbedConfig(out=store.path), cfg, config, stop_after_samples=50) is None
-    path = tmp_path / "runs" / "r" / "checkpoint.npz"
-    arrays, meta = load_checkpoint(path)
-    for damage in (lambda a: a["coding_view_order"].__setitem__((0, 0), 1),
-                   lambda a: a.pop("coding_view_blocks")):
-        damaged = {k: v.copy() for k, v in arrays.items()}
-        damage(damaged)
-        save_checkpoint(path, damaged, meta)
-        before = path.read_bytes()
-        with pytest.raises(UserError, match=f"{path}.*damaged"):
-            run_train_snn(EmbedConfig(out=store.path), cfg, config)
-        assert path.read_bytes() == before
