@@ -26,11 +26,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.options import parse_values  # noqa: E402
-from pipeline.baselines import linear_probe, nearest_class_mean  # noqa: E402
 from pipeline.colanet import ColanetConfig  # noqa: E402
 from pipeline.store import EmbeddingStore, store_name  # noqa: E402
 from pipeline.streaming import read_rows  # noqa: E402
-from pipeline.tuning import fold_answers, fold_bounds, split_rows  # noqa: E402
+from pipeline.tuning import baseline_accuracy, fold_accuracy, fold_bounds  # noqa: E402
 
 
 def first_rows_of_each_class(y: np.ndarray, rows: int) -> np.ndarray:
@@ -55,21 +54,16 @@ def main() -> None:
             keep = first_rows_of_each_class(y_all, r)
             x, y = x_all[keep], y_all[keep]
             bounds = fold_bounds(len(y), a.folds)
-            right = {"probe": 0, "ncm": 0}
-            for fit, scored in split_rows(bounds):
-                for name, head in (("probe", linear_probe), ("ncm", nearest_class_mean)):
-                    right[name] += int((head(x[fit], y[fit], x[scored]) == y[scored]).sum())
+            heads = baseline_accuracy(x, y, bounds)
             print(f"{store_name(path)}: {r} rows a class ({len(y)} rows, {len(np.unique(y))} "
-                  f"classes): probe {right['probe'] / len(y):.4f}, NCM {right['ncm'] / len(y):.4f}",
-                  flush=True)
+                  f"classes): probe {heads['probe']:.4f}, NCM {heads['ncm']:.4f}", flush=True)
             for key, values in map(parse_values, a.vary):
                 for value in values:
                     params = {**base, key: value, "passes": a.passes}
                     first_seed, scores = params["seed"], []
                     for s in range(a.seeds):
                         params["seed"] = first_seed + s
-                        correct = sum(int(c.sum()) for *_, c in fold_answers(x, y, params, bounds))
-                        scores.append(correct / len(y))
+                        scores.append(fold_accuracy(x, y, params, bounds)["val_accuracy"])
                     print(f"  {key}={value}: SNN {' / '.join(f'{v:.4f}' for v in scores)}, "
                           f"mean {np.mean(scores):.4f}", flush=True)
 

@@ -183,25 +183,37 @@ def cross_validate(store_path: str, config: ColanetConfig, folds: int, passes: i
     started = time.perf_counter()
     x, y = read_rows(EmbeddingStore.open(store_path), "train")
     bounds = fold_bounds(len(y), folds)
+    scores = fold_accuracy(x, y, {**config.to_dict(), "passes": passes}, bounds)
+    return {**scores, "n_fit": int(len(y) - np.diff(bounds).max()), "n_val": len(y),
+            "folds": folds, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def fold_accuracy(x: np.ndarray, y: np.ndarray, params: dict[str, Any], bounds: np.ndarray
+                  ) -> dict[str, float]:
+    """``val_accuracy`` and ``no_answer_rate`` of the estimator with ``params`` over the scored
+    blocks of ``bounds``, each learned from the other rows (:func:`fold_answers`)."""
     right = answered = 0
-    params = {**config.to_dict(), "passes": passes}
     for _, _, voted, correct in fold_answers(x, y, params, bounds):
         answered += int(voted.sum())
         right += int(correct.sum())
-    return {"val_accuracy": right / len(y), "no_answer_rate": 1 - answered / len(y),
-            "n_fit": int(len(y) - np.diff(bounds).max()), "n_val": len(y), "folds": folds,
-            "seconds": round(time.perf_counter() - started, 3)}
+    n_scored = int(bounds[-1] - bounds[0])
+    return {"val_accuracy": right / n_scored, "no_answer_rate": 1 - answered / n_scored}
 
 
 def baseline_validation(store_path: str, val_fraction: float, folds: int = 1
                         ) -> dict[str, float]:
     """Linear probe and nearest class mean fitted on the fit rows, scored on the validation rows
     (with ``folds`` > 1, on every fold as :func:`cross_validate` scores it)."""
-    from pipeline.baselines import linear_probe, nearest_class_mean
-
     store = EmbeddingStore.open(store_path)
     x, y = read_rows(store, "train")
-    bounds = scored_bounds(store, val_fraction, folds)
+    return baseline_accuracy(x, y, scored_bounds(store, val_fraction, folds))
+
+
+def baseline_accuracy(x: np.ndarray, y: np.ndarray, bounds: np.ndarray) -> dict[str, float]:
+    """Accuracy of the linear probe (``probe``) and nearest class mean (``ncm``) over the scored
+    blocks of ``bounds``, each fitted on the other rows."""
+    from pipeline.baselines import linear_probe, nearest_class_mean
+
     right = {"probe": 0, "ncm": 0}
     for fit, scored in split_rows(bounds):
         for name, head in (("probe", linear_probe), ("ncm", nearest_class_mean)):
