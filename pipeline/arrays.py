@@ -18,15 +18,16 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.checkpoint import NPY_MAGIC, ZIP_MAGIC
 from pipeline.config import ImportConfig
 from pipeline.errors import UserError, short_reason
 from pipeline.lock import exclusive
-from pipeline.store import SPLIT_NAMES, EmbeddingStore, is_url, location, write_arrays
+from pipeline.store import (FEATURE_LIMIT, SPLIT_NAMES, EmbeddingStore, is_url, location,
+                            write_arrays)
 
 # What a truncated or corrupt zip raises, on opening or (members are decoded lazily) on each read.
 READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, KeyError,
                struct.error, NotImplementedError)
-NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", (b"PK\x03\x04", b"PK\x05\x06")  # as np.load tells them apart
 KNOWN_KEYS = ("classes", *(f"{a}_{s}" for s in SPLIT_NAMES for a in ("X", "y")))
 LAYOUT = ("an .npz of X_<split> (N, D), y_<split> (N,) integer labels (split: train, val, test) "
           "and classes")
@@ -149,7 +150,8 @@ def _read_member(path: Path, z: np.lib.npyio.NpzFile, key: str) -> np.ndarray:
 
 
 def _features(path: Path, key: str, x: np.ndarray) -> np.ndarray:
-    """``x`` as float32, refused unless 2-D, non-empty, real and finite (also after the cast)."""
+    """``x`` as float32, refused unless 2-D, non-empty, real, finite (also after the cast) and
+    within :data:`pipeline.store.FEATURE_LIMIT`."""
     if x.ndim != 2:
         raise UserError(f"{path}: {key} has shape {x.shape}; it must be 2-D (rows, features)")
     if x.shape[0] == 0 or x.shape[1] == 0:
@@ -167,6 +169,12 @@ def _features(path: Path, key: str, x: np.ndarray) -> np.ndarray:
         what = "beyond float32's range" if np.isfinite(x[row, col]) else "non-finite"
         raise UserError(f"{path}: {key} row {row} column {col} holds {x[row, col]} ({what}); "
                         f"replace or drop such rows before importing")
+    big = np.abs(as_float32) > FEATURE_LIMIT
+    if big.any():
+        row, col = np.argwhere(big)[0]
+        raise UserError(f"{path}: {key} row {row} column {col} holds {x[row, col]:g}, beyond the "
+                        f"{FEATURE_LIMIT:g} that is read as an embedding; check how the features "
+                        f"were made (scaled by mistake?) and import them again")
     return as_float32
 
 
@@ -200,7 +208,10 @@ def _class_names(path: Path, classes: np.ndarray) -> list[str]:
         raise UserError(f"{path}: classes holds {len(names)} name{'s' if len(names) != 1 else ''}; "
                         f"a classifier needs at least two classes")
     seen: set[str] = set()
-    for name in names:
+    for i, name in enumerate(names):
+        if not name.strip():
+            raise UserError(f"{path}: classes[{i}] is {name!r}, an empty name; give every class "
+                            f"a name (predictions print it)")
         if name in seen:
             raise UserError(f"{path}: classes names {name!r} twice; class names must be unique")
         seen.add(name)

@@ -27,6 +27,10 @@ import numpy as np
 
 from pipeline.errors import UserError, short_reason
 
+#: The first bytes of a .npy file and of a zip archive (an .npz), as ``np.load`` tells them apart:
+#: anything else would be handed to its pickle reader (refused, with a message about pickles).
+NPY_MAGIC, ZIP_MAGIC = b"\x93NUMPY", (b"PK\x03\x04", b"PK\x05\x06")
+
 # What a truncated or corrupt zip raises, on opening or (members are decoded lazily) on each read.
 READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, KeyError, ValueError, OSError,
                struct.error, NotImplementedError)
@@ -79,6 +83,10 @@ def load_checkpoint(path: str | Path, role: FileRole = CHECKPOINT_FILE
     kind, remedy = role.kind, role.remedy
     try:
         with open(path, "rb") as f:
+            if not f.read(len(NPY_MAGIC)).startswith((NPY_MAGIC, *ZIP_MAGIC)):
+                raise UserError(f"{path}: not a readable {kind} (neither an .npz nor a .npy "
+                                f"file); {remedy}")
+            f.seek(0)
             z = np.load(f, allow_pickle=False)
             if not isinstance(z, np.lib.npyio.NpzFile):
                 raise UserError(f"{path}: not a readable {kind} (a .npy array, not an .npz); "

@@ -452,7 +452,9 @@ class ColanetConfig:
             if getattr(self, name) < 1:
                 bad(name, "must be >= 1")
         if self.period >= K.HISTORY:
-            bad("silent_ticks", f"period present_ticks + silent_ticks = {self.period} must be < {K.HISTORY}")
+            bad("present_ticks" if self.present_ticks >= K.HISTORY else "silent_ticks",
+                f"period present_ticks + silent_ticks = {self.present_ticks} + "
+                f"{self.silent_ticks} = {self.period} must be < {K.HISTORY}")
         if self.present_ticks - 1 + self.input_delay >= self.period:
             bad("input_delay", f"last arrival (tick {self.present_ticks - 1 + self.input_delay}) "
                                f"must fall inside the period of {self.period} ticks")

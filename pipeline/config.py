@@ -298,6 +298,9 @@ class ClusterConfig:
             _require(kind == "local" and n.isdigit() and int(n) >= 1, "cluster", repr(self.cluster),
                      "is not understood; use local:N (N worker processes on this machine), or "
                      "--scheduler ADDRESS for a running cluster")
+            _require(int(n) <= 256, "cluster", self.cluster,
+                     "starts at most 256 worker processes on this machine (local:256); for more, "
+                     "start a cluster across machines and pass --scheduler ADDRESS")
         _require(not (self.scheduler and self.cluster), "scheduler", self.scheduler,
                  "give --scheduler ADDRESS or --cluster local:N, not both")
 

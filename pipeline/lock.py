@@ -12,8 +12,8 @@ output. Writers (embed, import,
 running train-snn while any number of readers share it.
 
 The lock is keyed by the output's resolved path: ``X.zarr``, ``X.zarr/``, ``./X.zarr`` and a symlink
-to it are one output with one lock file, ``<resolved path>.lock``. The file names its holder (pid,
-host, start time, command) for the message a refused run gets. An output on an fsspec URL (an
+to it are one output with one lock file, ``<resolved path>.lock``. The file names its holders (pid,
+host, start time, command; a JSON line each) for the message a refused run gets. An output on an fsspec URL (an
 object store) is locked by a file in the local temporary folder named after the URL: that guards
 against a second run on this machine, not on another one.
 
@@ -93,7 +93,7 @@ def _locked(output: str | Path, mode: int) -> Iterator[None]:
     for _ in range(_ATTEMPTS):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         except OSError as e:
             if mode == fcntl.LOCK_SH and not path.exists():
                 yield
@@ -114,12 +114,15 @@ def _locked(output: str | Path, mode: int) -> Iterator[None]:
         raise UserError(f"{path}: the lock file of {output} was replaced {_ATTEMPTS} times while "
                         f"taking it; another program is deleting it: stop that, then run again")
     try:
-        # Readers record themselves too (the latest one is named), so a refused writer is told
-        # who reads the output now, not who last wrote it.
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                 "command": " ".join(sys.argv)[:200]}).encode())
+        # The file lists its holders, a JSON line each: a writer alone (it empties the file
+        # first), readers one after another (appended: readers share the lock, and each write of
+        # an O_APPEND file lands whole at its end). A reader that ends leaves its line, so a
+        # refused run is told the first holder still alive (:func:`_holder`).
+        if mode == fcntl.LOCK_EX:
+            os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                  "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                  "command": " ".join(sys.argv)[:200]}) + "\n").encode())
         _HELD.add(fd)
         yield
     finally:
@@ -149,9 +152,38 @@ def _release(path: Path, fd: int) -> None:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+#: Holder lines read for a refusal's message (the file grows by one line a reader while held).
+_HOLDER_LINES = 1000
+
+
 def _holder(path: Path) -> str:
+    """The lock's first recorded holder that still runs (a process on another host is taken to),
+    and how many more there are; ``another process`` when the file names none."""
     try:
-        h = json.loads(path.read_text())
-        return f"pid {h['pid']} on {h['host']} since {h['since']} ({h['command']})"
-    except (OSError, ValueError, KeyError, TypeError):
+        lines = path.read_text(errors="replace").splitlines()[:_HOLDER_LINES]
+    except OSError:
         return "another process"
+    here, holders = socket.gethostname(), []
+    for line in lines:
+        try:
+            h = json.loads(line)
+            text = f"pid {h['pid']} on {h['host']} since {h['since']} ({h['command']})"
+            if h["host"] != here or _running(int(h["pid"])):
+                holders.append(text)
+        except (ValueError, KeyError, TypeError):
+            continue
+    if not holders:
+        return "another process"
+    more = len(holders) - 1
+    return holders[0] + (f" and {more} more reader{'s' if more > 1 else ''}" if more else "")
+
+
+def _running(pid: int) -> bool:
+    """Whether a process with this id runs on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True

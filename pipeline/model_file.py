@@ -166,7 +166,10 @@ def run_model(run_dir: str | Path) -> Model:
         try:
             recorded = json.loads((run_dir / "config.json").read_text())
             metrics = json.loads((run_dir / "metrics.json").read_text())
+            if not isinstance(recorded, dict) or not isinstance(metrics, dict):
+                raise TypeError("not a JSON object")
             config, store_path = ColanetConfig.from_recorded(recorded["colanet"]), recorded["store"]
+            recorded_passes = metrics["passes"]
         except (OSError, KeyError, TypeError, ValueError) as e:
             raise UserError(f"{run_dir}: config.json or metrics.json is unreadable "
                             f"({short_reason(e)}); {unfinished}") from None
@@ -178,10 +181,10 @@ def run_model(run_dir: str | Path) -> Model:
             state, progress = load_progress(run_dir / CHECKPOINT, store, config)
             n_rows = store.split("train")["features"].shape[0]
             passes = progress.pass_index + 1
-            if progress.cursor < n_rows or metrics.get("passes") != passes:
+            if progress.cursor < n_rows or recorded_passes != passes:
                 raise UserError(f"{run_dir}: its checkpoint is not a finished, evaluated model "
                                 f"(pass {passes} at train row {progress.cursor} of {n_rows}; "
-                                f"metrics.json: {metrics.get('passes')} pass(es)); {unfinished}")
+                                f"metrics.json: {recorded_passes} pass(es)); {unfinished}")
             repeats = presentations(config, class_counts(store, "train"))
             source = {"run": str(run_dir), "store": store.path,
                       "identity": checkpoint_identity(store), "encoder": store.attrs["encoder"],

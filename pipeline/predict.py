@@ -43,13 +43,14 @@ from pipeline.errors import UserError
 from pipeline.estimator import ColanetClassifier
 from pipeline.lock import shared
 from pipeline.model_file import Model, read_model, run_model
-from pipeline.store import (EmbeddingStore, encoder_difference, location, storable_text,
-                            store_exists)
+from pipeline.store import (FEATURE_LIMIT, EmbeddingStore, encoder_difference, location,
+                            storable_text, store_exists)
 from pipeline.streaming import require_complete
 
 COLUMNS = ("path", "predicted", "votes_share", "second", "no_answer")
 BLOCK = 32  # rows answered at once (an answer does not depend on its block)
 NOT_FINITE = "features are not finite (NaN or infinity)"
+TOO_LARGE = f"features beyond {FEATURE_LIMIT:g} (not an embedding)"
 
 
 @dataclass(frozen=True)
@@ -210,10 +211,20 @@ def _stored(path: str, model: Model, where: str, bar
             group = store.split(split)
             for chunk in range(group["done"].shape[0]):
                 rows = store.chunk_slice(split, chunk)
-                features = np.asarray(group["features"][rows], dtype=np.float32)
-                errors = np.asarray(group["errors"][rows]).astype(object)
-                errors[(errors == "") & ~np.isfinite(features).all(axis=1)] = NOT_FINITE
-                yield ([image_path(root, str(i)) for i in np.asarray(group["ids"][rows])],
+                try:
+                    features = np.asarray(group["features"][rows], dtype=np.float32)
+                    errors = np.asarray(group["errors"][rows]).astype(object)
+                    ids = np.asarray(group["ids"][rows])
+                except Exception as e:  # a codec or I/O failure: this chunk's files are damaged
+                    raise UserError(f"{path}: split {split!r} chunk {chunk} cannot be decoded "
+                                    f"({type(e).__name__}); rerun `annsnn embed --verify` with "
+                                    f"the store's options to embed it again") from None
+                finite = np.isfinite(features).all(axis=1)
+                errors[(errors == "") & ~finite] = NOT_FINITE
+                with np.errstate(invalid="ignore"):
+                    too_large = finite & (np.abs(features) > FEATURE_LIMIT).any(axis=1)
+                errors[(errors == "") & too_large] = TOO_LARGE
+                yield ([image_path(root, str(i)) for i in ids],
                        features, errors.astype(str))
                 bar.update(rows.stop - rows.start)
 

@@ -43,6 +43,11 @@ SPLIT_NAMES = ("train", "val", "test")  # the splits a store may hold, in this o
 zarr.config.set({"array.write_empty_chunks": True})
 OWNER = "created_by"  # zarr.json attribute written with the group, before anything else
 REQUIRED_ATTRS = ("dataset", "encoder", "identity", "layout")  # dicts every finished store has
+SPLIT_ARRAYS = ("features", "labels", "ids", "errors", "done")  # the arrays of every split
+#: The largest feature magnitude that is read as an embedding. No encoder's activations come near
+#: it, and below it sums and covariances over a split cannot overflow float32; beyond it a store
+#: (or an imported array) holds something else, e.g. features scaled by mistake.
+FEATURE_LIMIT = 1e6
 
 
 def default_store_path(root: str | Path, dataset_name: str, model_name: str) -> str:
@@ -129,7 +134,37 @@ class EmbeddingStore:
         if missing:
             raise UserError(f"{path}/zarr.json: damaged attributes (missing {', '.join(missing)}); "
                             f"rebuild the store with `annsnn embed --overwrite`")
-        return cls(group, path)
+        store = cls(group, path)
+        store._check_arrays()
+        return store
+
+    def _check_arrays(self) -> None:
+        """Refuse a store whose split groups or arrays cannot be opened (a ``zarr.json`` of theirs
+        deleted or damaged), naming the file: every reader opens them, and would otherwise fail
+        deep inside zarr. Only metadata is read here; chunks are checked where they are read."""
+        try:
+            splits = self.splits
+        except Exception as e:  # a split group's zarr.json that is not readable JSON
+            raise UserError(f"{self.path}: a split's zarr.json is damaged ({type(e).__name__}); "
+                            f"rebuild the store with `annsnn embed --overwrite`") from None
+        recorded = self.attrs["dataset"].get("sizes")
+        lost = [k for k in recorded if k not in splits] if isinstance(recorded, dict) else []
+        if lost or not splits:
+            where = f"/{lost[0]}/zarr.json" if lost else ""
+            raise UserError(f"{self.path}{where}: missing or damaged (the store records the splits "
+                            f"{', '.join(recorded or ['train'])}, finds "
+                            f"{', '.join(splits) or 'none'}); rebuild the store with "
+                            f"`annsnn embed --overwrite` (or import it again)")
+        for split in splits:
+            for name in SPLIT_ARRAYS:
+                try:
+                    array = self.group[split][name]
+                    if not isinstance(array, zarr.Array):
+                        raise TypeError("a group, not an array")
+                except Exception as e:
+                    raise UserError(f"{self.path}/{split}/{name}/zarr.json: missing or damaged "
+                                    f"({type(e).__name__}); rebuild the store with `annsnn embed "
+                                    f"--overwrite` (or import it again)") from None
 
     @staticmethod
     def refuse_foreign(path: str | Path) -> None:
@@ -159,7 +194,9 @@ class EmbeddingStore:
             if stored != identity:
                 raise UserError(f"{path}: {_describe_mismatch(stored, identity)}; pass "
                                 f"--overwrite to replace it, or --out to write elsewhere")
-            return cls(group, path)
+            store = cls(group, path)
+            store._check_arrays()
+            return store
         if status in ("complete", "partial", "damaged"):
             if status == "damaged" and not overwrite:
                 raise UserError(f"{path}/zarr.json: damaged (not readable JSON); rerun with "
@@ -381,6 +418,9 @@ def _open_group(path: str, mode: str) -> zarr.Group:
     try:
         return zarr.open_group(absolute_location(path), mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        if not is_url(path) and os.path.isfile(path):
+            raise UserError(f"{path}: a file, not an embedding store (a folder NAME.zarr); pass "
+                            f"the store `annsnn embed` or `annsnn import` wrote") from None
         raise UserError(f"{path}: no embedding store here; run `annsnn embed` (or `make embed`) "
                         f"first") from None
     except (ValueError, TypeError, KeyError, OSError, zarr.errors.BaseZarrError) as e:

@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.config import EmbedConfig
 from pipeline.errors import UserError
-from pipeline.store import EmbeddingStore
+from pipeline.store import FEATURE_LIMIT, EmbeddingStore
 
 SAT_BINS = 1 << 16  # histogram resolution of the saturation percentile (max / 65536)
 FEATURE_SAT_BINS = 1 << 10  # per-feature resolution (max_j / 1024): D x 1024 counts in memory
@@ -119,6 +119,12 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
             bad = pos + keep[np.flatnonzero(~np.isfinite(x).all(axis=1))[0]]
             raise UserError(f"{store.path}: split {split!r} row {bad} holds NaN or infinite "
                             f"features; re-embed it (annsnn embed --overwrite)")
+        if len(x) and np.abs(x).max() > FEATURE_LIMIT:
+            row = np.flatnonzero((np.abs(x) > FEATURE_LIMIT).any(axis=1))[0]
+            raise UserError(f"{store.path}: split {split!r} row {pos + keep[row]} holds a feature "
+                            f"of {float(np.abs(x[row]).max()):g}, beyond the {FEATURE_LIMIT:g} "
+                            f"that is read as an embedding; check how the features were made "
+                            f"(scaled by mistake?) and rebuild the store")
         yield Batch(features=x, labels=y, sample_id=(offset + pos + keep).astype(np.int64), stop=stop)
 
 

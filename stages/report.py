@@ -16,7 +16,7 @@ from pipeline.config import EmbedConfig, ReportConfig, TrainConfig
 from pipeline.errors import UserError
 from pipeline.metrics import worst_classes
 from pipeline.runs import find_finished_run, run_name
-from pipeline.store import store_exists, store_name
+from pipeline.store import EmbeddingStore, store_exists, store_name
 from pipeline.training import check_snn_device, ensure_store, train_run
 
 
@@ -28,10 +28,12 @@ def main(args, config, data_given: bool) -> None:
 
 def run_report(stores: list[str], train_cfg: TrainConfig, params: ColanetConfig) -> list[dict[str, Any]]:
     check_snn_device(train_cfg.snn_device)  # before finishing any store
-    rows = []
-    for store in stores:
+    for store in stores:  # every store, before any is finished or trained on
         if not store_exists(store):
             raise UserError(f"{store}: no store here; make it with `annsnn embed` or `annsnn import`")
+        EmbeddingStore.open(store)  # refuses a damaged one, naming the file
+    rows = []
+    for store in stores:
         path = ensure_store(EmbedConfig(out=store), data_given=False)  # finished as it records
         name = find_finished_run(train_cfg.runs_dir, path, params, passes=train_cfg.passes,
                                  eval_split=train_cfg.eval_split) or run_name(path, params)

@@ -199,3 +199,30 @@ def test_refusals_are_one_line_and_write_nothing(trained, capsys, tmp_path, monk
                    "none.pth: no such checkpoint file")
     assert not (tmp_path / "a.csv").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_damaged_inputs_are_refused_in_one_line(trained, capsys, tmp_path):
+    """A store with a chunk cut short, a run whose metrics.json is JSON but not a run's record,
+    and a model file of random bytes: one line each, naming what is wrong (each used to end in a
+    traceback or in numpy's text about pickles)."""
+    import shutil
+
+    store = tmp_path / "cut.zarr"
+    shutil.copytree(trained.store, store)
+    chunk = next(p for p in sorted((store / "train" / "features" / "c").rglob("*")) if p.is_file())
+    chunk.write_bytes(chunk.read_bytes()[:20])
+    assert_refused(["predict", "--model", trained.model, store], capsys,
+                   r"cut\.zarr: split 'train' chunk \d+ cannot be decoded")
+    run = tmp_path / "runs" / "listed"
+    shutil.copytree(trained.run, run, ignore=shutil.ignore_patterns("*.lock"))
+    for text in ("[1, 2, 3]", '"done"', '{"snn_accuracy": 0.5}'):
+        (run / "metrics.json").write_text(text)
+        for argv in (["export", "--run", run, "--out", tmp_path / "m.npz"],
+                     ["predict", "--run", run, trained.images]):
+            assert_refused(argv, capsys, rf"{run}: config\.json or metrics\.json is unreadable")
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(np.random.default_rng(0).bytes(2000))
+    out = assert_refused(["predict", "--model", garbage, trained.images], capsys,
+                         r"garbage\.npz: not a readable model file \(neither an \.npz nor a \.npy")
+    assert "pickle" not in out
+    assert not (tmp_path / "m.npz").exists()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -72,6 +74,9 @@ def test_embed_out_at_a_file_is_refused(tmp_path, capsys):
     (tmp_path / "f.zarr").write_text("a file")
     before = snapshot(tmp_path)
     assert_refused(["embed", *EMBED, "--out", tmp_path / "f.zarr"], capsys, r"is a file")
+    for argv in (["train-snn", "--out", tmp_path / "f.zarr", "--runs-dir", tmp_path / "runs"],
+                 ["inspect", "--store", tmp_path / "f.zarr"]):  # it used to advise `embed` there
+        assert_refused(argv, capsys, r"f\.zarr: a file, not an embedding store")
     assert snapshot(tmp_path) == before
 
 
@@ -327,6 +332,44 @@ def test_a_damaged_zarr_json_or_attributes_are_named(tmp_path, capsys):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.filterwarnings("ignore:Object at .* is not recognized:UserWarning")
+@pytest.mark.parametrize("damage", ["deleted", "garbage"])
+def test_a_damaged_zarr_json_of_an_array_or_split_is_named(tmp_path, capsys, damage):
+    """Every reader opens the splits' arrays: a metadata file of theirs that is gone or not JSON
+    is named in one line (it used to surface as a KeyError or JSONDecodeError from zarr)."""
+    for target in ("train/features", "test"):
+        store = separable_store(tmp_path / f"{target.replace('/', '-')}.zarr")
+        meta = Path(store.path, target, "zarr.json")
+        if damage == "deleted":
+            meta.unlink()
+        else:
+            meta.write_text("garbage")
+        before = snapshot(Path(store.path))
+        named = (r"train/features/zarr\.json: missing or damaged" if target == "train/features"
+                 else r"test/zarr\.json: missing or damaged|a split's zarr\.json is damaged")
+        for cmd in (["inspect", "--store", store.path],
+                    ["train-snn", "--out", store.path, "--runs-dir", tmp_path / "runs", *SNN],
+                    ["report", store.path, "--runs-dir", tmp_path / "runs", "--e", "2"]):
+            assert_refused(cmd, capsys, named, r"--overwrite")
+        assert snapshot(Path(store.path)) == before and not (tmp_path / "runs").exists()
+
+
+def test_a_refused_writer_is_told_the_holder_still_running(tmp_path, capsys):
+    """Readers share the lock: one that has ended must not be named while another still reads."""
+    store = separable_store(tmp_path / "s.zarr")
+    np.savez(tmp_path / "x.npz", X_train=np.ones((6, 2), np.float32), y_train=np.arange(6) % 2,
+             classes=np.array(["a", "b"]))
+    reader = ("from pipeline.lock import shared\n"
+              f"with shared({store.path!r}): pass")
+    with shared(store.path):  # as a running train-snn holds it
+        done = subprocess.run([sys.executable, "-c", reader], capture_output=True, text=True,
+                              timeout=120, cwd=Path(__file__).resolve().parents[1])
+        assert done.returncode == 0, done.stderr  # a reader came and went meanwhile
+        out = assert_refused(["import", tmp_path / "x.npz", "--out", store.path, "--overwrite"],
+                             capsys, rf"in use by pid {os.getpid()} ")
+        assert "more reader" not in out
+
+
 @pytest.mark.parametrize("damage", ["truncated", "wrong shape", "bad meta"])
 def test_a_damaged_checkpoint_is_named_with_restart(tmp_path, capsys, damage):
     store = separable_store(tmp_path / "s.zarr")
@@ -365,6 +408,11 @@ def _neg_inf(split, x):
     return x
 
 
+def _huge(split, x):
+    x[4, 0] = 1e30 if split == "train" else x[4, 0]
+    return x
+
+
 def _all_zero(split, x):
     return np.zeros_like(x) if split == "train" else x
 
@@ -378,6 +426,7 @@ def _negative(split, x):
     (_nan, r"split 'train' row \d+ holds NaN or infinite"),
     (_inf, r"split 'train' row \d+ holds NaN or infinite"),
     (_neg_inf, r"split 'train' row \d+ holds NaN or infinite"),
+    (_huge, r"split 'train' row \d+ holds a feature of 1e\+30, beyond the 1e\+06"),
     (_all_zero, r"split 'train' has no positive feature"),
     (_negative, r"split 'train' has no positive feature"),
 ])
@@ -415,6 +464,8 @@ BAD_OPTIONS = [
     (["embed", "--workers", "-1"], r"--workers -1"),
     (["embed", "--device", "tpu"], r"--device tpu"),
     (["embed", "--cluster", "local:0"], r"--cluster 'local:0'"),
+    (["train-snn", "--cluster", "local:100000"], r"--cluster local:100000: starts at most 256"),
+    (["train-snn", "--present-ticks", "1000000000"], r"--present-ticks 1000000000: period"),
     (["train-snn", "--numba-threads", "4096"], r"--numba-threads 4096"),
     (["train-snn", "--numba-threads", "0"], r"--numba-threads 0"),
     (["train-snn", "--checkpoint-every", "0"], r"--checkpoint-every 0"),
