@@ -185,7 +185,8 @@ def _digits() -> DataSet:
 
 def _image_folder(spec: str, root: Path) -> DataSet:
     if not root.is_dir():
-        raise UserError(f"{root}: no such folder; imagefolder:PATH needs a folder of class folders")
+        what = "a file, not a folder" if root.exists() else "no such folder"
+        raise UserError(f"{root}: {what}; imagefolder:PATH needs a folder of class folders")
     folders = [p for p in _visible(root) if p.is_dir()]
     split_dirs: dict[str, Path] = {}  # split -> its folder, under the folder's real name
     for d in folders:

@@ -240,7 +240,9 @@ class EmbeddingStore:
 
     def split(self, name: str) -> zarr.Group:
         if name not in self.splits:
-            raise UserError(f"{self.path}: has no split {name!r} (it has {', '.join(self.splits)})")
+            raise UserError(f"{self.path}: has no split {name!r} (it has {', '.join(self.splits)}); "
+                            f"name one it has (train-snn, report, tune: --eval-split), or make "
+                            f"the store again with that split")
         return self.group[name]
 
     def chunk_rows(self, split: str) -> int:

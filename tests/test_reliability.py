@@ -580,3 +580,15 @@ def test_a_forked_child_does_not_keep_its_parents_lock(tmp_path):
     finally:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
+
+
+def test_a_split_or_folder_that_is_not_there_says_what_to_pass(tmp_path, capsys):
+    store = separable_store(tmp_path / "s.zarr")  # train and test
+    assert_refused(["train-snn", "--out", store.path, "--runs-dir", tmp_path / "runs",
+                    "--eval-split", "val", *SNN], capsys,
+                   r"has no split 'val' \(it has train, test\); name one it has")
+    assert not (tmp_path / "runs").exists()
+    (tmp_path / "photos").write_text("a file")
+    assert_refused(["embed", "--data", f"imagefolder:{tmp_path / 'photos'}", "--out",
+                    tmp_path / "p.zarr"], capsys, r"photos: a file, not a folder")
+    assert not (tmp_path / "p.zarr").exists()
