@@ -147,7 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"annsnn {args.command}: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # the machine refused (disk full, permissions): name the file and reason
-        where = f"{e.filename}: " if e.filename else ""
+        # No file named (a network store's host not found): name the output this run uses.
+        out = getattr(args, "out", None)
+        where = f"{e.filename}: " if e.filename else (f"--out {out}: " if out else "")
         print(f"annsnn {args.command}: error: {where}{e.strerror or e}; fix that and rerun "
               f"(finished work is kept)", file=sys.stderr)
         return 2

@@ -592,3 +592,16 @@ def test_a_split_or_folder_that_is_not_there_says_what_to_pass(tmp_path, capsys)
     assert_refused(["embed", "--data", f"imagefolder:{tmp_path / 'photos'}", "--out",
                     tmp_path / "p.zarr"], capsys, r"photos: a file, not a folder")
     assert not (tmp_path / "p.zarr").exists()
+
+
+def test_an_os_error_without_a_file_names_the_output(tmp_path, capsys, monkeypatch):
+    """A network store whose host is not found raises an OSError naming no file: the message
+    names the run's --out instead of the bare reason."""
+    import stages.cli
+
+    def unreachable(args, data_given):
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr(stages.cli, "run", unreachable)
+    assert_refused(["embed", "--out", "ftp://x/y.zarr"], capsys,
+                   r"error: --out ftp://x/y\.zarr: Name or service not known; fix that")
