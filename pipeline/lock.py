@@ -13,9 +13,9 @@ running train-snn while any number of readers share it.
 
 The lock is keyed by the output's resolved path: ``X.zarr``, ``X.zarr/``, ``./X.zarr`` and a symlink
 to it are one output with one lock file, ``<resolved path>.lock``. The file names its holders (pid,
-host, start time, command; a JSON line each) for the message a refused run gets. An output on an fsspec URL (an
-object store) is locked by a file in the local temporary folder named after the URL: that guards
-against a second run on this machine, not on another one.
+host, start time, command; a JSON line each) for the message a refused run gets. An output on an
+fsspec URL (an object store) is locked by a file in the local temporary folder named after the URL:
+that guards against a second run on this machine, not on another one.
 
 A forked child (a DataLoader worker decoding images) closes its copies of the held lock
 descriptors at once: the lock is the parent's, and a child outliving a killed parent for a moment
