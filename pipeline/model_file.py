@@ -178,7 +178,11 @@ def run_model(run_dir: str | Path) -> Model:
                             f"against it and its encoder read from it); restore it, then use it")
         with shared(store_path):
             store = EmbeddingStore.open(store_path)
-            state, progress = load_progress(run_dir / CHECKPOINT, store, config)
+            state, progress = load_progress(
+                run_dir / CHECKPOINT, store, config,
+                other_store=f"the store was rebuilt or replaced since the run trained on it; "
+                            f"train a new run on it (annsnn train-snn --out {store.path}) and "
+                            f"use that")
             n_rows = store.split("train")["features"].shape[0]
             passes = progress.pass_index + 1
             if progress.cursor < n_rows or recorded_passes != passes:

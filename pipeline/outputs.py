@@ -21,10 +21,11 @@ MARKER = ".annsnn.json"
 def check_name(name: str, option: str) -> str:
     """``name`` as one folder name: ``--run``/``--name`` name outputs, they are not paths, so
     nothing is ever written outside ``--runs-dir``/``--tune-dir``."""
-    if (not name or name in (".", "..") or "/" in name or os.sep in name or "\0" in name
-            or name.startswith("-")):
-        raise UserError(f"{option} {name!r} must be a plain folder name (no '/', not '.' or '..'); "
-                        f"choose where the folders go with the --*-dir option")
+    if (not name.strip() or name != name.strip() or name in (".", "..") or "/" in name
+            or os.sep in name or "\0" in name or name.startswith("-")):
+        raise UserError(f"{option} {name!r} must be a plain folder name (no '/', not '.' or '..', "
+                        f"no blank at either end); choose where the folders go with the --*-dir "
+                        f"option")
     return name
 
 

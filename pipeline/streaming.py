@@ -67,18 +67,25 @@ def require_complete(store: EmbeddingStore, split: str, start: int = 0,
 
 def check_split(store: EmbeddingStore, split: str, *, needs_positive: bool = False) -> int:
     """Read a whole split once before any learning or scoring: every chunk finished, present and
-    decodable, every usable feature finite, at least one usable row (and, for the coder's train
-    split, one positive feature). Returns the usable row count; refusals name split, chunk or row.
+    decodable, every usable feature finite, at least one usable row (and, for the train split
+    that is learned from, ``needs_positive``: two classes and one positive feature). Returns the
+    usable row count; refusals name split, chunk or row.
     """
-    n_usable, top = 0, -np.inf
+    n_usable, top, classes = 0, -np.inf, set()
     for batch in iter_batches(store, split):
         n_usable += len(batch.labels)
+        classes.update(np.unique(batch.labels).tolist())
         if len(batch.labels):
             top = max(top, float(batch.features.max()))
     if n_usable == 0:
         n = store.split(split)["features"].shape[0]
         raise UserError(f"{store.path}: split {split!r} has no usable rows ({n} rows, every image "
                         f"failed to embed; `annsnn inspect` lists why)")
+    if needs_positive and len(classes) < 2:  # the split learned from: a classifier needs two
+        name = store.class_names[classes.pop()]
+        raise UserError(f"{store.path}: split {split!r} holds usable rows of one class only "
+                        f"({name!r}); a classifier needs at least two: embed more images (a "
+                        f"larger --limit)")
     if needs_positive and top <= 0:
         raise UserError(f"{store.path}: split {split!r} has no positive feature (largest {top:g}); "
                         f"the rate coder turns positive activations into spikes: check the encoder "

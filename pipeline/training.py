@@ -563,10 +563,12 @@ def checkpoint_identity(store: EmbeddingStore) -> dict[str, Any]:
             "feature_dim": a["encoder"]["feature_dim"], "class_names": a["dataset"]["class_names"]}
 
 
-def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
+def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig, *,
+                  other_store: str = "use --run NAME for a new run or --restart"
                   ) -> tuple[ColanetState, Progress] | None:
     """The run's state from its checkpoint (None when there is none). A checkpoint of another
-    store or model configuration, or a damaged one, is refused naming the file."""
+    store or model configuration, or a damaged one, is refused naming the file; ``other_store``:
+    what the refusal of another store's checkpoint tells the user to do."""
     if not path.exists():
         return None
     arrays, meta = load_checkpoint(path)
@@ -574,7 +576,7 @@ def load_progress(path: Path, store: EmbeddingStore, config: ColanetConfig
     if meta.get("identity") != want:
         diff = [k for k in want if (meta.get("identity") or {}).get(k) != want[k]]
         raise UserError(f"{path}: checkpoint was trained on another store ({', '.join(diff)} "
-                        f"differ from {store.path}); use --run NAME for a new run or --restart")
+                        f"differ from {store.path}); {other_store}")
     # A field newer than the checkpoint is missing from it: it ran with the field's earlier
     # behaviour (a dict, not a ColanetConfig: a damaged record is refused below as settings that
     # differ).

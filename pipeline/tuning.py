@@ -98,7 +98,12 @@ def validation_rows(store: EmbeddingStore, val_fraction: float) -> int:
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"--val-fraction {val_fraction} must lie strictly between 0 and 1")
     n = store.split("train")["features"].shape[0]
-    return int(round(n * (1.0 - val_fraction)))
+    first = int(round(n * (1.0 - val_fraction)))
+    if not 0 < first < n:
+        part = "no validation row" if first >= n else "no row to fit on"
+        raise UserError(f"--val-fraction {val_fraction}: leaves {part} of {store.path}'s {n} train "
+                        f"rows; pick a fraction that leaves both (e.g. 0.2)")
+    return first
 
 
 def run_trial(store_path: str, config: ColanetConfig, val_fraction: float,
@@ -252,6 +257,8 @@ class TrialLog:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a torn last line
+                if not _is_row(row):
+                    continue  # damaged by hand: the trial is run again, as a torn one is
                 row.setdefault("score", row["val_accuracy"])  # rows written before joint studies
                 rows[row["number"]] = row
         return rows
@@ -330,6 +337,11 @@ def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetConfig,
              else [p for p in cfg.stores.split(",") if p])
     if not paths:
         raise UserError(f"--stores {cfg.stores!r} names no store")
+    resolved = [absolute_location(p).rstrip("/") for p in paths]
+    twice = next((p for p, r in zip(paths, resolved) if resolved.count(r) > 1), None)
+    if twice is not None:
+        raise UserError(f"--stores {cfg.stores}: names the store {twice} twice; name each store "
+                        f"once")
     with ExitStack() as readers:
         for p in paths:
             readers.enter_context(shared(p))  # no store may be replaced while trials read it
@@ -357,14 +369,19 @@ def _run_locked(cfg: TuneConfig, base: ColanetConfig, cluster: ClusterConfig,
         if study_file.exists():
             try:
                 old = json.loads(study_file.read_text())
+                if not isinstance(old, dict):
+                    raise ValueError("not a JSON object")
             except ValueError:
-                raise UserError(f"{study_file}: damaged (not readable JSON); start the study "
-                                f"afresh under another --name") from None
-            if {k: v for k, v in old.items() if k != "probe"} != study:
+                raise UserError(f"{study_file}: damaged (not readable JSON, or not a study's "
+                                f"record); start the study afresh under another --name") from None
+            if _settings(old) != _settings(study):
                 raise UserError(f"{study_file}: this study was started with other settings "
                                 f"(stores, space, base parameters, batch, val fraction, search "
                                 f"seed, startup or folds); use --name NEW")
-            study["probe"] = old.get("probe")
+            probe = old.get("probe")
+            if isinstance(probe, dict):  # keyed by the stores as they were spelt then
+                probe = {now: probe.get(was) for was, now in zip(old["stores"], study["stores"])}
+            study["probe"] = probe
         with connect(cluster, default_local=2, stores=tuple(s.path for s in stores)) as client:
             return _run_study(cfg, base, stores, dims, study_dir, study, study_file, client)
 
@@ -450,9 +467,32 @@ def _read_base(path: Path) -> dict[str, Any] | None:
     """The base row a study recorded; None when there is none yet (or it was cut short by a
     kill: it is scored again, with the same result)."""
     try:
-        return json.loads(path.read_text())
+        row = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    if not _is_row(row):
+        return None  # damaged by hand: scored again
+    row.setdefault("score", row["val_accuracy"])
+    return row
+
+
+def _settings(study: dict[str, Any]) -> dict[str, Any]:
+    """What must match for a study to be continued: its record without the probe scores, each
+    store as the one store it names (``d.zarr``, ``./d.zarr/`` and its absolute path alike, as
+    their lock is one)."""
+    out = {k: v for k, v in study.items() if k != "probe"}
+    stores = out.get("stores")
+    if isinstance(stores, list) and all(isinstance(p, str) for p in stores):
+        out["stores"] = [absolute_location(p).rstrip("/") for p in stores]
+    return out
+
+
+def _is_row(row: Any) -> bool:
+    """Whether a recorded trial (or base) row has what a study reads and prints of it."""
+    return (isinstance(row, dict) and isinstance(row.get("number"), (int, str))
+            and isinstance(row.get("values"), dict)
+            and all(isinstance(row.get(k), (int, float))
+                    for k in ("val_accuracy", "no_answer_rate", "seconds")))
 
 
 def _trial_row(number: int | str, batch: int | None, values: dict[str, Any],

@@ -122,7 +122,8 @@ def test_a_half_created_store_of_ours_is_created_again(tmp_path):
 
 
 @pytest.mark.parametrize("option,value", [("--run", "../escape"), ("--run", "a/b"), ("--run", ".."),
-                                          ("--run", "/tmp/abs")])
+                                          ("--run", "/tmp/abs"), ("--run", " "),
+                                          ("--run", "r ")])
 def test_run_names_are_names_not_paths(tmp_path, capsys, option, value):
     store = separable_store(tmp_path / "s.zarr")
     before = snapshot(tmp_path)
@@ -605,3 +606,17 @@ def test_an_os_error_without_a_file_names_the_output(tmp_path, capsys, monkeypat
     monkeypatch.setattr(stages.cli, "run", unreachable)
     assert_refused(["embed", "--out", "ftp://x/y.zarr"], capsys,
                    r"error: --out ftp://x/y\.zarr: Name or service not known; fix that")
+
+
+def test_a_train_split_of_one_class_is_refused_before_anything_is_written(tmp_path, capsys):
+    """`embed --limit 1` can leave one row a split: the linear probe used to crash after the SNN
+    had trained and written its run folder."""
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 6)).astype(np.float32)
+    store = write_arrays(tmp_path / "one.zarr", {"train": (x, np.zeros(8, int)),
+                                                 "test": (x, np.arange(8) % 2)},
+                         ["cat", "dog"], encoder={"model": "synthetic"}, source="one-class")
+    for argv in (["train-snn", "--out", store.path, "--runs-dir", tmp_path / "runs", *SNN],
+                 ["report", store.path, "--runs-dir", tmp_path / "runs", "--e", "1"]):
+        assert_refused(argv, capsys, r"split 'train' holds usable rows of one class only \('cat'\)")
+    assert not (tmp_path / "runs").exists()

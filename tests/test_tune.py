@@ -125,6 +125,38 @@ def test_study_with_other_settings_is_refused(tmp_path, _tune):
         _tune(tmp_path, store, trials=2, val_fraction=0.3)
 
 
+def test_damaged_records_are_scored_again_and_a_store_may_be_spelt_anew(tmp_path, _tune,
+                                                                         monkeypatch):
+    """Trial and base rows of the wrong shape (hand-edited) are scored again, as a torn line is;
+    a study.json that is not an object is refused; ``./s.zarr/`` continues the study of
+    ``s.zarr`` (one store, as its lock is one)."""
+    monkeypatch.chdir(tmp_path)
+    store = separable_store("s.zarr", n_train=60, n_test=20)
+    whole = _tune(tmp_path, store, name="s", trials=2)
+    study_dir = tmp_path / "tune" / "s"
+    rows = (study_dir / "trials.jsonl").read_text().splitlines()
+    (study_dir / "trials.jsonl").write_text("\n".join(["{}", "[1, 2]", rows[1]]) + "\n")
+    (study_dir / "base.json").write_text("[]")
+    respelt = separable_store("./s.zarr/", n_train=60, n_test=20)
+    again = _tune(tmp_path, respelt, name="s", trials=2)
+    strip = lambda rs: sorted((r["number"], json.dumps(r["values"]), r["val_accuracy"]) for r in rs)
+    assert strip(again) == strip(whole)
+    assert isinstance(json.loads((study_dir / "base.json").read_text()), dict)
+    (study_dir / "study.json").write_text("[]")
+    with pytest.raises(UserError, match=r"study\.json: damaged"):
+        _tune(tmp_path, store, name="s", trials=2)
+
+
+def test_tune_refuses_a_store_twice_and_a_tail_with_no_rows(tmp_path, _tune):
+    store = separable_store(tmp_path / "s.zarr", n_train=60, n_test=20)
+    with pytest.raises(UserError, match="names the store .* twice"):
+        _tune(tmp_path, store, stores=f"{store.path},{store.path}/", trials=1)
+    for fraction, part in ((0.001, "no validation row"), (0.999, "no row to fit on")):
+        with pytest.raises(UserError, match=f"--val-fraction {fraction}: leaves {part}"):
+            _tune(tmp_path, store, val_fraction=fraction, trials=1)
+    assert not (tmp_path / "tune").exists()
+
+
 def test_joint_study_scores_every_trial_on_every_store(tmp_path, _tune):
     a = separable_store(tmp_path / "a.zarr", n_train=60, n_test=10)
     b = separable_store(tmp_path / "b.zarr", n_train=60, n_test=10, dim=40, seed=3)
