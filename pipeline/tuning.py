@@ -257,7 +257,7 @@ class TrialLog:
                     row = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a torn last line
-                if not _is_row(row):
+                if not _is_row(row) or type(row["number"]) is not int:
                     continue  # damaged by hand: the trial is run again, as a torn one is
                 row.setdefault("score", row["val_accuracy"])  # rows written before joint studies
                 rows[row["number"]] = row

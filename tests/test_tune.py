@@ -135,7 +135,8 @@ def test_damaged_records_are_scored_again_and_a_store_may_be_spelt_anew(tmp_path
     whole = _tune(tmp_path, store, name="s", trials=2)
     study_dir = tmp_path / "tune" / "s"
     rows = (study_dir / "trials.jsonl").read_text().splitlines()
-    (study_dir / "trials.jsonl").write_text("\n".join(["{}", "[1, 2]", rows[1]]) + "\n")
+    damaged = json.dumps({**json.loads(rows[0]), "number": "0"})  # a number that is a string
+    (study_dir / "trials.jsonl").write_text("\n".join(["{}", "[1, 2]", damaged, rows[1]]) + "\n")
     (study_dir / "base.json").write_text("[]")
     respelt = separable_store("./s.zarr/", n_train=60, n_test=20)
     again = _tune(tmp_path, respelt, name="s", trials=2)
