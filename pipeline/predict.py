@@ -45,7 +45,7 @@ from pipeline.lock import shared
 from pipeline.model_file import Model, read_model, run_model
 from pipeline.store import (FEATURE_LIMIT, EmbeddingStore, encoder_difference, location,
                             storable_text, store_exists)
-from pipeline.streaming import require_complete
+from pipeline.streaming import require_complete, undecodable
 
 COLUMNS = ("path", "predicted", "votes_share", "second", "no_answer")
 BLOCK = 32  # rows answered at once (an answer does not depend on its block)
@@ -216,9 +216,7 @@ def _stored(path: str, model: Model, where: str, bar
                     errors = np.asarray(group["errors"][rows]).astype(object)
                     ids = np.asarray(group["ids"][rows])
                 except Exception as e:  # a codec or I/O failure: this chunk's files are damaged
-                    raise UserError(f"{path}: split {split!r} chunk {chunk} cannot be decoded "
-                                    f"({type(e).__name__}); rerun `annsnn embed --verify` with "
-                                    f"the store's options to embed it again") from None
+                    raise undecodable(path, split, chunk, e) from None
                 finite = np.isfinite(features).all(axis=1)
                 errors[(errors == "") & ~finite] = NOT_FINITE
                 with np.errstate(invalid="ignore"):

@@ -420,14 +420,21 @@ def _open_group(path: str, mode: str) -> zarr.Group:
     try:
         return zarr.open_group(absolute_location(path), mode=mode)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        if not is_url(path) and os.path.isfile(path):
-            raise UserError(f"{path}: a file, not an embedding store (a folder NAME.zarr); pass "
-                            f"the store `annsnn embed` or `annsnn import` wrote") from None
+        refuse_file(path)
         raise UserError(f"{path}: no embedding store here; run `annsnn embed` (or `make embed`) "
                         f"first") from None
     except (ValueError, TypeError, KeyError, OSError, zarr.errors.BaseZarrError) as e:
         raise UserError(f"{path}/zarr.json: damaged ({type(e).__name__}); rebuild the store with "
                         f"`annsnn embed --overwrite`") from None
+
+
+def refuse_file(path: str) -> None:
+    """Refuse ``path`` when it names a file (anything but a folder): a store is a folder
+    (``NAME.zarr``)."""
+    fs, root = _fs(path)
+    if fs.exists(root) and not fs.isdir(root):
+        raise UserError(f"{path}: is a file, not an embedding store (a folder NAME.zarr); nothing "
+                        f"was written: pass a store folder, or another --out")
 
 
 def _fs(path: str):
@@ -443,9 +450,7 @@ def _ownership(path: str) -> str:
     fs, root = _fs(path)
     if not fs.exists(root):
         return "absent"
-    if not fs.isdir(root):
-        raise UserError(f"{path}: is a file, not an embedding store; nothing was written: choose "
-                        f"another --out")
+    refuse_file(path)
     names = sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False))
     if not names:
         return "absent"

@@ -115,9 +115,7 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
             x = np.asarray(features[pos:stop])[keep]
             y = np.asarray(labels[pos:stop])[keep].astype(np.int64)
         except Exception as e:  # a codec or I/O failure: this chunk's files are damaged
-            raise UserError(f"{store.path}: split {split!r} chunk {pos // rows} cannot be decoded "
-                            f"({type(e).__name__}); rerun `annsnn embed --verify` with the store's "
-                            f"options to embed it again") from None
+            raise undecodable(store.path, split, pos // rows, e) from None
         if len(y) and (y.min() < 0 or y.max() >= n_classes):
             bad = pos + keep[np.flatnonzero((y < 0) | (y >= n_classes))[0]]
             raise UserError(f"{store.path}: split {split!r} row {bad} has a label outside the "
@@ -133,6 +131,13 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
                             f"that is read as an embedding; check how the features were made "
                             f"(scaled by mistake?) and rebuild the store")
         yield Batch(features=x, labels=y, sample_id=(offset + pos + keep).astype(np.int64), stop=stop)
+
+
+def undecodable(path: str, split: str, chunk: int, e: Exception) -> UserError:
+    """The refusal of a stored chunk that fails to decode (its files are damaged)."""
+    return UserError(f"{path}: split {split!r} chunk {chunk} cannot be decoded "
+                     f"({type(e).__name__}); rerun `annsnn embed --verify` with the store's "
+                     f"options to embed it again")
 
 
 def stretches(start: int, n: int, chunk_rows: int, max_rows: int | None = None

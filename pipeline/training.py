@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import signal
 import sys
 import time
@@ -44,7 +43,7 @@ from pipeline.metrics import (classification_metrics, per_class_table, top_k_acc
                               write_metrics)
 from pipeline.outputs import check_name, claim_folder
 from pipeline.runs import run_name
-from pipeline.store import EmbeddingStore, absolute_location, is_url, store_exists
+from pipeline.store import EmbeddingStore, absolute_location, refuse_file, store_exists
 from pipeline.streaming import (VIEW_BLOCK, Batch, check_split, class_counts, coding_levels,
                                 decorrelate, feature_moments, iter_batches, read_rows,
                                 require_complete, rotate_views, signed_sqrt, view_rotations,
@@ -767,6 +766,7 @@ def ensure_store(embed_cfg: EmbedConfig, cluster: ClusterConfig = ClusterConfig(
     itself records, never with this command line's defaults.
     """
     path = embed_cfg.store_path()
+    refuse_file(path)
     if store_exists(path):
         try:
             store = EmbeddingStore.open(path)
@@ -782,9 +782,6 @@ def ensure_store(embed_cfg: EmbedConfig, cluster: ClusterConfig = ClusterConfig(
                 raise UserError(f"{path}: unfinished, and not made by `annsnn embed` (it was "
                                 f"imported); run the same `annsnn import` again to finish it")
             embed_cfg = EmbedConfig.from_dict({**recorded, "out": path, "overwrite": False})
-    elif embed_cfg.out and not is_url(path) and os.path.isfile(path):
-        raise UserError(f"{path}: a file, not an embedding store (a folder NAME.zarr); pass the "
-                        f"store `annsnn embed` or `annsnn import` wrote, or another --out")
     elif embed_cfg.out and not data_given:
         raise UserError(f"{path}: no store here; run `annsnn embed --out {path} ...` first, or "
                         f"pass --data to embed one there now")

@@ -337,7 +337,7 @@ def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetConfig,
              else [p for p in cfg.stores.split(",") if p])
     if not paths:
         raise UserError(f"--stores {cfg.stores!r} names no store")
-    resolved = [absolute_location(p).rstrip("/") for p in paths]
+    resolved = [_store_key(p) for p in paths]
     twice = next((p for p, r in zip(paths, resolved) if resolved.count(r) > 1), None)
     if twice is not None:
         raise UserError(f"--stores {cfg.stores}: names the store {twice} twice; name each store "
@@ -483,8 +483,13 @@ def _settings(study: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in study.items() if k != "probe"}
     stores = out.get("stores")
     if isinstance(stores, list) and all(isinstance(p, str) for p in stores):
-        out["stores"] = [absolute_location(p).rstrip("/") for p in stores]
+        out["stores"] = [_store_key(p) for p in stores]
     return out
+
+
+def _store_key(path: str) -> str:
+    """The store a path names, whatever its spelling (``d.zarr``, ``./d.zarr/``, absolute)."""
+    return absolute_location(path).rstrip("/")
 
 
 def _is_row(row: Any) -> bool:

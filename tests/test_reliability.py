@@ -76,7 +76,7 @@ def test_embed_out_at_a_file_is_refused(tmp_path, capsys):
     assert_refused(["embed", *EMBED, "--out", tmp_path / "f.zarr"], capsys, r"is a file")
     for argv in (["train-snn", "--out", tmp_path / "f.zarr", "--runs-dir", tmp_path / "runs"],
                  ["inspect", "--store", tmp_path / "f.zarr"]):  # it used to advise `embed` there
-        assert_refused(argv, capsys, r"f\.zarr: a file, not an embedding store")
+        assert_refused(argv, capsys, r"f\.zarr: is a file, not an embedding store")
     assert snapshot(tmp_path) == before
 
 
