@@ -277,16 +277,19 @@ def _encoder(model: Model, cfg: PredictConfig, where: str):
 
 
 def _check_out(out: str | None) -> None:
-    """Refuse an ``--out`` that exists (predict writes only new files) or whose folder does not."""
+    """Refuse an ``--out`` that exists (predict writes only new files) or that lies below a
+    file; a missing folder is made when the CSV is written, as ``export --out`` makes one."""
     if out is None:
         return
     path = Path(out)
+    if path.is_dir():
+        raise UserError(f"{out}: is a folder; give the CSV file's path (e.g. {out}/predictions.csv)")
     if path.exists() or path.is_symlink():
         raise UserError(f"{out}: already exists; nothing was written: choose another --out "
                         f"(predict never replaces a file)")
-    if not path.parent.is_dir():
-        raise UserError(f"{out}: the folder {path.parent} does not exist; create it or choose "
-                        f"another --out")
+    above = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
+    if above is not None and not above.is_dir():
+        raise UserError(f"{out}: {above} is a file, not a folder; choose another --out")
 
 
 @contextmanager
@@ -297,6 +300,7 @@ def _csv_output(out: str | None, stdout: TextIO) -> Iterator[TextIO]:
         yield stdout
         return
     path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "x", encoding="utf-8", newline="") as stream:

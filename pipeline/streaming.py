@@ -118,8 +118,12 @@ def iter_batches(store: EmbeddingStore, split: str, start: int = 0,
             raise undecodable(store.path, split, pos // rows, e) from None
         if len(y) and (y.min() < 0 or y.max() >= n_classes):
             bad = pos + keep[np.flatnonzero((y < 0) | (y >= n_classes))[0]]
+            # -1 is the labels array's fill value: what a row reads when its chunk file is gone
+            gone = (f" (-1: the file {labels.path}/{labels.metadata.encode_chunk_key((bad // rows,))} "
+                    f"is missing)" if labels[bad] == -1 else "")
             raise UserError(f"{store.path}: split {split!r} row {bad} has a label outside the "
-                            f"{n_classes} classes; the store is damaged: rebuild it with --overwrite")
+                            f"{n_classes} classes{gone}; the store is damaged: rebuild it with "
+                            f"--overwrite")
         if not np.isfinite(x).all():
             bad = pos + keep[np.flatnonzero(~np.isfinite(x).all(axis=1))[0]]
             raise UserError(f"{store.path}: split {split!r} row {bad} holds NaN or infinite "

@@ -333,8 +333,11 @@ def run_tune(embed_cfg: EmbedConfig, cfg: TuneConfig, base: ColanetConfig,
     if cfg.name is not None:
         check_name(cfg.name, "--name")
     check_snn_device(cfg.snn_device)
-    paths = ([ensure_store(embed_cfg, cluster, data_given=data_given)] if not cfg.stores
-             else [p for p in cfg.stores.split(",") if p])
+    if cfg.stores is not None and embed_cfg.out:
+        raise UserError(f"--stores {cfg.stores} and --out {embed_cfg.out}: --stores names every "
+                        f"store of the study and --out names one; give one of them")
+    paths = ([ensure_store(embed_cfg, cluster, data_given=data_given)] if cfg.stores is None
+             else [p.strip() for p in cfg.stores.split(",") if p.strip()])
     if not paths:
         raise UserError(f"--stores {cfg.stores!r} names no store")
     resolved = [_store_key(p) for p in paths]

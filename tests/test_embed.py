@@ -226,6 +226,11 @@ def test_embed_says_a_finished_store_is_already_complete_and_where_it_resumes(tm
     assert code == 0 and done and int(done[1]) - 2 == int(done[2]), text
     code, text = run_cli(argv, capsys)
     assert code == 0 and "already complete: nothing to embed" in text, text
+    assert "continuing with the store's" not in text
+    # A changed --chunk-size cannot apply to a store already laid out: said, not silently ignored.
+    code, text = run_cli(argv[:-3] + ["16", "--out", out], capsys)
+    assert code == 0 and "continuing with the store's --chunk-size 8 (not 16)" in text, text
+    assert EmbeddingStore.open(out).chunk_rows("train") == 8
 
 
 def _photo_folder(root: Path, count: int = 10) -> Path:

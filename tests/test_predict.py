@@ -134,7 +134,7 @@ def test_unreadable_images_are_rows_and_top_k_lists_the_best_classes(trained, ca
     (folder / ".hidden.png").write_bytes(good.read_bytes())
     truncated = tmp_path / "truncated.png"
     truncated.write_bytes(good.read_bytes()[:200])
-    out = tmp_path / "answers.csv"
+    out = tmp_path / "made" / "answers.csv"  # a missing folder is made, as export makes one
     code, err = run_cli(["predict", "--model", trained.model, "--top-k", 2, "--out", out,
                          folder, truncated, f"csv:{_csv(tmp_path, good)}"], capsys)
     assert code == 0, err
@@ -175,8 +175,11 @@ def test_refusals_are_one_line_and_write_nothing(trained, capsys, tmp_path, monk
     assert_refused(["predict", *model, "--out", out, images], capsys,
                    rf"{out}: already exists; nothing was written")
     assert snapshot(tmp_path) == before
-    assert_refused(["predict", *model, "--out", tmp_path / "no" / "a.csv", images], capsys,
-                   "does not exist")
+    assert_refused(["predict", *model, "--out", out / "a.csv", images], capsys,
+                   rf"{out} is a file, not a folder")
+    assert_refused(["predict", *model, "--out", tmp_path, images], capsys,
+                   "is a folder; give the CSV file's path")
+    assert snapshot(tmp_path) == before
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("no images here\n")
     assert_refused(["predict", *model, tmp_path / "empty"], capsys, "no images found in")

@@ -355,6 +355,17 @@ def test_a_damaged_zarr_json_of_an_array_or_split_is_named(tmp_path, capsys, dam
         assert snapshot(Path(store.path)) == before and not (tmp_path / "runs").exists()
 
 
+def test_a_deleted_labels_chunk_is_named(tmp_path, capsys):
+    """A labels chunk file that is gone reads as the fill value -1: the refusal names the file."""
+    store = separable_store(tmp_path / "s.zarr")
+    chunk = Path(store.path, "train", "labels", "c", "0")
+    chunk.unlink()
+    assert_refused(["train-snn", "--out", store.path, "--runs-dir", tmp_path / "runs", *SNN],
+                   capsys, r"row 0 has a label outside the 4 classes \(-1: the file "
+                           r"train/labels/c/0 is missing\).*--overwrite")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_refused_writer_is_told_the_holder_still_running(tmp_path, capsys):
     """Readers share the lock: one that has ended must not be named while another still reads."""
     store = separable_store(tmp_path / "s.zarr")

@@ -75,6 +75,16 @@ def test_csv_values_are_stripped_so_padded_labels_are_one_class(tmp_path: Path) 
                            "test": [("c.jpg", "cat"), ("d.jpg", "dog")]}
 
 
+def test_csv_labels_spelt_in_two_unicode_forms_are_one_class(tmp_path: Path) -> None:
+    """'café' as one character é (NFC) or as e and a combining accent (NFD, as macOS and some
+    exports write it) looks the same and must not become two classes; the class is named in NFC."""
+    path = _write_csv(tmp_path, "path,label,split\na.jpg,caf\u00e9,train\nb.jpg,cafe\u0301,train\n"
+                                "c.jpg,dog,train\n")
+    ds = open_dataset(f"csv:{path}")
+    assert ds.class_names == ("caf\u00e9", "dog")
+    assert _listed(ds) == {"train": [("a.jpg", "caf\u00e9"), ("b.jpg", "caf\u00e9"), ("c.jpg", "dog")]}
+
+
 @pytest.mark.parametrize("given, split", [
     ("train", "train"), ("Training", "train"), ("VAL", "val"), ("valid", "val"),
     ("Validation", "val"), ("dev", "val"), ("test", "test"), ("Testing", "test")])

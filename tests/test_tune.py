@@ -34,7 +34,8 @@ def scheduler():
 def _tune(tmp_path, scheduler):
     def run(tmp_path, store, name="s", **kw):
         cfg = TuneConfig(tune_dir=str(tmp_path / "tune"), name=name, batch=2, startup=2, **kw)
-        return run_tune(EmbedConfig(out=store.path), cfg, BASE, scheduler).rows
+        embed = EmbedConfig() if "stores" in kw else EmbedConfig(out=store.path)
+        return run_tune(embed, cfg, BASE, scheduler).rows
     return run
 
 
@@ -152,6 +153,11 @@ def test_tune_refuses_a_store_twice_and_a_tail_with_no_rows(tmp_path, _tune):
     store = separable_store(tmp_path / "s.zarr", n_train=60, n_test=20)
     with pytest.raises(UserError, match="names the store .* twice"):
         _tune(tmp_path, store, stores=f"{store.path},{store.path}/", trials=1)
+    with pytest.raises(UserError, match="--stores names every store of the study and --out names "
+                                        "one; give one of them"):
+        run_tune(EmbedConfig(out=store.path), TuneConfig(stores=store.path), BASE)
+    with pytest.raises(UserError, match="names no store"):
+        _tune(tmp_path, store, stores=" , ", trials=1)
     for fraction, part in ((0.001, "no validation row"), (0.999, "no row to fit on")):
         with pytest.raises(UserError, match=f"--val-fraction {fraction}: leaves {part}"):
             _tune(tmp_path, store, val_fraction=fraction, trials=1)
@@ -161,7 +167,7 @@ def test_tune_refuses_a_store_twice_and_a_tail_with_no_rows(tmp_path, _tune):
 def test_joint_study_scores_every_trial_on_every_store(tmp_path, _tune):
     a = separable_store(tmp_path / "a.zarr", n_train=60, n_test=10)
     b = separable_store(tmp_path / "b.zarr", n_train=60, n_test=10, dim=40, seed=3)
-    rows = _tune(tmp_path, a, name="joint", trials=2, stores=f"{a.path},{b.path}")
+    rows = _tune(tmp_path, a, name="joint", trials=2, stores=f"{a.path} , {b.path},")  # as typed
     study = json.loads((tmp_path / "tune" / "joint" / "study.json").read_text())
     assert set(study["probe"]) == {a.path, b.path}
     for r in rows:
