@@ -20,6 +20,7 @@ import numpy as np
 
 from pipeline.checkpoint import NPY_MAGIC, ZIP_MAGIC
 from pipeline.config import ImportConfig
+from pipeline.data import is_text
 from pipeline.errors import UserError, short_reason
 from pipeline.lock import exclusive
 from pipeline.store import (FEATURE_LIMIT, SPLIT_NAMES, EmbeddingStore, is_url, location,
@@ -212,6 +213,9 @@ def _class_names(path: Path, classes: np.ndarray) -> list[str]:
         if not name.strip():
             raise UserError(f"{path}: classes[{i}] is {name!r}, an empty name; give every class "
                             f"a name (predictions print it)")
+        if not is_text(name):
+            raise UserError(f"{path}: classes[{i}] is {name!r}, which holds a lone surrogate, "
+                            f"not text; save the class names as valid Unicode strings")
         if name in seen:
             raise UserError(f"{path}: classes names {name!r} twice; class names must be unique")
         seen.add(name)

@@ -132,6 +132,8 @@ def check_arrays(path: str | Path, arrays: Mapping[str, np.ndarray], schema: Sch
                                                       for w, n in zip(shape, found.shape))
         if not fits or found.dtype != np.dtype(dtype):
             problems.append(f"array {key!r} is {found.shape} {found.dtype}, expected {want}")
+        elif found.dtype.kind == "f" and np.isnan(found).any():  # no state value is ever NaN
+            problems.append(f"array {key!r} holds NaN")
     if not allow_extra:
         problems += [f"has unexpected array {key!r}" for key in arrays if key not in schema]
     if problems:

@@ -31,6 +31,7 @@ import json
 import math
 import os
 import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -149,18 +150,38 @@ def failure_reason(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}".splitlines()[0][:300]
 
 
+#: An image longer than this many times its short side is cut to this shape around its centre.
+#: The eval transform scales the short side to the input size, so a 1 x 1,000,000 strip would
+#: become gigabytes; its centre crop takes a square from the middle, which the cut keeps.
+MAX_ASPECT = 16
+
+
 def read_image_file(path: str | os.PathLike) -> Image.Image:
     """Open and fully decode an image file as upright RGB (raises on anything unreadable).
 
     A camera photo is often stored sideways with an EXIF orientation tag saying how to turn it;
-    the tag is applied, so the encoder sees the photo the way a viewer shows it.
+    the tag is applied, so the encoder sees the photo the way a viewer shows it. 16-bit
+    greyscale (PNG, TIFF) is scaled to 8 bits, not clipped (Pillow's conversion would turn
+    everything above 255 white). See :data:`MAX_ASPECT` for extreme strips.
     """
-    with Image.open(path) as img:
+    with warnings.catch_warnings(), Image.open(path) as img:
+        # Large photos (over 89 M pixels) are decoded as any other; Pillow still refuses the
+        # ones past twice that (its decompression-bomb error), recorded as the image's failure.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         img.load()  # decode now, so truncated files fail here and not inside the transform
         try:
             upright = ImageOps.exif_transpose(img)
         except (OSError, ValueError, TypeError, KeyError, SyntaxError):
             upright = img  # a malformed EXIF block: the pixels are fine, use them as stored
+        if upright.mode.startswith("I;16") or (upright.mode == "I"
+                                                 and upright.getextrema()[1] > 255):
+            grey = np.asarray(upright, dtype=np.float64) * (255.0 / 65535.0)
+            upright = Image.fromarray(np.round(np.clip(grey, 0, 255)).astype(np.uint8), mode="L")
+        w, h = upright.size
+        if max(w, h) > MAX_ASPECT * min(w, h):
+            keep_w, keep_h = min(w, MAX_ASPECT * h), min(h, MAX_ASPECT * w)
+            left, top = (w - keep_w) // 2, (h - keep_h) // 2
+            upright = upright.crop((left, top, left + keep_w, top + keep_h))
         return upright.convert("RGB")
 
 
@@ -206,14 +227,31 @@ def _image_folder(spec: str, root: Path) -> DataSet:
                             f"(train, val or test) and would be left out; move {names} out of "
                             f"{root}, or rename it to a split")
         classes = sorted({c.name for d in split_dirs.values() for c in _visible(d) if c.is_dir()})
+    else:
+        classes = [c.name for c in folders]
+    for name in classes:
+        if not is_text(name):
+            shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+            raise UserError(f"{root}: the class folder {shown}/ has a name that is not UTF-8 "
+                            f"text; rename it (class names are written as text)")
+    if split_dirs:
         splits = {name: Split(*_scan_classes(root, split_dirs[name], classes))
                   for name in SPLIT_NAMES if name in split_dirs}
     else:
-        classes = [c.name for c in folders]
         splits = {"": Split(*_scan_classes(root, root, classes))}
     return DataSet(spec=spec, name=source_name(spec), root=str(root.resolve()),
                    class_names=tuple(classes), splits=splits,
                    read_image=lambda i, r=root: read_image_file(r / i))
+
+
+def is_text(name: str) -> bool:
+    """Whether ``name`` is text UTF-8 can hold: a file name that is not UTF-8 reaches Python as
+    lone surrogates, which JSON, HTML, CSV and plots cannot write as the name it is."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _visible(folder: Path) -> list[Path]:
@@ -231,7 +269,8 @@ def _scan_classes(root: Path, folder: Path, classes: list[str]) -> tuple[np.ndar
         class_dir = folder / name
         if not class_dir.is_dir():
             continue  # a split may lack a class (e.g. a small val/)
-        files = [p for p in _visible(class_dir) if p.suffix.lower() in IMAGE_EXTENSIONS]
+        files = [p for p in _visible(class_dir)
+                 if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir()]  # not "x.jpg/"
         if not files:
             raise UserError(f"{class_dir}: class folder holds no images "
                             f"({', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove it")

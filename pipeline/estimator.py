@@ -149,13 +149,14 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=np.float32, reset=first)
         check_classification_targets(y)
         if first:
-            columns = _columns(np.unique(classes), y)
-            self._start(config, np.unique(classes), X, columns)
+            classes = _class_list(classes)
+            columns = _columns(classes, y)
+            self._start(config, classes, X, columns)
             self.next_sample_id_ = 0
         else:
-            if classes is not None and not np.array_equal(np.unique(classes),
+            if classes is not None and not np.array_equal(_class_list(classes),
                                                           np.unique(self.classes_)):
-                raise ValueError(f"classes={np.unique(classes)!r} is not the classes_ "
+                raise ValueError(f"classes={_class_list(classes)!r} is not the classes_ "
                                  f"{self.classes_!r} of the first call to partial_fit")
             columns = _columns(self.classes_, y)
         self._learn(X, columns, repeats=np.ones(len(self.classes_)), passes=1,
@@ -207,6 +208,10 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
             if ids.shape != (len(X),) or (len(X) and ids.dtype.kind not in "iu"):
                 raise ValueError(f"sample_id must be {len(X)} integers (one per row), got "
                                  f"{ids.dtype} {ids.shape}")
+            if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= 2**63):
+                raise ValueError(f"sample_id must lie in 0 .. 2^63 - 1 (the engine's ids), got "
+                                 f"{int(ids.min())} .. {int(ids.max())}")
+            ids = ids.astype(np.int64)
         out = np.zeros((len(X), self.config_.e, len(self.classes_)), np.int32)
         for pos, stop in stretches(0, len(X), ARRAY_CHUNK_ROWS):
             out[pos:stop] = vote(self.config_, self.state_, self.coding_, X[pos:stop],
@@ -257,6 +262,22 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
         if model.feature_names is not None:
             clf.feature_names_in_ = np.asarray(model.feature_names, dtype=object)
         return clf
+
+
+def _class_list(classes) -> np.ndarray:
+    """``partial_fit``'s ``classes``, sorted and each once: a ValueError names what is not a
+    list of labels (empty, not 1-D, None or NaN among them, kinds that do not sort together)."""
+    given = np.asarray(classes)
+    if given.ndim != 1 or given.size == 0:
+        raise ValueError(f"classes={classes!r}: give a 1-D list of the labels, one per class "
+                         f"(shape {given.shape})")
+    if any(c is None or (isinstance(c, float) and np.isnan(c)) for c in given.tolist()):
+        raise ValueError(f"classes={classes!r}: holds None or NaN, which is no label")
+    try:
+        return np.unique(given)
+    except TypeError:
+        raise ValueError(f"classes={classes!r}: labels of one kind that sort together (text or "
+                         f"numbers), not a mix") from None
 
 
 def _columns(classes: np.ndarray, y) -> np.ndarray:

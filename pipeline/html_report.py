@@ -208,7 +208,10 @@ def render(run_dir: Path, metrics: dict[str, Any], config: dict[str, Any] | None
     for path in sorted(run_dir.iterdir()):
         if path.is_file() and not path.name.startswith(".") and path.name != PAGE \
                 and not path.name.endswith(".tmp"):
-            body.append(f'<li><a href="{quote(path.name)}">{html.escape(path.name)}</a> '
+            # A name that is not UTF-8 (a user's file) holds surrogates: quote its bytes, show
+            # them escaped, so the page can still be written as UTF-8.
+            shown = os.fsencode(path.name).decode("utf-8", "backslashreplace")
+            body.append(f'<li><a href="{quote(os.fsencode(path.name))}">{html.escape(shown)}</a> '
                         f"({_size(path.stat().st_size)})</li>")
     body.append("</ul>")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

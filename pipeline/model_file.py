@@ -49,6 +49,7 @@ FORMAT, VERSION = "annsnn-model", 1
 MODEL_FILE = FileRole("model file", "its configuration",
                       "export the run again (annsnn export --run RUN_DIR --out FILE --overwrite) "
                       "or save the classifier again")
+MAX_SAMPLE_ID = 2**62  # sample ids key the noise as int64: room to count on from any recorded id
 CLASS_KINDS = "biufU"  # label dtypes a plain array holds (bool, int, uint, float, unicode)
 
 
@@ -70,10 +71,17 @@ class Model:
 def write_model(path: str | Path, model: Model, *, overwrite: bool = False) -> Path:
     """Write ``model`` to ``path`` atomically. An existing ``path`` is refused, or with
     ``overwrite`` replaced when it is a readable model file annsnn wrote (never anything else)."""
+    if not str(path):
+        raise UserError("an empty path; give the model file's path (e.g. model.npz)")
     path = Path(path)
-    if path.is_dir():
+    try:
+        is_dir, present = path.is_dir(), path.exists() or path.is_symlink()
+    except OSError as e:  # a name too long for the file system, a folder we may not read
+        raise UserError(f"{path}: {e.strerror or e}; nothing was written: choose another "
+                        f"path") from None
+    if is_dir:
         raise UserError(f"{path}: is a folder; give the model file's path (e.g. model.npz)")
-    if path.exists() or path.is_symlink():
+    if present:
         if not overwrite:
             raise UserError(f"{path}: already exists; nothing was written: choose another path, "
                             f"or pass --overwrite (overwrite=True) to replace a model file")
@@ -83,6 +91,8 @@ def write_model(path: str | Path, model: Model, *, overwrite: bool = False) -> P
             raise UserError(f"{path}: exists and is not a readable model file annsnn wrote; "
                             f"nothing was written: choose another path") from None
     classes = np.asarray(model.classes)
+    if classes.dtype == object and classes.size and all(isinstance(c, str) for c in classes.flat):
+        classes = classes.astype(str)  # text held as objects (a pandas string column): text
     if classes.ndim != 1 or classes.dtype.kind not in CLASS_KINDS:
         raise ValueError(f"classes of dtype {classes.dtype} cannot be stored without pickle; use "
                          f"text or numeric labels")
@@ -127,11 +137,15 @@ def read_model(path: str | Path) -> Model:
                         f"per column); {MODEL_FILE.remedy}")
     n_inputs = config.n_inputs(max(n_features, 1))
     check_arrays(path, arrays, checkpoint_schema(config, n_inputs, len(classes)), role=MODEL_FILE)
-    if n_features < 1 or next_id < 0 or passes < 1 or not coding.fits(config, n_features):
+    counts = {"n_features": (n_features, 1), "passes": (passes, 1), "next_sample_id": (next_id, 0)}
+    wrong = next((f"{k} {v} (at least {low}{', below 2^62' if k == 'next_sample_id' else ''})"
+                  for k, (v, low) in counts.items() if v < low or v >= MAX_SAMPLE_ID), None)
+    if wrong is not None:
+        raise UserError(f"{path}: model file is inconsistent ({wrong}); {MODEL_FILE.remedy}")
+    if not coding.fits(config, n_features):
         raise UserError(f"{path}: model file is inconsistent (coding {config.coding!r} with sat of "
-                        f"shape {np.shape(coding.sat)} for "
-                        f"{config.n_coded(max(n_features, 1))} coded inputs, {n_features} "
-                        f"features); {MODEL_FILE.remedy}")
+                        f"shape {np.shape(coding.sat)} for {config.n_coded(n_features)} coded "
+                        f"inputs, {n_features} features); {MODEL_FILE.remedy}")
     return Model(config=config, state=state_from_checkpoint(arrays, config, n_inputs, len(classes)),
                  coding=coding, classes=classes, n_features=n_features, passes=passes,
                  next_sample_id=next_id, feature_names=names, source=source)

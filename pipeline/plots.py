@@ -4,19 +4,25 @@ subset of them and says which."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display needed
+# Class names are data: "money$$" or "US$ and C$" is text, never matplotlib's $math$ notation
+# (which draws such names wrongly or raises on them).
+matplotlib.rcParams["text.parse_math"] = False
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 
 def _save(fig, path: Path) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with warnings.catch_warnings():  # a class name's glyph the font lacks, a layout that does
+        warnings.simplefilter("ignore", UserWarning)  # not fit: the plot is drawn all the same
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

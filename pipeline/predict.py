@@ -109,7 +109,7 @@ def predict(cfg: PredictConfig, inputs: list[str], stdout: TextIO | None = None
     failures = no_answer = 0
     with _csv_output(cfg.out, stdout or sys.stdout) as stream, \
             tqdm(total=total, unit="img", desc="predict", dynamic_ncols=True) as bar:
-        writer = csv.writer(stream, lineterminator="\n")
+        writer = _CsvRows(stream)
         writer.writerow(header(cfg.top_k))
         for f in found:
             blocks = (_embedded(f, encoder, bar) if isinstance(f, Images)
@@ -290,6 +290,23 @@ def _check_out(out: str | None) -> None:
     above = next((p for p in path.parents if p.exists() or p.is_symlink()), None)
     if above is not None and not above.is_dir():
         raise UserError(f"{out}: {above} is a file, not a folder; choose another --out")
+
+
+class _CsvRows:
+    """Rows ending in "\n", as csv.writer writes them with ``lineterminator="\n"``, except that a
+    row holding a carriage return (a file name may) is quoted whole: csv quotes a field for the
+    characters of its own line terminator only, and a bare "\r" would end the row for readers."""
+
+    def __init__(self, stream: TextIO):
+        self.plain = csv.writer(stream, lineterminator="\n")
+        self.quoted = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
+
+    def writerow(self, row: list[str]) -> None:
+        (self.quoted if any("\r" in str(v) for v in row) else self.plain).writerow(row)
+
+    def writerows(self, rows: list[list[str]]) -> None:
+        for row in rows:
+            self.writerow(row)
 
 
 @contextmanager

@@ -72,11 +72,14 @@ def check_split(store: EmbeddingStore, split: str, *, needs_positive: bool = Fal
     usable row count; refusals name split, chunk or row.
     """
     n_usable, top, classes = 0, -np.inf, set()
+    first, varied = None, False  # whether two usable rows differ
     for batch in iter_batches(store, split):
         n_usable += len(batch.labels)
         classes.update(np.unique(batch.labels).tolist())
         if len(batch.labels):
             top = max(top, float(batch.features.max()))
+            first = batch.features[0] if first is None else first
+            varied = varied or bool((batch.features != first).any())
     if n_usable == 0:
         n = store.split(split)["features"].shape[0]
         raise UserError(f"{store.path}: split {split!r} has no usable rows ({n} rows, every image "
@@ -90,6 +93,10 @@ def check_split(store: EmbeddingStore, split: str, *, needs_positive: bool = Fal
         raise UserError(f"{store.path}: split {split!r} has no positive feature (largest {top:g}); "
                         f"the rate coder turns positive activations into spikes: check the encoder "
                         f"and its weights")
+    if needs_positive and not varied:
+        raise UserError(f"{store.path}: split {split!r}: every usable row holds the same features, "
+                        f"so nothing tells the classes apart; check the encoder and its weights, "
+                        f"or the imported features")
     return n_usable
 
 

@@ -56,6 +56,11 @@ VIEW_ORDER_ARRAY, VIEW_BLOCKS_ARRAY = "coding_view_order", "coding_view_blocks"
 TOP_K = 5  # metrics.json's snn_top5_accuracy: the class among the 5 with most votes
 
 
+#: Coding whitened keeps a D x D float64 covariance and its eigendecomposition: 2 GiB at this
+#: many features (encoders give 1,280 to 2,560).
+MAX_WHITENED_FEATURES = 16384
+
+
 @dataclass(frozen=True)
 class Coding:
     """The input coding as measured on the train split (part of the model, stored with it):
@@ -119,6 +124,8 @@ class Coding:
         sat = meta["sat"]
         sat = np.asarray(sat, dtype=np.float64) if isinstance(sat, list) else float(sat)
         centre = meta.get("centre")
+        if centre is not None and not np.isfinite(np.asarray(centre, dtype=np.float64)).all():
+            raise ValueError("centre is not finite")
         whiten = arrays.pop(WHITEN_ARRAY, None)
         order, blocks = arrays.pop(VIEW_ORDER_ARRAY, None), arrays.pop(VIEW_BLOCKS_ARRAY, None)
         if (bool(meta.get("whitened", False)) != (whiten is not None)
@@ -175,6 +182,12 @@ class Coding:
         levels of the coder's inputs: :func:`coding_levels`); ``where`` names them in a
         refusal."""
         whitened = config.coding == "whitened"
+        n_features = features.shape[1]
+        if whitened and n_features > MAX_WHITENED_FEATURES:
+            raise UserError(f"{where}: {n_features} features; coding whitened measures a "
+                            f"{n_features} x {n_features} covariance ({8 * n_features**2 / 2**30:.0f} "
+                            f"GiB) and is for at most {MAX_WHITENED_FEATURES} features: use "
+                            f"--coding centred (coding=\"centred\")")
         centre = whiten = order = blocks = None
         if config.coding != "saturation":
             centre, cov = feature_moments(batches(), where, covariance=whitened,

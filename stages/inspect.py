@@ -11,6 +11,7 @@ from pipeline.arrays import import_npz
 from pipeline.config import EmbedConfig, ImportConfig, InspectConfig
 from pipeline.lock import shared
 from pipeline.store import EmbeddingStore
+from pipeline.tables import format_table
 
 PERCENTILES = (1, 50, 99)
 
@@ -81,10 +82,10 @@ def _describe(path: str | Path) -> str:
         lines += ["", "damaged chunks (flagged done, data missing or unreadable; never trained on; "
                       "`annsnn embed` with the store's options embeds them again, `--verify` finds "
                       "unreadable ones)", *damage]
-    lines += ["", "class counts (all rows)",
-              "  " + f"{'class':<24}" + "".join(f"{s:>8}" for s, *_ in stats)]
-    for k, name in enumerate(data["class_names"]):
-        lines.append(f"  {name[:24]:<24}" + "".join(f"{c[k]:>8}" for _, _, c, _ in stats))
+    counts = format_table(["class", *(s for s, *_ in stats)],
+                          [[name, *(c[k] for _, _, c, _ in stats)]
+                           for k, name in enumerate(data["class_names"])])
+    lines += ["", "class counts (all rows)", *("  " + line for line in counts)]
     lines += ["", "feature statistics (finished rows; percentiles merged per chunk by dask)",
               f"  {'split':<6} {'rows':>7} {'zeros':>7} " + "".join(f"{'p' + str(p):>9}" for p in PERCENTILES)
               + f"{'max':>9}{'mean':>9}"]

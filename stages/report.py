@@ -17,6 +17,7 @@ from pipeline.errors import UserError
 from pipeline.metrics import worst_classes
 from pipeline.runs import find_finished_run, run_name
 from pipeline.store import EmbeddingStore, store_exists, store_name
+from pipeline.tables import format_table
 from pipeline.training import check_snn_device, ensure_store, train_run
 
 
@@ -61,8 +62,7 @@ def print_worst_classes(m: dict[str, Any], limit: int) -> None:
     shown = worst_classes(entries, limit)
     print(f"\n{store_name(m['store'])}: {len(shown)} of {len(entries)} classes, lowest SNN recall "
           f"first ({m['eval_split']} split; per_class_recall.png in {m['run_dir']})")
-    print(f"{'class':<30} {'train':>7} {'eval':>6} {'SNN':>7} {'probe':>7} {'NCM':>7}")
     pct = lambda r: "-" if r is None else f"{r:.2%}"  # noqa: E731  (None: no samples, or not run)
-    for c in shown:
-        print(f"{c['name'][:30]:<30} {c['train_count']:>7} {c['eval_count']:>6} "
-              f"{pct(c['snn_recall']):>7} {pct(c.get('probe_recall')):>7} {pct(c.get('ncm_recall')):>7}")
+    rows = [[c["name"], c["train_count"], c["eval_count"], pct(c["snn_recall"]),
+             pct(c.get("probe_recall")), pct(c.get("ncm_recall"))] for c in shown]
+    print("\n".join(format_table(["class", "train", "eval", "SNN", "probe", "NCM"], rows)))

@@ -362,6 +362,48 @@ def test_a_damaged_model_file_is_refused_naming_it(tmp_path):
     refused("model file is inconsistent")
     save_checkpoint(path, {k: v for k, v in arrays.items() if k != "classes"}, meta)
     refused("no valid 'classes' array")
+    # Values, not shapes: a NaN state answered uniformly, a NaN centre blamed the caller's X, an
+    # id past int64 overflowed in partial_fit.
+    save_checkpoint(path, {**arrays, "r": np.full_like(arrays["r"], np.nan)}, meta)
+    refused("array 'r' holds NaN")
+    save_checkpoint(path, arrays, {**meta, "coding": {**meta["coding"],
+                                                      "centre": [float("nan")] * x.shape[1]}})
+    refused("model file metadata is damaged (ValueError: centre is not finite)")
+    for key, value, said in (("next_sample_id", 2**70, "next_sample_id 1180591620717411303424"),
+                             ("next_sample_id", -1, "next_sample_id -1"),
+                             ("passes", -3, "passes -3 (at least 1)")):
+        save_checkpoint(path, arrays, {**meta, key: value})
+        refused(f"model file is inconsistent ({said}")
     save_checkpoint(path, arrays, {**meta, "format": "something"})
     with pytest.raises(UserError, match=f"{path}: not an annsnn model file"):
         ColanetClassifier.load(path)
+
+
+def test_the_estimator_names_bad_classes_ids_paths_and_sizes(tmp_path):
+    """Each used to surface as numpy's or the kernel's own error (an index -1, a '<' between
+    None and int, a wrapped id, an Errno 36, a 298 GiB allocation) or as a wrong refusal."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((30, 6)).astype(np.float32), np.arange(30) % 3
+    for classes, said in (([], "give a 1-D list of the labels"),
+                          ([[0, 1], [2, 3]], "give a 1-D list of the labels"),
+                          ([0, 1, 2, None], "holds None or NaN"),
+                          ([0.0, 1.0, 2.0, np.nan], "holds None or NaN")):
+        with pytest.raises(ValueError, match=said):
+            ColanetClassifier(m=1, e=1).partial_fit(x, y, classes=classes)
+    clf = ColanetClassifier(m=1, e=1).fit(x, y)
+    for ids in (np.full(3, 2**64 - 1, np.uint64), [-1, 0, 1]):
+        with pytest.raises(ValueError, match=r"sample_id must lie in 0 \.\. 2\^63 - 1"):
+            clf.predict(x[:3], sample_id=ids)
+    assert (clf.predict(x[:3], sample_id=np.arange(3, dtype=np.uint64))
+            == clf.predict(x[:3], sample_id=np.arange(3))).all()
+    with pytest.raises(UserError, match="an empty path"):
+        clf.save("")
+    with pytest.raises(UserError, match="File name too long; nothing was written"):
+        clf.save(tmp_path / ("x" * 300 + ".npz"))
+    # Text labels held as objects (a pandas string column) are text: saved, loaded, same answers.
+    text = ColanetClassifier(m=1, e=1).fit(x, np.array(["a", "b", "c"], dtype=object)[y])
+    again = ColanetClassifier.load(text.save(tmp_path / "text.npz"))
+    assert list(again.classes_) == ["a", "b", "c"] and (again.predict(x) == text.predict(x)).all()
+    wide = np.tile(x[:, :1], (1, 16385))
+    with pytest.raises(ValueError, match="16385 features; coding whitened .* use --coding centred"):
+        ColanetClassifier(m=1, e=1).fit(wide[:4], y[:4])

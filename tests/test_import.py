@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.store import EmbeddingStore
+from pipeline.store import EmbeddingStore, write_arrays
 from tests.conftest import assert_refused, run_cli, snapshot, damage_zip_member
 
 
@@ -140,6 +140,8 @@ REFUSALS = [
          "classes-duplicate"),
     case(npz_of(classes=np.array(["cat", " ", "owl"])), r"classes\[1\] is ' ', an empty name",
          "classes-empty-name"),
+    case(npz_of(classes=np.array(["cat", "d\udcffg", "owl"])),
+         r"classes\[1\] is 'd\\udcffg', which holds a lone surrogate, not text", "classes-surrogate"),
     case(npz_of(classes=np.array(["cat"]), y_train=np.zeros(12, int), y_test=np.zeros(6, int)),
          r"classes holds 1 name; .*at least two", "one-class"),
     case(npz_of(classes=np.array([0.5, 1.5, 2.5])), r"classes has dtype float64; save class names",
@@ -194,3 +196,18 @@ def test_integer_features_unsigned_labels_and_byte_names_are_accepted(tmp_path, 
     assert code == 0, out
     store = EmbeddingStore.open(tmp_path / "s.zarr")
     assert store.class_names == ["cat", "dog", "owl"] and store.splits == ["train"]
+
+
+def test_inspect_shows_class_names_whole_and_escaped(tmp_path, capsys):
+    """A line break or a terminal's escape sequence in a class name is shown as its escape (it
+    used to split the table's row or reach the terminal), and long names are never cut."""
+    names = ["a\nb", "\x1b[31mred\x1b[0m", "L" * 30 + "1", "L" * 30 + "2"]
+    y = np.arange(16) % 4
+    x = (np.eye(4, 6)[y] + 0.5).astype(np.float32)
+    store = write_arrays(tmp_path / "s.zarr", {"train": (x, y), "test": (x, y)}, names,
+                         encoder={"model": "synthetic"}, source="names")
+    code, out = run_cli(["inspect", "--store", store.path], capsys)
+    assert code == 0 and "\x1b" not in out, out
+    table = out[out.index("class counts"):].splitlines()[1:6]
+    assert [line.split()[0] for line in table] == [
+        "class", "a\\nb", "\\x1b[31mred\\x1b[0m", "L" * 30 + "1", "L" * 30 + "2"], table

@@ -229,3 +229,18 @@ def test_damaged_inputs_are_refused_in_one_line(trained, capsys, tmp_path):
                          r"garbage\.npz: not a readable model file \(neither an \.npz nor a \.npy")
     assert "pickle" not in out
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_a_path_holding_a_carriage_return_reads_back_as_one_row():
+    """csv quotes a field for its own line terminator ("\\n") only: a bare "\\r" in a file name
+    split the row for every reader. Such a row is quoted whole; the others are as before."""
+    from pipeline.predict import _CsvRows
+
+    stream = io.StringIO(newline="")
+    rows = [["path", "top1"], ["photos/cr\rx.png", "cat"], ["photos/a,b.png", "dog"],
+            ["photos/plain.png", "owl"]]
+    _CsvRows(stream).writerows(rows)
+    text = stream.getvalue()
+    assert text.splitlines(keepends=True)[0] == "path,top1\n"
+    assert '"photos/cr\rx.png","cat"\n' in text and "photos/plain.png,owl\n" in text
+    assert list(csv.reader(io.StringIO(text, newline=""))) == rows

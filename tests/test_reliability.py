@@ -433,6 +433,10 @@ def _negative(split, x):
     return -x - 1 if split == "train" else x
 
 
+def _identical(split, x):
+    return np.ones_like(x) if split == "train" else x
+
+
 @pytest.mark.parametrize("scope", ["feature", "global"])
 @pytest.mark.parametrize("edit,pattern", [
     (_nan, r"split 'train' row \d+ holds NaN or infinite"),
@@ -441,6 +445,8 @@ def _negative(split, x):
     (_huge, r"split 'train' row \d+ holds a feature of 1e\+30, beyond the 1e\+06"),
     (_all_zero, r"split 'train' has no positive feature"),
     (_negative, r"split 'train' has no positive feature"),
+    # The SNN used to train, then nearest class mean crashed (zero variance) on every rerun.
+    (_identical, r"split 'train': every usable row holds the same features"),
 ])
 def test_garbage_features_are_refused_before_training(tmp_path, capsys, edit, pattern, scope):
     store = separable_store(tmp_path / "s.zarr", transform=edit)
@@ -631,3 +637,27 @@ def test_a_train_split_of_one_class_is_refused_before_anything_is_written(tmp_pa
                  ["report", store.path, "--runs-dir", tmp_path / "runs", "--e", "1"]):
         assert_refused(argv, capsys, r"split 'train' holds usable rows of one class only \('cat'\)")
     assert not (tmp_path / "runs").exists()
+
+
+def test_class_names_of_any_text_train_plot_and_report(tmp_path, capsys):
+    """Class names are data: matplotlib's $math$ ("money$$" used to raise in the plots on every
+    rerun), HTML and control characters, and a user's file that is not UTF-8 in the run folder
+    (the page's file list used to raise) leave a finished run with its plots and page."""
+    rng = np.random.default_rng(0)
+    names = ["money$$", "$_$", "<b>&", "a\nb"]
+    y = np.arange(48) % 4
+    x = (rng.random((48, 8)) + np.eye(4, 8)[y] * 2).astype(np.float32)
+    store = write_arrays(tmp_path / "s.zarr", {"train": (x, y), "test": (x, y)}, names,
+                         encoder={"model": "synthetic"}, source="names")
+    argv = ["train-snn", "--out", store.path, "--runs-dir", tmp_path / "runs", "--run", "r", *SNN]
+    code, out = run_cli(argv, capsys)
+    assert code == 0, out
+    run = tmp_path / "runs" / "r"
+    assert {"metrics.json", "confusion.png", "per_class_recall.png", "report.html"} <= set(
+        p.name for p in run.iterdir())
+    (run / os.fsdecode(b"notes\xff.txt")).write_text("mine\n")
+    code, out = run_cli(argv, capsys)  # evaluated again: the page lists the user's file
+    assert code == 0, out
+    page = (run / "report.html").read_text(encoding="utf-8")
+    assert 'href="notes%FF.txt"' in page and "notes\\xff.txt" in page
+    assert "<b>&" not in page and "&lt;b&gt;&amp;" in page

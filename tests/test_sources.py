@@ -6,6 +6,7 @@ Listing a source decodes no image, so most sources here hold empty files named l
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data import DataSet, open_dataset, read_image_file
+from pipeline.data import MAX_ASPECT, DataSet, list_images, open_dataset, read_image_file
 from pipeline.errors import UserError
 from tests.conftest import assert_refused, snapshot
 
@@ -243,6 +244,50 @@ def test_a_class_folder_of_only_hidden_files_is_refused(tmp_path: Path, capsys) 
     with pytest.raises(UserError, match=pattern):
         open_dataset(f"imagefolder:{root}")
     _assert_cli_refuses(f"imagefolder:{root}", tmp_path, capsys, pattern)
+
+
+def test_a_class_folder_whose_name_is_not_utf8_is_refused(tmp_path: Path, capsys) -> None:
+    """Such a name reached the store as lone surrogates, and train-snn then crashed drawing it
+    (on every rerun): refused when listing, naming the folder as its bytes read."""
+    root = _class_folders(tmp_path / "data", {"cat": 2})
+    bad = Path(os.fsdecode(bytes(root) + b"/caf\xe9"))
+    bad.mkdir()
+    (bad / "img0.jpg").write_bytes(b"")
+    pattern = r"the class folder caf\\xe9/ has a name that is not UTF-8 text; rename it"
+    with pytest.raises(UserError, match=pattern):
+        open_dataset(f"imagefolder:{root}")
+    _assert_cli_refuses(f"imagefolder:{root}", tmp_path, capsys, pattern)
+
+
+def test_a_folder_named_like_an_image_is_no_image(tmp_path: Path) -> None:
+    """``cat/more.jpg/`` is a folder: it used to be listed as an image and fail to embed."""
+    root = _class_folders(tmp_path / "data", {"cat": 2, "dog": 2})
+    (root / "cat" / "more.jpg").mkdir()
+    ds = list_images(f"imagefolder:{root}")
+    assert sorted(str(i) for i in ds.splits[""].ids) == [
+        "cat/img0.jpg", "cat/img1.jpg", "dog/img0.jpg", "dog/img1.jpg"]
+
+
+def test_a_16_bit_greyscale_image_is_scaled_not_clipped(tmp_path: Path) -> None:
+    """Pillow's conversion clips 16-bit levels at 255 (a gradient became 99.6 % white)."""
+    levels = np.linspace(0, 65535, 40 * 30).reshape(30, 40).astype(np.uint16)
+    Image.fromarray(levels).save(tmp_path / "g.png")
+    assert Image.open(tmp_path / "g.png").mode.startswith("I")
+    rgb = np.asarray(read_image_file(tmp_path / "g.png")).astype(int)
+    assert rgb.shape == (30, 40, 3) and (rgb[..., 0] == rgb[..., 2]).all()
+    assert np.abs(rgb[..., 0] - np.round(levels / 257.0)).max() <= 1
+
+
+def test_an_extreme_strip_is_cut_around_its_centre(tmp_path: Path) -> None:
+    """A 1 x 100,000 strip would be scaled to gigabytes by the eval transform (its short side to
+    the input size); it is cut to MAX_ASPECT : 1 around its centre, which the centre crop keeps."""
+    strip = np.zeros((1, 100_000, 3), np.uint8)
+    strip[0, 50_000 - 8:50_000 + 8] = 200  # the centre, kept
+    Image.fromarray(strip).save(tmp_path / "s.png")
+    cut = read_image_file(tmp_path / "s.png")
+    assert cut.size == (MAX_ASPECT, 1) and (np.asarray(cut) == 200).all()
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(tmp_path / "p.png")
+    assert read_image_file(tmp_path / "p.png").size == (40, 30)  # a photo is untouched
 
 
 def test_a_class_only_in_val_is_still_a_class(tmp_path: Path) -> None:
