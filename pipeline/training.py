@@ -37,7 +37,7 @@ from pipeline.colanet import (ColanetConfig, ColanetState, checkpoint_arrays, ch
                               train_chunk)
 from pipeline.html_report import write_html_report
 from pipeline.config import ClusterConfig, EmbedConfig, TrainConfig
-from pipeline.errors import UserError
+from pipeline.errors import UserError, short_reason
 from pipeline.lock import exclusive, shared
 from pipeline.metrics import (classification_metrics, per_class_table, top_k_accuracy,
                               write_metrics)
@@ -918,7 +918,12 @@ def _evaluate_run(store: EmbeddingStore, eval_split: str, config: ColanetConfig,
     # Per class, in class order: how many train rows it had and each classifier's recall on it.
     metrics["per_class"] = per_class_table(classes, train_count, y_test, predictions)
     metrics["seconds"] = seconds
-    _plot(run_dir, store, eval_split, config, state, progress, snn, metrics["per_class"], columns)
+    try:
+        _plot(run_dir, store, eval_split, config, state, progress, snn, metrics["per_class"],
+              columns)
+    except Exception as e:  # a picture must never cost the run its results (metrics.json)
+        print(f"{run_dir}: a plot could not be drawn ({short_reason(e)}); the metrics are "
+              f"written all the same", file=sys.stderr)
     written = write_metrics(run_dir, metrics)
     write_html_report(run_dir)  # last: it is made from the files written above
     return written

@@ -661,3 +661,20 @@ def test_class_names_of_any_text_train_plot_and_report(tmp_path, capsys):
     page = (run / "report.html").read_text(encoding="utf-8")
     assert 'href="notes%FF.txt"' in page and "notes\\xff.txt" in page
     assert "<b>&" not in page and "&lt;b&gt;&amp;" in page
+
+
+def test_a_plot_that_fails_costs_the_run_no_result(tmp_path, capsys, monkeypatch):
+    """metrics.json marks a finished run: a plot that raised used to leave none, on every rerun."""
+    from pipeline import plots
+
+    def broken(*args, **kwargs):
+        raise ValueError("a name the plot cannot draw")
+
+    monkeypatch.setattr(plots, "confusion_matrix", broken)
+    store = separable_store(tmp_path / "s.zarr")
+    code, out = run_cli(["train-snn", "--out", store.path, "--runs-dir", tmp_path / "runs",
+                         "--run", "r", *SNN], capsys)
+    assert code == 0, out
+    assert "a plot could not be drawn (ValueError: a name the plot cannot draw)" in out
+    assert (tmp_path / "runs" / "r" / "metrics.json").is_file()
+    assert (tmp_path / "runs" / "r" / "report.html").is_file()
