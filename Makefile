@@ -13,10 +13,12 @@ ARGS       ?=
 # make predict: the run folder (default: the one make train-snn writes for DATA and MODEL with the
 # default CoLaNET options) and what to answer (image files, folders, imagefolder:/csv: sources or a
 # store; several: quote them)
-RUN   ?= data/runs/$(notdir $(basename $(patsubst %/,%,$(lastword $(subst :, ,$(DATA))))))-$(MODEL)
+# (the store's name: an image folder's own name, dots included; a CSV's file name less .csv)
+RUN   ?= data/runs/$(if $(filter imagefolder:%,$(DATA)),$(notdir $(patsubst %/,%,$(DATA:imagefolder:%=%))),$(notdir $(basename $(DATA:csv:%=%))))-$(MODEL)
 INPUT ?=
-# make compare: the run folders (default: every run folder under data/runs)
-RUNS  ?= $(wildcard data/runs/*/)
+# make compare: the run folders (default: every run folder under data/runs, by the shell's glob,
+# so a folder name with a blank stays one name)
+RUNS  ?=
 # pytest-xdist processes for make test (the README's suite times: 2 cores, 2 workers)
 TEST_WORKERS ?= 2
 
@@ -24,7 +26,8 @@ TEST_WORKERS ?= 2
 PEER_VENV ?= .venv-peer
 PEER_PY   := $(PEER_VENV)/bin/python
 
-EMBED_ARGS := --data $(DATA) --model $(MODEL) $(if $(CHECKPOINT),--weights $(CHECKPOINT),--weights $(WEIGHTS))
+# DATA quoted: a folder name with a blank is one argument (DATA="imagefolder:my photos")
+EMBED_ARGS := --data '$(DATA)' --model $(MODEL) $(if $(CHECKPOINT),--weights $(CHECKPOINT),--weights $(WEIGHTS))
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:[^#]*## /\t/' | expand -t 19
@@ -44,7 +47,7 @@ embed: $(STAMP) ## stage one: embed DATA with MODEL into a Zarr store (ARGS: mor
 	$(PY) -m stages embed $(EMBED_ARGS) $(ARGS)
 
 inspect: $(STAMP) ## print what the store of DATA and MODEL holds
-	$(PY) -m stages inspect --data $(DATA) --model $(MODEL) $(ARGS)
+	$(PY) -m stages inspect --data '$(DATA)' --model $(MODEL) $(ARGS)
 
 train-snn: $(STAMP) ## stage two: train and evaluate CoLaNET on that store
 	$(PY) -m stages train-snn $(EMBED_ARGS) $(ARGS)
@@ -52,13 +55,23 @@ train-snn: $(STAMP) ## stage two: train and evaluate CoLaNET on that store
 tune: $(STAMP) ## search CoLaNET parameters on a validation split
 	$(PY) -m stages tune $(EMBED_ARGS) $(ARGS)
 
+# Checked when make reads this file, before any prerequisite (a fresh clone would install first).
+ifneq ($(filter predict,$(MAKECMDGOALS)),)
+ifeq ($(strip $(INPUT)),)
+$(error give what to predict: make predict INPUT=photo.jpg (RUN=data/runs/NAME))
+endif
+endif
+ifneq ($(filter compare,$(MAKECMDGOALS)),)
+ifeq ($(strip $(RUNS))$(wildcard data/runs/*/),)
+$(error no run folders: train one (make train-snn) or give RUNS=...)
+endif
+endif
+
 predict: $(STAMP) ## answer INPUT (images, folders, a store) with RUN's model, CSV on stdout
-	$(if $(INPUT),,$(error give what to predict: make predict INPUT=photo.jpg (RUN=data/runs/NAME)))
-	@$(PY) -m stages predict --run $(RUN) $(INPUT) $(ARGS)
+	@$(PY) -m stages predict --run '$(RUN)' $(INPUT) $(ARGS)
 
 compare: $(STAMP) ## finished runs side by side (RUNS: their folders; default: every run)
-	$(if $(strip $(RUNS)),,$(error no run folders: train one (make train-snn) or give RUNS=...))
-	@$(PY) -m stages compare $(RUNS) $(ARGS)
+	@$(PY) -m stages compare $(or $(strip $(RUNS)),data/runs/*/) $(ARGS)
 
 test: $(STAMP) ## the test suite (what CI runs; TEST_WORKERS processes)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) $(ARGS)

@@ -105,7 +105,8 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
     DataFrame), ``config_`` (the resolved ColanetConfig), ``coding_`` (the measured
     :class:`pipeline.training.Coding`), ``state_`` (the network's
     :class:`pipeline.colanet.ColanetState`), ``next_sample_id_`` (the id the next
-    ``partial_fit`` row gets). Pickling keeps them all (plain arrays and frozen dataclasses);
+    ``partial_fit`` row gets), ``passes_`` (the passes ``fit`` made; what :meth:`save` records,
+    whatever ``set_params`` changed since). Pickling keeps them all (plain arrays and frozen dataclasses);
     :meth:`save` writes the same self-contained ``.npz`` as ``annsnn export`` (no pickle).
 
     scikit-learn's estimator checks (``tests/test_estimator.py``, ``m=2, e=1``): every check
@@ -134,7 +135,7 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
         repeats = presentations(config, np.bincount(labels, minlength=len(classes)))
         self._start(config, classes, X, labels)
         self._learn(X, labels, repeats=repeats, passes=passes)
-        self.next_sample_id_ = ids_used(len(X), passes, repeats)
+        self.next_sample_id_, self.passes_ = ids_used(len(X), passes, repeats), passes
         return self
 
     def partial_fit(self, X, y, classes=None):
@@ -152,7 +153,7 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
             classes = _class_list(classes)
             columns = _columns(classes, y)
             self._start(config, classes, X, columns)
-            self.next_sample_id_ = 0
+            self.next_sample_id_, self.passes_ = 0, 1
         else:
             if classes is not None and not np.array_equal(_class_list(classes),
                                                           np.unique(self.classes_)):
@@ -239,7 +240,7 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
         names = getattr(self, "feature_names_in_", None)
         return write_model(path, Model(
             config=self.config_, state=self.state_, coding=self.coding_, classes=self.classes_,
-            n_features=self.n_features_in_, passes=self._resolved()[1],
+            n_features=self.n_features_in_, passes=getattr(self, "passes_", self.passes),
             next_sample_id=self.next_sample_id_,
             feature_names=None if names is None else [str(n) for n in names]),
             overwrite=overwrite)
@@ -258,7 +259,7 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
         clf = cls(**model.config.to_dict(), passes=model.passes)
         clf.config_, clf.coding_, clf.state_ = model.config, model.coding, model.state
         clf.classes_, clf.n_features_in_ = model.classes, model.n_features
-        clf.next_sample_id_ = model.next_sample_id
+        clf.next_sample_id_, clf.passes_ = model.next_sample_id, model.passes
         if model.feature_names is not None:
             clf.feature_names_in_ = np.asarray(model.feature_names, dtype=object)
         return clf

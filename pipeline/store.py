@@ -507,9 +507,13 @@ def encoder_difference(have: dict[str, Any], want: dict[str, Any]) -> tuple[str,
     model and the first setting that differs: ``("lite0 (weights_sha256=653246f58bc5)", ...)``."""
     have, want = encoder_identity(have), encoder_identity(want)
     for key in ENCODER_IDENTITY:
-        if have[key] != want[key]:
-            return (f"{have['model']} ({key}={_short(have[key])})",
-                    f"{want['model']} ({key}={_short(want[key])})")
+        a, b, name = have[key], want[key], key
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):  # the preprocessing: its first setting
+            sub = next(k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k))
+            a, b, name = a.get(sub), b.get(sub), f"{key}.{sub}"
+        return (f"{have['model']} ({name}={_short(a)})", f"{want['model']} ({name}={_short(b)})")
     return None
 
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from pipeline.arrays import import_npz
 from pipeline.config import EmbedConfig, ImportConfig, InspectConfig
+from pipeline.errors import UserError
 from pipeline.lock import shared
 from pipeline.store import EmbeddingStore
 from pipeline.tables import format_table
@@ -17,7 +18,11 @@ PERCENTILES = (1, 50, 99)
 
 
 def main(args, config, data_given: bool) -> None:
-    print(describe(config(InspectConfig).store or config(EmbedConfig).store_path()))
+    store, embed = config(InspectConfig).store, config(EmbedConfig)
+    if store and embed.out:  # (--data with --store: make inspect always passes DATA)
+        raise UserError(f"--store {store} and --out {embed.out}: both name the store to inspect; "
+                        f"give one of them")
+    print(describe(store or embed.store_path()))
 
 
 def main_import(args, config, data_given: bool) -> None:

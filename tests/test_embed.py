@@ -17,7 +17,7 @@ from PIL import Image
 from pipeline.config import EmbedConfig
 from pipeline.data import open_dataset
 from pipeline.errors import UserError
-from pipeline.store import EmbeddingStore
+from pipeline.store import EmbeddingStore, encoder_difference
 from pipeline.embedding import embed_store
 from stages.inspect import describe
 from tests.conftest import assert_refused, assert_same_store, make_image_folder, run_cli
@@ -260,3 +260,16 @@ def test_decoding_workers_do_not_change_the_store(tmp_path):
         assert summary["images"] == 11 and summary["failures"] == 1
     assert EmbedConfig().workers > 0  # decoding overlaps the forward pass by default
     assert_same_store(outs[0], outs[2])
+
+
+def test_an_encoder_difference_names_the_preprocessing_setting_that_differs():
+    """The whole preprocessing record, cut at 80 characters, named nothing useful."""
+    pre = {"crop_pct": 0.875, "input_size": [3, 224, 224], "interpolation": "bicubic",
+           "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
+    have = {"model": "lite0", "weights_sha256": "a" * 64, "preprocessing": pre}
+    want = {**have, "preprocessing": {**pre, "input_size": [3, 96, 96]}}
+    assert encoder_difference(have, want) == ("lite0 (preprocessing.input_size=[3, 224, 224])",
+                                              "lite0 (preprocessing.input_size=[3, 96, 96])")
+    assert encoder_difference(have, dict(have)) is None
+    assert encoder_difference(have, {**have, "weights_sha256": "b" * 64}) == (
+        "lite0 (weights_sha256=aaaaaaaaaaaa)", "lite0 (weights_sha256=bbbbbbbbbbbb)")

@@ -407,3 +407,16 @@ def test_the_estimator_names_bad_classes_ids_paths_and_sizes(tmp_path):
     wide = np.tile(x[:, :1], (1, 16385))
     with pytest.raises(ValueError, match="16385 features; coding whitened .* use --coding centred"):
         ColanetClassifier(m=1, e=1).fit(wide[:4], y[:4])
+
+
+def test_a_model_file_records_what_fit_did_not_what_set_params_says_since(tmp_path):
+    """save took ``passes`` from the current parameters: set_params(passes=4) after a one-pass
+    fit wrote a model file claiming four passes."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((30, 6)).astype(np.float32), np.arange(30) % 3
+    clf = ColanetClassifier(m=1, e=1, passes=2).fit(x, y)
+    clf.set_params(passes=4, m=5)
+    loaded = ColanetClassifier.load(clf.save(tmp_path / "m.npz"))
+    assert (loaded.passes, loaded.passes_, loaded.m) == (2, 2, 1)
+    online = ColanetClassifier(m=1, e=1).partial_fit(x, y, classes=[0, 1, 2])
+    assert ColanetClassifier.load(online.save(tmp_path / "o.npz")).passes == 1

@@ -208,6 +208,8 @@ def test_inspect_shows_class_names_whole_and_escaped(tmp_path, capsys):
                          encoder={"model": "synthetic"}, source="names")
     code, out = run_cli(["inspect", "--store", store.path], capsys)
     assert code == 0 and "\x1b" not in out, out
+    assert_refused(["inspect", "--store", store.path, "--out", tmp_path / "other.zarr"], capsys,
+                   "both name the store to inspect; give one of them")
     table = out[out.index("class counts"):].splitlines()[1:6]
     assert [line.split()[0] for line in table] == [
         "class", "a\\nb", "\\x1b[31mred\\x1b[0m", "L" * 30 + "1", "L" * 30 + "2"], table
