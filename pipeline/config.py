@@ -149,7 +149,8 @@ class TrainConfig:
                                "each CoLaNET option that was changed, e.g. digits-"
                                "tf_efficientnet_lite0-m12-e5)"] = None
     runs_dir: Annotated[str, "folder of the run folders"] = "data/runs"
-    checkpoint_every: Annotated[int, "samples between checkpoints (and on SIGINT/SIGTERM)"] = 1000
+    checkpoint_every: Annotated[int, "samples between checkpoints, taken at the next chunk "
+                                     "boundary (and on SIGINT/SIGTERM)"] = 1000
     eval_split: Annotated[str | None, "split to evaluate on (default: test, else val)"] = None
     skip_baselines: Annotated[bool, "leave out the linear probe and nearest class mean"] = False
     numba_threads: Annotated[int | None,

@@ -217,21 +217,41 @@ def feature_moments(batches: Iterable[Batch], where: str, *, transform=None,
     return mean.astype(np.float32), (square - n * np.outer(mean, mean)) / max(n - 1, 1)
 
 
+#: A feature whose train variance is at most this share of the largest is constant: no spread.
+DEAD_SPREAD = 1e-12
+
+
 def zca_map(cov: np.ndarray, shrinkage: float) -> np.ndarray:
     """The whitening map ``W = S^(-1/2)`` of the shrunk covariance ``S = (1 - a) cov + a
     tr(cov)/D I`` (``a = shrinkage`` in (0, 1]; ZCA: ``W`` is symmetric, so a whitened feature
     stays tied to its own feature), float32 (D, D). The identity's share keeps ``S`` invertible
     when the train split has fewer rows than features. One BLAS thread, so the map is the same
-    whatever the machine's thread count."""
+    whatever the machine's thread count. Features constant on the train split (variance at most
+    :data:`DEAD_SPREAD` of the largest) are left out: their rows and columns of ``W`` are 0 and
+    ``S`` is the covariance of the others."""
     from threadpoolctl import threadpool_limits
 
-    d = cov.shape[0]
-    level = float(np.trace(cov)) / d
-    shrunk = (1.0 - shrinkage) * cov + shrinkage * (level if level > 0 else 1.0) * np.eye(d)
+    # A feature constant on the train split (a ReLU unit never active: 116 of digits' 1,280)
+    # carries nothing; left in, the map gives it a large gain on its rounding residue (1e-16),
+    # the coder a level to match, and it spiked at full rate on noise. Its row and column of
+    # the map are zero: its input is 0, never spikes, and no other input mixes it in.
+    spread = np.diag(cov)
+    live = np.flatnonzero(spread > DEAD_SPREAD * float(spread.max(initial=0.0)))
+    if len(live) == 0:  # no feature varies (one row): the shrinkage alone, the identity
+        live = np.arange(len(spread))
+    live_cov = cov if len(live) == len(spread) else cov[np.ix_(live, live)]
+    d = live_cov.shape[0]
+    level = float(np.trace(live_cov)) / d if d else 0.0
+    shrunk = (1.0 - shrinkage) * live_cov + shrinkage * (level if level > 0 else 1.0) * np.eye(d)
     with threadpool_limits(1):
         values, vectors = np.linalg.eigh(shrunk)
-        return ((vectors / np.sqrt(np.maximum(values, values.max() * 1e-12))) @ vectors.T
-                ).astype(np.float32)
+        live_map = ((vectors / np.sqrt(np.maximum(values, values.max(initial=0.0) * 1e-12)))
+                    @ vectors.T).astype(np.float32)
+    if len(live) == len(spread):
+        return live_map
+    whole = np.zeros(cov.shape, np.float32)
+    whole[np.ix_(live, live)] = live_map
+    return whole
 
 
 #: Inputs a view's rotation mixes together: each view rotates seeded random groups of this many

@@ -706,8 +706,9 @@ class _StopRequested:
 def train_from(store: EmbeddingStore, config: ColanetConfig, run_cfg: TrainConfig, run_dir: Path,
                state: ColanetState, progress: Progress, *, stop_after_samples: int | None = None,
                client=None, threads: int | None = None) -> bool:
-    """The online pass from ``progress.cursor`` to the end of the train split, checkpointing every
-    ``checkpoint_every`` samples, on a signal (then KeyboardInterrupt) and at the end; returns
+    """The online pass from ``progress.cursor`` to the end of the train split, a store chunk at a
+    time, checkpointing at the first chunk boundary after every ``checkpoint_every`` samples, on a
+    signal (then KeyboardInterrupt) and at the end; returns
     whether the pass is complete. ``stop_after_samples`` stops early with a checkpoint: a
     stand-in for an interruption in tests. With a dask ``client`` the copies learn on its
     workers (:class:`WorkerCopies`, ``threads`` simulator threads each; None: the worker's
@@ -748,9 +749,12 @@ def train_from(store: EmbeddingStore, config: ColanetConfig, run_cfg: TrainConfi
 
     with _StopRequested() as stop, tqdm(total=n_rows * run_cfg.passes, initial=rows_done(),
                                         unit="row", desc="train-snn", dynamic_ncols=True) as bar:
-        for batch in fit_stream(store, config, state, progress, max_rows=run_cfg.checkpoint_every,
-                                passes=run_cfg.passes, device=run_cfg.snn_device,
-                                workers=workers):
+        # Stretches are the store's chunks, whatever --checkpoint-every says: the balanced order
+        # shuffles a stretch at a time, so cutting them at checkpoints changed the model (and a
+        # resume with another --checkpoint-every changed it again). A checkpoint is taken at the
+        # first chunk boundary after every checkpoint_every samples.
+        for batch in fit_stream(store, config, state, progress, passes=run_cfg.passes,
+                                device=run_cfg.snn_device, workers=workers):
             learned_now += len(batch.labels)
             since_checkpoint += len(batch.labels)
             bar.update(rows_done() - bar.n)

@@ -313,7 +313,7 @@ def test_export_refuses_unfinished_runs_and_existing_files(tmp_path, capsys):
     # Trained again from scratch and stopped: metrics.json is the earlier run's, the model is not.
     _train(tmp_path, store, train={"restart": True}, stop_after_samples=40)
     assert_refused(["export", "--run", run, "--out", out], capsys,
-                   r"not a finished, evaluated model \(pass 1 at train row 25 of 120")
+                   r"not a finished, evaluated model \(pass 1 at train row 32 of 120")
     assert not out.exists()
     assert_refused(["export", "--run", tmp_path, "--out", out], capsys, "not a run folder")
     with exclusive(run):  # a run training in it

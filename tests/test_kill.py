@@ -176,7 +176,9 @@ def _check_cluster_embed(tmp_path: Path, kills: int) -> int:
 
 def _check_train(tmp_path: Path, kills: int) -> int:
     n_train = 3000
-    store = separable_store(tmp_path / "s.zarr", n_train=n_train, n_test=40, dim=128).path
+    # chunks of 10 rows: a checkpoint at every chunk boundary (--checkpoint-every 10)
+    store = separable_store(tmp_path / "s.zarr", n_train=n_train, n_test=40, dim=128,
+                            chunk=10).path
     subprocess.run(_train_cmd(store, tmp_path / "whole"), cwd=ROOT, check=True, capture_output=True)
     checkpoint = tmp_path / "cut" / "r" / "checkpoint.npz"
     # start-up ~7-10 s; the first checkpoint (cursor 10) at once, then 3000 rows in ~8 s under load
