@@ -87,6 +87,7 @@ def resident_rate(G, params, n_inputs, n_classes, samples, chunk) -> dict:
     """Training samples/s with the state on the GPU between chunks (coding on the host
     included), after one untimed chunk."""
     x, y, sat = features(params, n_inputs, n_classes, samples + chunk, seed=2)
+    x, sat = cn.per_feature_coding(x, sat)  # per-feature levels as train_chunk resolves them
     state = cn.init_state(params, params.n_inputs(n_inputs), n_classes)
     hp = cn.kernel_params(params, params.n_inputs(n_inputs))
     ensemble = G.DeviceEnsemble(cn.kernel_state(state))

@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.baselines import linear_probe, nearest_class_mean  # noqa: E402
 from pipeline.colanet import ColanetConfig, readout  # noqa: E402
 from pipeline.config import ImportConfig, TrainConfig  # noqa: E402
+from pipeline.errors import UserError  # noqa: E402
 from pipeline.model_file import run_model  # noqa: E402
+from pipeline.outputs import claim_folder  # noqa: E402
 from pipeline.store import EmbeddingStore, store_exists, write_arrays  # noqa: E402
 from pipeline.streaming import iter_batches  # noqa: E402
 from pipeline.training import train_run, vote  # noqa: E402
@@ -90,7 +92,12 @@ def main(argv=None) -> int:
     store = EmbeddingStore.open(args.store)
     config = ColanetConfig(m=args.m, e=args.e)
     work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
+    try:  # a folder this benchmark made before (its marker) starts afresh; any other is refused
+        claim_folder(work, "incremental benchmark")
+    except UserError as e:
+        sys.exit(str(e))
+    shutil.rmtree(work)
+    claim_folder(work, "incremental benchmark")
     (work / "stores").mkdir(parents=True)
     data = {s: rows(store, s) for s in ("train", "test")}
     names = np.array(store.class_names)

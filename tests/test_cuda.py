@@ -208,3 +208,19 @@ def test_the_learning_and_predicting_loops_run_on_the_device_asked_for(tmp_path)
     gpu_arrays = cn.state_arrays(gpu)
     for name, array in cn.state_arrays(cpu).items():
         np.testing.assert_array_equal(gpu_arrays[name], array, err_msg=f"state.{name}")
+
+
+def test_the_gpu_benchmark_codes_per_feature_levels_as_training_does():
+    """bench/gpu.py's resident loop handed the per-feature levels (the shipped sat_scope) to the
+    coder unresolved: a TypingError right after its identity check, on a GPU as here."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    try:
+        import gpu
+    finally:
+        sys.path.pop(0)
+    params = gpu.model("tiny")
+    assert params.sat_scope == "feature"
+    rate = gpu.resident_rate(colanet_cuda, params, N_INPUTS, N_CLASSES, samples=2, chunk=2)
+    assert rate["samples"] == 2 and rate["input_spikes_per_sample"] > 0
