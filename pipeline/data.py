@@ -309,8 +309,9 @@ def _csv_list(spec: str, path: Path) -> DataSet:
         if any("\n" in f or "\r" in f for f in fields):
             raise UserError(f"{path}:{line}: a field holds a line break (a quote opened here runs "
                             f"on over the next lines?); close the quote or remove the break")
-        # NFC: "é" typed as one character or as "e" and an accent (macOS, some exports) is one class
-        rel, label = fields[at_path].strip(), unicodedata.normalize("NFC", fields[at_label].strip())
+        # NFC: "é" typed as one character or as "e" and an accent (macOS, some exports): one class
+        rel = fields[at_path].strip()
+        label = unicodedata.normalize("NFC", fields[at_label].strip())
         if not rel:
             raise UserError(f"{path}:{line}: empty path; give the image's path or delete the row")
         if not label:

@@ -108,7 +108,8 @@ def _embed(cfg: EmbedConfig, path: str, ds: DataSet, encoder: Encoder, client,
     batch_size = int(store.attrs.get("batch_size", cfg.batch_size))
     threads = int(store.attrs.get("threads", threads))
     chunk_size = int(store.attrs["layout"].get("chunk_size", cfg.chunk_size))
-    kept = {"--chunk-size": (chunk_size, cfg.chunk_size), "--batch-size": (batch_size, cfg.batch_size)}
+    kept = {"--chunk-size": (chunk_size, cfg.chunk_size),
+            "--batch-size": (batch_size, cfg.batch_size)}
     changed = [f"{flag} {was} (not {asked})" for flag, (was, asked) in kept.items() if was != asked]
     if changed:  # the layout and the forward pass's batch shape are fixed when a store is made
         print(f"{path}: continuing with the store's {' and '.join(changed)}: they are fixed when "

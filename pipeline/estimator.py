@@ -106,8 +106,8 @@ class ColanetClassifier(ClassifierMixin, BaseEstimator):
     :class:`pipeline.training.Coding`), ``state_`` (the network's
     :class:`pipeline.colanet.ColanetState`), ``next_sample_id_`` (the id the next
     ``partial_fit`` row gets), ``passes_`` (the passes ``fit`` made; what :meth:`save` records,
-    whatever ``set_params`` changed since). Pickling keeps them all (plain arrays and frozen dataclasses);
-    :meth:`save` writes the same self-contained ``.npz`` as ``annsnn export`` (no pickle).
+    whatever ``set_params`` changed since). Pickling keeps them all (plain arrays and frozen
+    dataclasses); :meth:`save` writes the same self-contained ``.npz`` as ``annsnn export`` (no pickle).
 
     scikit-learn's estimator checks (``tests/test_estimator.py``, ``m=2, e=1``): every check
     passes with ``coding="on_off"``; with ``"saturation"`` and the default ``"whitened"`` every

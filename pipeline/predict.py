@@ -283,7 +283,8 @@ def _check_out(out: str | None) -> None:
         return
     path = Path(out)
     if path.is_dir():
-        raise UserError(f"{out}: is a folder; give the CSV file's path (e.g. {out}/predictions.csv)")
+        raise UserError(f"{out}: is a folder; give the CSV file's path (e.g. "
+                        f"{out}/predictions.csv)")
     if path.exists() or path.is_symlink():
         raise UserError(f"{out}: already exists; nothing was written: choose another --out "
                         f"(predict never replaces a file)")
