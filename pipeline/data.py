@@ -40,7 +40,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from pipeline.errors import UserError
-from pipeline.store import SPLIT_NAMES
+from pipeline.store import SPLIT_NAMES, visible_text
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # Names a split folder or a CSV split value may have (compared lower-cased) -> the split it is.
@@ -231,8 +231,7 @@ def _image_folder(spec: str, root: Path) -> DataSet:
         classes = [c.name for c in folders]
     for name in classes:
         if not is_text(name):
-            shown = os.fsencode(name).decode("utf-8", "backslashreplace")
-            raise UserError(f"{root}: the class folder {shown}/ has a name that is not UTF-8 "
+            raise UserError(f"{root}: the class folder {visible_text(name)}/ has a name that is not UTF-8 "
                             f"text; rename it (class names are written as text)")
     if split_dirs:
         splits = {name: Split(*_scan_classes(root, split_dirs[name], classes))

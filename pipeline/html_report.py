@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import quote
 
 from pipeline.metrics import worst_classes
+from pipeline.store import visible_text
 
 PAGE = "report.html"
 
@@ -210,8 +211,8 @@ def render(run_dir: Path, metrics: dict[str, Any], config: dict[str, Any] | None
                 and not path.name.endswith(".tmp"):
             # A name that is not UTF-8 (a user's file) holds surrogates: quote its bytes, show
             # them escaped, so the page can still be written as UTF-8.
-            shown = os.fsencode(path.name).decode("utf-8", "backslashreplace")
-            body.append(f'<li><a href="{quote(os.fsencode(path.name))}">{html.escape(shown)}</a> '
+            body.append(f'<li><a href="{quote(os.fsencode(path.name))}">'
+                        f'{html.escape(visible_text(path.name))}</a> '
                         f"({_size(path.stat().st_size)})</li>")
     body.append("</ul>")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

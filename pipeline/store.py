@@ -485,11 +485,16 @@ def _remove_own_entries(path: str) -> None:
     fs.rm(f"{root}/zarr.json")
 
 
+def visible_text(text: str) -> str:
+    """``text`` as valid UTF-8: a file name that is not UTF-8 (held by Python with surrogate
+    escapes) keeps its bytes visible as ``\\xNN`` escapes instead of failing a write."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def storable_text(values) -> np.ndarray:
-    """Strings as valid UTF-8 for Zarr: a file name that is not UTF-8 (held by Python with
-    surrogate escapes) keeps its bytes visible as ``\\xNN`` escapes instead of failing the write."""
-    return np.array([str(v).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                     for v in values], dtype=object).astype(str) if len(values) else np.asarray(values)
+    """Strings as valid UTF-8 for Zarr (:func:`visible_text` each)."""
+    return np.array([visible_text(str(v)) for v in values], dtype=object).astype(str) \
+        if len(values) else np.asarray(values)
 
 
 #: What decides an encoder's features: equal values give equal features (a store's identity).
